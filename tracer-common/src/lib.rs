@@ -1,0 +1,52 @@
+//! Types shared by the kernel programs (tracer-ebpf) and userspace (tracer).
+//!
+//! Every type that crosses the boundary is `#[repr(C)]`, has no implicit padding
+//! (explicit `_pad` fields instead, so map keys hash the same bytes on both sides)
+//! and carries a size assertion.
+#![no_std]
+
+pub mod block;
+pub mod counters;
+pub mod hist;
+
+pub mod biolatency;
+pub mod biopattern;
+pub mod biosnoop;
+pub mod biotop;
+pub mod bitesize;
+
+/// Asserts a shared type's size at compile time.
+#[macro_export]
+macro_rules! assert_size {
+    ($t:ty, $n:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $n);
+    };
+}
+
+/// Marks shared types as plain old data for aya's map and global APIs.
+#[macro_export]
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            #[cfg(feature = "user")]
+            // SAFETY: repr(C), Copy, no implicit padding (checked by assert_size!).
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+
+/// Filter on the task that causes an event. Zero fields match everything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Process id (tgid) to keep, 0 for all.
+    pub tgid: u32,
+    /// Depth of the cgroup below the cgroup v2 root (root = 0).
+    pub cgroup_level: u32,
+    /// cgroup v2 id (inode number of its directory) to keep, with descendants; 0 for all.
+    pub cgroup_id: u64,
+}
+assert_size!(TaskFilter, 16);
+pod!(TaskFilter);
+
+pub const COMM_LEN: usize = 16;

@@ -1,0 +1,67 @@
+//! biolatency: block I/O latency histograms, aggregated in the kernel.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    programs::TracePointContext,
+};
+use tracer_common::{
+    biolatency::LatGroup,
+    block::{BlockConfig, FLAG_PER_DISK, FLAG_PER_FLAGS, FLAG_QUEUED, Inflight, RqKey},
+    counters::NUM_COUNTERS,
+    hist::{HistKey, HistStats},
+};
+use tracer_ebpf::{block, hist_record, tp_field};
+
+tracer_ebpf::license!();
+
+#[unsafe(no_mangle)]
+static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
+
+#[map]
+static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+static HIST: PerCpuHashMap<HistKey<LatGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+#[map]
+static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> = PerCpuHashMap::with_max_entries(1024, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[tracepoint]
+pub fn block_submit(ctx: TracePointContext) -> u32 {
+    block::on_submit(&ctx, &CONFIG.load(), &INFLIGHT);
+    0
+}
+
+#[tracepoint]
+pub fn block_insert(ctx: TracePointContext) -> u32 {
+    block::on_insert(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    0
+}
+
+#[tracepoint]
+pub fn block_issue(ctx: TracePointContext) -> u32 {
+    block::on_issue(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    0
+}
+
+#[tracepoint]
+pub fn block_complete(ctx: TracePointContext) -> u32 {
+    let cfg = CONFIG.load();
+    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &INFLIGHT, &COUNTERS) else {
+        return 0;
+    };
+    let start = if cfg.flags & FLAG_QUEUED != 0 && rq.ts_insert != 0 { rq.ts_insert } else { rq.ts_issue };
+    let mut group = LatGroup::default();
+    if cfg.flags & FLAG_PER_DISK != 0 {
+        group.dev = key.dev;
+    }
+    if cfg.flags & FLAG_PER_FLAGS != 0 {
+        group.rwbs = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();
+    }
+    hist_record(&HIST, &HIST_STATS, &COUNTERS, group, now.saturating_sub(start).checked_div(cfg.unit_div).unwrap_or(0));
+    0
+}

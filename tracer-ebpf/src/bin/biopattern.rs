@@ -1,0 +1,73 @@
+//! biopattern: sequential vs random I/O per disk, counted at completion.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    bindings::BPF_ANY,
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    programs::TracePointContext,
+};
+use tracer_common::{
+    biopattern::PatternValue,
+    block::BlockConfig,
+    counters::{Counter, NUM_COUNTERS},
+};
+use tracer_ebpf::{count, tp_field};
+
+tracer_ebpf::license!();
+
+#[unsafe(no_mangle)]
+static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
+
+/// Sector just after each disk's previous I/O; shared across CPUs, since
+/// sequentiality is about the order the disk sees.
+#[map]
+static NEXT_SECTOR: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
+#[map]
+static PATTERN: PerCpuHashMap<u32, PatternValue> = PerCpuHashMap::with_max_entries(1024, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[tracepoint]
+pub fn block_complete(ctx: TracePointContext) -> u32 {
+    let cfg = CONFIG.load();
+    let f = &cfg.complete;
+    let Some(dev) = tp_field::<u32>(&ctx, f.dev) else { return 0 };
+    if cfg.dev != 0 && dev != cfg.dev {
+        return 0;
+    }
+    let sector: u64 = tp_field(&ctx, f.sector).unwrap_or(0);
+    let sectors = tp_field::<u32>(&ctx, f.nr_sector).unwrap_or(0) as u64;
+    if sectors == 0 {
+        // Flushes and other data-less requests have no position.
+        return 0;
+    }
+    // The first I/O seen on a disk is neither sequential nor random.
+    let previous = NEXT_SECTOR.get_ptr(&dev).map(|p| unsafe { *p });
+    if NEXT_SECTOR.insert(&dev, sector + sectors, BPF_ANY as u64).is_err() {
+        count(&COUNTERS, Counter::MapFull);
+    }
+    let (sequential, random) = match previous {
+        None => (0, 0),
+        Some(next) if next == sector => (1, 0),
+        Some(_) => (0, 1),
+    };
+    match PATTERN.get_ptr_mut(&dev) {
+        Some(p) => {
+            // SAFETY: per-CPU value, only this CPU writes it.
+            let p = unsafe { &mut *p };
+            p.sequential += sequential;
+            p.random += random;
+            p.bytes += sectors << 9;
+        }
+        None => {
+            let v = PatternValue { sequential, random, bytes: sectors << 9 };
+            if PATTERN.insert(&dev, &v, BPF_ANY as u64).is_err() {
+                count(&COUNTERS, Counter::MapFull);
+            }
+        }
+    }
+    0
+}

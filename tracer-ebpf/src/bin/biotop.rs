@@ -1,0 +1,70 @@
+//! biotop: per-process block I/O totals (count, bytes, time), counted in the kernel.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    bindings::BPF_ANY,
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    programs::TracePointContext,
+};
+use tracer_common::{
+    biotop::{TopKey, TopValue},
+    block::{BlockConfig, Inflight, RqKey},
+    counters::{Counter, NUM_COUNTERS},
+};
+use tracer_ebpf::{block, count, tp_field};
+
+tracer_ebpf::license!();
+
+#[unsafe(no_mangle)]
+static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
+
+#[map]
+static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+static TOTALS: PerCpuHashMap<TopKey, TopValue> = PerCpuHashMap::with_max_entries(10240, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[tracepoint]
+pub fn block_submit(ctx: TracePointContext) -> u32 {
+    block::on_submit(&ctx, &CONFIG.load(), &INFLIGHT);
+    0
+}
+
+#[tracepoint]
+pub fn block_issue(ctx: TracePointContext) -> u32 {
+    block::on_issue(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    0
+}
+
+#[tracepoint]
+pub fn block_complete(ctx: TracePointContext) -> u32 {
+    let cfg = CONFIG.load();
+    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &INFLIGHT, &COUNTERS) else {
+        return 0;
+    };
+    let rwbs: [u8; 8] = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();
+    // The op letter follows an optional preflush 'F' (see blk_fill_rwbs).
+    let write = rwbs[0] == b'W' || (rwbs[0] == b'F' && rwbs[1] == b'W');
+    let top = TopKey { tgid: rq.tgid, dev: key.dev, write: write as u32, _pad: 0, comm: rq.comm };
+    let ns = now.saturating_sub(rq.ts_issue);
+    match TOTALS.get_ptr_mut(&top) {
+        Some(v) => {
+            // SAFETY: per-CPU value, only this CPU writes it.
+            let v = unsafe { &mut *v };
+            v.io += 1;
+            v.bytes += rq.bytes as u64;
+            v.ns += ns;
+        }
+        None => {
+            let v = TopValue { io: 1, bytes: rq.bytes as u64, ns };
+            if TOTALS.insert(&top, &v, BPF_ANY as u64).is_err() {
+                count(&COUNTERS, Counter::MapFull);
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,147 @@
+//! Helpers shared by tracer's kernel programs. Each tool is its own ELF
+//! (src/bin/<tool>.rs) so that a verifier failure or a missing hook breaks one
+//! tool only; what they have in common lives here.
+#![no_std]
+
+pub mod block;
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid},
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TracePointContext,
+};
+use tracer_common::{
+    TaskFilter,
+    counters::Counter,
+    hist::{HistKey, HistStats, bucket_of},
+};
+
+/// Every ELF must declare a GPL-compatible license: bpf_probe_read_kernel and the
+/// ring buffer helpers are GPL-only.
+#[macro_export]
+macro_rules! license {
+    () => {
+        #[unsafe(link_section = "license")]
+        #[unsafe(no_mangle)]
+        static LICENSE: [u8; 4] = *b"GPL\0";
+
+        #[cfg(not(test))]
+        #[panic_handler]
+        fn panic(_info: &core::panic::PanicInfo) -> ! {
+            loop {}
+        }
+    };
+}
+
+/// Reads a field of a classic tracepoint record at a byte offset found in its
+/// tracefs format file. `off` is `NO_FIELD` when the running kernel lacks it.
+#[inline(always)]
+pub fn tp_field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
+    if off == tracer_common::block::NO_FIELD {
+        return None;
+    }
+    // SAFETY: the offset comes from the kernel's own format file for this event.
+    unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+/// CLOCK_MONOTONIC now, ns.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+/// Current process id (tgid).
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Whether the current task matches the pid and cgroup filter.
+#[inline(always)]
+pub fn task_passes(filter: &TaskFilter) -> bool {
+    if filter.tgid != 0 && current_tgid() != filter.tgid {
+        return false;
+    }
+    if filter.cgroup_id != 0 {
+        // SAFETY: plain helper call; returns 0 when the task is not that deep.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(filter.cgroup_level as i32) };
+        if id != filter.cgroup_id {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+pub fn count(counters: &PerCpuArray<u64>, counter: Counter) {
+    if let Some(slot) = counters.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Adds `n` to a per-CPU counter keyed by `key`, creating it if needed.
+#[inline(always)]
+pub fn percpu_add<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64, counters: &PerCpuArray<u64>) {
+    match map.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        Some(v) => unsafe { *v += n },
+        None => {
+            // BPF_ANY: if another CPU created the key meanwhile, this writes only
+            // this CPU's slot, which was zero: no count is lost.
+            if map.insert(key, n, BPF_ANY as u64).is_err() {
+                count(counters, Counter::MapFull);
+            }
+        }
+    }
+}
+
+/// Records `value` in the log-linear histogram of `group`, and its exact totals.
+#[inline(always)]
+pub fn hist_record<G: Copy>(
+    hist: &PerCpuHashMap<HistKey<G>, u64>,
+    stats: &PerCpuHashMap<G, HistStats>,
+    counters: &PerCpuArray<u64>,
+    group: G,
+    value: u64,
+) {
+    let key = HistKey { group, bucket: bucket_of(value), _pad: 0 };
+    percpu_add(hist, &key, 1, counters);
+    match stats.get_ptr_mut(&group) {
+        Some(s) => {
+            // SAFETY: per-CPU value, only this CPU writes it.
+            let s = unsafe { &mut *s };
+            s.count += 1;
+            s.sum += value;
+            if value > s.max {
+                s.max = value;
+            }
+        }
+        None => {
+            let s = HistStats { count: 1, sum: value, max: value };
+            if stats.insert(&group, s, BPF_ANY as u64).is_err() {
+                count(counters, Counter::MapFull);
+            }
+        }
+    }
+}
+
+/// Ring buffer bytes pending before the consumer is woken; below that it drains
+/// on its own timer. Batching wake-ups is most of the per-event cost saved.
+pub const WAKEUP_BYTES: u64 = 64 * 1024;
+
+/// Writes one record to the ring buffer, counting it as lost if it does not fit.
+#[inline(always)]
+pub fn emit<T: 'static>(ring: &RingBuf, counters: &PerCpuArray<u64>, record: &T) {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    let flags = if ring.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if ring.output::<T>(record, flags as u64).is_err() {
+        count(counters, Counter::Lost);
+    }
+}

@@ -1,0 +1,12 @@
+//! What every tool shares: loading and attaching, kernel probing, histograms,
+//! output, the run loop and the command-line conventions.
+pub mod block;
+pub mod cli;
+pub mod disks;
+pub mod ebpf;
+pub mod hist;
+pub mod kernel;
+pub mod output;
+pub mod run;
+pub mod tally;
+pub mod tracefs;

@@ -1,0 +1,139 @@
+//! The run loop every tool shares: Ctrl-C/SIGTERM end the run after a final
+//! report; `interval [count]` schedule reports and end the run by themselves; event
+//! tools drain their ring buffer into tokio as records arrive.
+
+use std::{future::Future, time::Duration};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{Signal, SignalKind, signal},
+    time::{Instant, MissedTickBehavior, interval_at},
+};
+
+/// When to report and when to stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// Report every this often; None: once, at the end.
+    pub interval: Option<Duration>,
+    /// Stop after this many reports; None: until Ctrl-C.
+    pub count: Option<u64>,
+}
+
+/// Runs a future on a single-threaded tokio runtime (one thread is plenty and
+/// keeps the tracer's own footprint small).
+pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?.block_on(f)
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Prints the banner that says tracing has begun (tests wait for it).
+pub fn banner(what: &str) {
+    eprintln!("Tracing {what}... Hit Ctrl-C to end.");
+}
+
+/// Aggregating tools: calls `report(last)` every interval (or once at the end).
+pub fn periodic(schedule: Schedule, what: &str, mut report: impl FnMut(bool) -> Result<()>) -> Result<()> {
+    block_on(async move {
+        let mut signals = Signals::new()?;
+        banner(what);
+        let Some(period) = schedule.interval else {
+            signals.recv().await;
+            return report(true);
+        };
+        let mut ticks = interval_at(Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut done = 0u64;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    done += 1;
+                    let last = schedule.count.is_some_and(|c| done >= c);
+                    report(last)?;
+                    if last {
+                        return Ok(());
+                    }
+                }
+                _ = signals.recv() => return report(true),
+            }
+        }
+    })
+}
+
+/// How often a quiet ring buffer is drained (the kernel side wakes us only once
+/// enough bytes are pending, to batch wake-ups).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// Event tools: every record in `ring` goes to `on_record`; `report(last)` is
+/// called every interval (or once at the end). With a schedule, the run ends
+/// after interval * count.
+pub fn stream(
+    schedule: Schedule,
+    what: &str,
+    ring: RingBuf<MapData>,
+    mut on_record: impl FnMut(&[u8]) -> Result<()>,
+    mut report: impl FnMut(bool) -> Result<()>,
+) -> Result<()> {
+    block_on(async move {
+        let mut signals = Signals::new()?;
+        // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the fd
+        // stays open for as long as it is registered.
+        let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?;
+        banner(what);
+        let period = schedule.interval.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+        let mut ticks = interval_at(Instant::now() + period, period);
+        let mut drains = interval_at(Instant::now() + DRAIN_EVERY, DRAIN_EVERY);
+        drains.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut done = 0u64;
+        let mut drain = |ring: &mut RingBuf<MapData>| -> Result<()> {
+            while let Some(item) = ring.next() {
+                on_record(&item)?;
+            }
+            Ok(())
+        };
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("polling the ring buffer")?;
+                    drain(guard.get_inner_mut())?;
+                    guard.clear_ready();
+                }
+                _ = drains.tick() => drain(ring.get_mut())?,
+                _ = ticks.tick(), if schedule.interval.is_some() => {
+                    drain(ring.get_mut())?;
+                    done += 1;
+                    let last = schedule.count.is_some_and(|c| done >= c);
+                    report(last)?;
+                    if last {
+                        return Ok(());
+                    }
+                }
+                _ = signals.recv() => {
+                    drain(ring.get_mut())?;
+                    return report(true);
+                }
+            }
+        }
+    })
+}
