@@ -1,1 +1,383 @@
+//! Helpers for tracer's integration tests: running the real binary against the
+//! real kernel, and deterministic workloads the tests create and clean up
+//! themselves (loop devices on tmpfs, direct I/O, child processes).
+//!
+//! Outside CI, a test that needs root skips with a message; with CI=true a skip
+//! is a failure.
 
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufRead as _, BufReader, Read as _},
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether this test can trace here. Outside CI it may skip (returns false after
+/// saying why); in CI it fails instead.
+pub fn can_trace() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reason = if !root {
+        Some("needs root (CAP_BPF, CAP_PERFMON)")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("needs a kernel with BTF")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(why) if in_ci() => panic!("cannot run with CI=true: {why}"),
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+/// Returns early from a test that cannot run here (see `can_trace`).
+#[macro_export]
+macro_rules! require_tracing {
+    () => {
+        if !$crate::can_trace() {
+            return;
+        }
+    };
+}
+
+/// The tracer binary under test: $TRACER_BIN, else target/release/tracer.
+pub fn tracer_bin() -> PathBuf {
+    let bin = std::env::var_os("TRACER_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer")
+    });
+    assert!(bin.exists(), "{} not found: run the tests with `cargo xtask test`", bin.display());
+    bin
+}
+
+/// A finished tracer run.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.status.success(), "tracer failed ({}):\nstdout:\n{}\nstderr:\n{}", self.status, self.stdout, self.stderr);
+        assert!(!self.stderr.contains("panicked"), "tracer panicked:\n{}", self.stderr);
+        self
+    }
+
+    /// stdout as NDJSON records.
+    #[track_caller]
+    pub fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Asserts a clean failure: non-zero exit and exactly one line on stderr.
+    #[track_caller]
+    pub fn assert_one_line_error(&self, contains: &str) {
+        assert!(!self.status.success(), "expected failure, got success; stdout:\n{}", self.stdout);
+        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{}", self.stderr);
+        assert!(lines[0].contains(contains), "stderr {:?} lacks {contains:?}", lines[0]);
+        assert!(!self.stderr.contains("panicked") && !self.stderr.contains("RUST_BACKTRACE"));
+    }
+}
+
+/// A running tracer whose output is collected in the background.
+pub struct Tracer {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            into.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    })
+}
+
+const BANNER: &str = "Hit Ctrl-C to end.";
+
+impl Tracer {
+    /// Starts `tracer <args>` and waits until it says it is tracing.
+    #[track_caller]
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tracer");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        let mut tracer = Tracer { child, stdout, stderr, readers };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if tracer.stderr.lock().unwrap().contains(BANNER) {
+                return tracer;
+            }
+            if let Ok(Some(status)) = tracer.child.try_wait() {
+                let f = tracer.finish(status);
+                panic!("tracer {args:?} exited before tracing ({}):\n{}{}", f.status, f.stdout, f.stderr);
+            }
+            assert!(Instant::now() < deadline, "tracer {args:?} did not start in 60 s:\n{}", tracer.stderr.lock().unwrap());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The output so far.
+    pub fn stdout_now(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn finish(mut self, status: ExitStatus) -> Finished {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = self.stderr.lock().unwrap().clone();
+        Finished { status, stdout, stderr }
+    }
+
+    fn wait_timeout(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return self.finish(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait");
+                let f = self.finish(status);
+                panic!("tracer did not exit within {limit:?}:\n{}{}", f.stdout, f.stderr);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal (SIGINT, like Ctrl-C) and collects the final output.
+    pub fn stop_with(self, signal: i32) -> Finished {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.wait_timeout(Duration::from_secs(30))
+    }
+
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits for a run that ends by itself (interval and count).
+    pub fn wait(self) -> Finished {
+        self.wait_timeout(Duration::from_secs(60))
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs tracer to completion (for bad-input tests).
+pub fn run_tracer(args: &[&str]) -> Finished {
+    run_command(Command::new(tracer_bin()).args(args))
+}
+
+pub fn run_command(cmd: &mut Command) -> Finished {
+    let out = cmd.stdin(Stdio::null()).output().expect("running command");
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a shell command that must succeed; returns its stdout.
+#[track_caller]
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("running sh");
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The calling thread's name as the kernel reports it (what COMM columns show).
+pub fn thread_comm() -> String {
+    std::fs::read_to_string("/proc/thread-self/comm").unwrap().trim_end().to_string()
+}
+
+pub fn own_pid() -> u32 {
+    std::process::id()
+}
+
+/// Loop devices are attached one at a time: `losetup -f` can hand the same free
+/// device to two concurrent callers.
+static LOSETUP: Mutex<()> = Mutex::new(());
+
+/// A loop device backed by a file on tmpfs (/dev/shm), detached and removed on drop.
+pub struct LoopDevice {
+    pub path: String,
+    pub name: String,
+    backing: PathBuf,
+}
+
+impl LoopDevice {
+    #[track_caller]
+    pub fn new(size_mb: u64) -> LoopDevice {
+        let backing = PathBuf::from(format!(
+            "/dev/shm/tracer-test-{}-{:?}.img",
+            std::process::id(),
+            thread::current().id()
+        ))
+        .to_string_lossy()
+        .replace(['(', ')'], "")
+        .into();
+        let file = File::create(&backing).expect("creating the backing file");
+        file.set_len(size_mb << 20).unwrap();
+        drop(file);
+        let _guard = LOSETUP.lock().unwrap_or_else(|e| e.into_inner());
+        let out = Command::new("losetup").args(["-f", "--show"]).arg(&backing).output().expect("losetup");
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&backing);
+            panic!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let name = path.trim_start_matches("/dev/").to_string();
+        LoopDevice { path, name, backing }
+    }
+
+    /// Opens the device for O_DIRECT I/O.
+    pub fn open_direct(&self) -> DirectIo {
+        DirectIo::open(Path::new(&self.path))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _guard = LOSETUP.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+        let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+/// O_DIRECT I/O with a page-aligned buffer: each call is one request that
+/// nothing merges with, issued by the calling thread.
+pub struct DirectIo {
+    file: File,
+    buf: *mut u8,
+    cap: usize,
+}
+
+const DIRECT_BUF: usize = 1 << 20;
+
+impl DirectIo {
+    pub fn open(path: &Path) -> DirectIo {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening {} O_DIRECT: {e}", path.display()));
+        let layout = std::alloc::Layout::from_size_align(DIRECT_BUF, 4096).unwrap();
+        // SAFETY: non-zero size layout.
+        let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!buf.is_null());
+        DirectIo { file, buf, cap: DIRECT_BUF }
+    }
+
+    fn buf(&mut self, len: usize) -> &mut [u8] {
+        assert!(len <= self.cap);
+        // SAFETY: buf is a live allocation of cap bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.buf, len) }
+    }
+
+    #[track_caller]
+    pub fn write(&mut self, offset: u64, len: usize) {
+        let file = self.file.try_clone().unwrap();
+        let n = file.write_at(self.buf(len), offset).expect("direct write");
+        assert_eq!(n, len);
+    }
+
+    #[track_caller]
+    pub fn read(&mut self, offset: u64, len: usize) {
+        let file = self.file.try_clone().unwrap();
+        let n = file.read_at(self.buf(len), offset).expect("direct read");
+        assert_eq!(n, len);
+    }
+}
+
+impl Drop for DirectIo {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.cap, 4096).unwrap();
+        // SAFETY: allocated in open() with this layout.
+        unsafe { std::alloc::dealloc(self.buf, layout) };
+    }
+}
+
+/// The standard block workload: `writes` sequential 4 KiB O_DIRECT writes from
+/// offset 0, then `reads` 64 KiB O_DIRECT reads from 1 MiB on, one at a time.
+pub const W_SIZE: u64 = 4096;
+pub const R_SIZE: u64 = 65536;
+pub const R_BASE: u64 = 1 << 20;
+
+pub fn block_workload(dev: &LoopDevice, writes: u64, reads: u64) {
+    let mut io = dev.open_direct();
+    for i in 0..writes {
+        io.write(i * W_SIZE, W_SIZE as usize);
+    }
+    for j in 0..reads {
+        io.read(R_BASE + j * R_SIZE, R_SIZE as usize);
+    }
+}
+
+/// Starts a child process (`dd`) writing `count` 4 KiB O_DIRECT blocks to the
+/// device at `offset_blocks`; returns it so the test knows its pid.
+pub fn dd_writer(dev: &LoopDevice, count: u64, offset_blocks: u64) -> Child {
+    Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", dev.path))
+        .args(["bs=4096", "oflag=direct", "status=none"])
+        .arg(format!("count={count}"))
+        .arg(format!("seek={offset_blocks}"))
+        .spawn()
+        .expect("starting dd")
+}
+
+/// Reads a whole file into a string (helper for /proc).
+pub fn read_to_string(path: &str) -> String {
+    let mut s = String::new();
+    File::open(path).and_then(|mut f| f.read_to_string(&mut s)).unwrap_or_default();
+    s
+}

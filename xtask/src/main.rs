@@ -1,1 +1,210 @@
-fn main() {}
+//! `cargo xtask`: set up a machine, build, run, test, install and benchmark tracer.
+//!
+//! Setup is idempotent and quick when nothing is missing: it installs rust-src for
+//! the nightly toolchain, the LLVM development package matching nightly's LLVM
+//! major version, bpf-linker built against it, and the test suite's tools. It never
+//! updates an existing nightly (that would move it past bpf-linker's LLVM).
+
+mod bench;
+mod setup;
+mod vm;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run and test tracer")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent)
+    Setup {
+        /// Also install the test suite's tools (nftables, e2fsprogs, ...)
+        #[arg(long)]
+        test_tools: bool,
+    },
+    /// Set up, build the release binary and run it: cargo xtask run -- biolatency
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run the unit and integration tests on this kernel
+    Test {
+        /// Extra arguments for the integration test harness (e.g. a test name)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build the release binary and install it with a symlink per tool name
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
+    /// cargo fmt --check and clippy for userspace and the eBPF crate
+    Lint,
+    /// Benchmarks: BPF run time per event, end-to-end overhead, start-up, RSS
+    Bench {
+        /// Rounds per configuration
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Only these benchmarks (block, faults)
+        #[arg(long)]
+        only: Vec<String>,
+    },
+    /// Run the integration tests on other kernels under qemu
+    VmTest {
+        /// 6.1, 6.12 or all
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup { test_tools } => {
+            setup::build_prerequisites()?;
+            if test_tools {
+                setup::test_prerequisites()?;
+            }
+            Ok(())
+        }
+        Cmd::Run { args } => {
+            setup::build_prerequisites()?;
+            let bin = build_release()?;
+            let status = Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { args } => test(&args),
+        Cmd::Install { prefix } => install(&prefix),
+        Cmd::Lint => lint(),
+        Cmd::Bench { rounds, only } => {
+            setup::build_prerequisites()?;
+            setup::bench_prerequisites()?;
+            let bin = build_release()?;
+            bench::run(&bin, rounds, &only)
+        }
+        Cmd::VmTest { kernel } => {
+            setup::build_prerequisites()?;
+            setup::test_prerequisites()?;
+            let bin = build_release()?;
+            let tests = build_integration_tests()?;
+            vm::run(&kernel, &bin, &tests)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs a command, failing with its description if it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Builds target/release/tracer with its eBPF programs embedded.
+pub fn build_release() -> Result<PathBuf> {
+    eprintln!("xtask: building tracer (release)");
+    run(cargo().args(["build", "--release", "--package", "tracer"]).env_remove("TRACER_EBPF_STUBS"))?;
+    Ok(workspace_root().join("target/release/tracer"))
+}
+
+/// Builds the integration test binaries, returning their paths.
+pub fn build_integration_tests() -> Result<Vec<PathBuf>> {
+    let out = cargo()
+        .args(["test", "--release", "--package", "tracer-tests", "--no-run", "--message-format=json"])
+        .output()
+        .context("building the integration tests")?;
+    if !out.status.success() {
+        bail!("building the integration tests failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.contains("\"reason\":\"compiler-artifact\"")
+            && line.contains("\"test\":true")
+            && let Some(start) = line.find("\"executable\":\"")
+        {
+            let rest = &line[start + 14..];
+            if let Some(end) = rest.find('"') {
+                bins.push(PathBuf::from(&rest[..end]));
+            }
+        }
+    }
+    Ok(bins)
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::build_prerequisites()?;
+    setup::test_prerequisites()?;
+    let bin = build_release()?;
+    eprintln!("xtask: unit tests");
+    run(cargo().args(["test", "--release", "--package", "tracer", "--package", "tracer-common"]))?;
+    eprintln!("xtask: integration tests against this kernel ({})", kernel_release());
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--package", "tracer-tests", "--"]).args(args).env("TRACER_BIN", &bin);
+    run(&mut cmd)
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn install(prefix: &Path) -> Result<()> {
+    setup::build_prerequisites()?;
+    let bin = build_release()?;
+    let bindir = prefix.join("bin");
+    std::fs::create_dir_all(&bindir).with_context(|| format!("creating {}", bindir.display()))?;
+    let dest = bindir.join("tracer");
+    std::fs::copy(&bin, &dest).with_context(|| format!("copying to {}", dest.display()))?;
+    let names = Command::new(&bin).args(["list", "--names"]).output().context("listing tool names")?;
+    for name in String::from_utf8_lossy(&names.stdout).split_whitespace() {
+        let link = bindir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("tracer", &link).with_context(|| format!("creating {}", link.display()))?;
+        eprintln!("xtask: {} -> tracer", link.display());
+    }
+    eprintln!("xtask: installed {}", dest.display());
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo()
+        .args(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--", "-D", "warnings"])
+        .env("TRACER_EBPF_STUBS", "1"))?;
+    // The kernel programs only build for the BPF target, with nightly's build-std.
+    run(Command::new("rustup")
+        .current_dir(workspace_root().join("tracer-ebpf"))
+        .args(["run", "nightly", "cargo", "clippy", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--bins"])
+        .args(["--target-dir", "../target/ebpf-clippy", "--", "-D", "warnings"])
+        .env("CARGO_ENCODED_RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\""))
+}

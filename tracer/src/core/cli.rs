@@ -107,7 +107,14 @@ fn root_command() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
-        .subcommand(Command::new("list").about("List the tools and whether each can run on this kernel"))
+        .subcommand(
+            Command::new("list").about("List the tools and whether each can run on this kernel").arg(
+                Arg::new("names")
+                    .long("names")
+                    .action(ArgAction::SetTrue)
+                    .help("Print only tool names and aliases (for installing symlinks)"),
+            ),
+        )
         .subcommand(
             Command::new("doctor")
                 .about("Check privileges, BTF and tracefs, and which hooks each tool would use")
@@ -146,13 +153,17 @@ pub fn main() -> i32 {
     }));
 
     let args = argv_with_tool(std::env::args_os().collect());
+    let prefix = match args.get(1).map(|a| a.to_string_lossy().into_owned()) {
+        Some(name) if tools::find(&name).is_some() => name,
+        _ => "tracer".to_string(),
+    };
     let matches = match root_command().try_get_matches_from(args) {
         Ok(m) => m,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error(e, &prefix),
     };
     let (name, sub) = matches.subcommand().expect("subcommand is required");
     let result = match name {
-        "list" => tools::list(),
+        "list" => tools::list(sub.get_flag("names")),
         "doctor" => tools::doctor(sub.get_flag("json")),
         _ => match tools::find(name) {
             Some(tool) => (tool.run)(sub),
@@ -181,7 +192,7 @@ pub fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn usage_error(e: clap::Error) -> i32 {
+fn usage_error(e: clap::Error, prefix: &str) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -192,7 +203,7 @@ fn usage_error(e: clap::Error) -> i32 {
             let text = e.render().to_string();
             let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
             let line = line.strip_prefix("error: ").unwrap_or(line);
-            eprintln!("tracer: {line} (see --help)");
+            eprintln!("{prefix}: {line} (see --help)");
             2
         }
     }

@@ -99,11 +99,15 @@ fn run(m: &ArgMatches) -> Result<()> {
                 println!("{t}");
             }
             for (group, h) in &hists {
+                let mut labels = Vec::new();
                 if a.per_disk {
-                    println!("\ndisk = {}", disks.name(group.dev));
+                    labels.push(format!("disk = {}", disks.name(group.dev)));
                 }
                 if a.per_flags {
-                    println!("\nflags = {}", block::flags_name(&cstr(&group.rwbs)));
+                    labels.push(format!("flags = {}", block::flags_name(&cstr(&group.rwbs))));
+                }
+                if !labels.is_empty() {
+                    println!("\n{}", labels.join(", "));
                 }
                 print!("{}", h.render(unit));
                 if a.extension {

@@ -45,7 +45,16 @@ fn runnable(tool: &Tool) -> Result<(), String> {
     Ok(())
 }
 
-pub fn list() -> Result<()> {
+pub fn list(names_only: bool) -> Result<()> {
+    if names_only {
+        for tool in TOOLS {
+            println!("{}", tool.name);
+            for alias in tool.aliases {
+                println!("{alias}");
+            }
+        }
+        return Ok(());
+    }
     let probe = tracefs::ensure().map(|_| ()).map_err(|e| format!("{e:#}"));
     println!("{:<12} {:<5} DESCRIPTION", "TOOL", "RUNS");
     for tool in TOOLS {

@@ -1,0 +1,145 @@
+//! biolatency against the real kernel: exact counts of the test's own I/O on a
+//! loop device it creates.
+
+use serde_json::Value;
+use tracer_tests::{LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer, own_pid, require_tracing};
+
+const N: u64 = 200; // 4 KiB writes
+const M: u64 = 50; // 64 KiB reads
+
+fn sum_buckets(rec: &Value) -> u64 {
+    rec["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn counts_exactly_with_disk_filter_and_json() {
+    require_tracing!();
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start(&["biolatency", "-d", &dev.name, "--json", "30", "1"]);
+    block_workload(&dev, N, M);
+    let out = t.stop();
+    out.assert_success();
+    let recs = out.json();
+    assert_eq!(recs.len(), 1, "{}", out.stdout);
+    let r = &recs[0];
+    assert_eq!(r["tool"], "biolatency");
+    assert_eq!(r["unit"], "usecs");
+    assert_eq!(r["count"], N + M, "{r}");
+    assert_eq!(sum_buckets(r), N + M);
+    // Explicit, contiguous log2 bounds.
+    let buckets = r["buckets"].as_array().unwrap();
+    assert_eq!(buckets[0]["low"], 0);
+    assert_eq!(buckets[0]["high"], 1);
+    for pair in buckets.windows(2) {
+        assert_eq!(pair[0]["high"].as_u64().unwrap() + 1, pair[1]["low"].as_u64().unwrap());
+    }
+    let (p50, p99, max) = (r["p50"].as_u64().unwrap(), r["p99"].as_u64().unwrap(), r["max"].as_u64().unwrap());
+    assert!(p50 <= p99 && p99 <= max, "{r}");
+    assert!(r["sum"].as_u64().unwrap() >= max);
+}
+
+#[test]
+fn interval_and_count_end_the_run() {
+    require_tracing!();
+    let dev = LoopDevice::new(16);
+    let t = Tracer::start(&["biolatency", "-d", &dev.name, "--json", "1", "2"]);
+    let out = t.wait();
+    out.assert_success();
+    // Two intervals, one (empty) record each.
+    let recs = out.json();
+    assert_eq!(recs.len(), 2, "{}", out.stdout);
+    assert!(recs.iter().all(|r| r["count"] == 0));
+}
+
+#[test]
+fn per_disk_shows_only_the_filtered_disk() {
+    require_tracing!();
+    let dev = LoopDevice::new(64);
+    let other = LoopDevice::new(16);
+    let t = Tracer::start(&["biolatency", "-D", "-d", &dev.name, "--json"]);
+    block_workload(&dev, N, M);
+    block_workload(&other, 10, 0);
+    let out = t.stop();
+    out.assert_success();
+    let recs = out.json();
+    assert_eq!(recs.len(), 1, "{}", out.stdout);
+    assert_eq!(recs[0]["disk"], dev.name.as_str());
+    assert_eq!(recs[0]["count"], N + M);
+
+    // Without -d, each disk gets its own histogram.
+    let t = Tracer::start(&["biolatency", "-D", "--json"]);
+    block_workload(&dev, N, M);
+    block_workload(&other, 10, 0);
+    let out = t.stop();
+    let recs = out.json();
+    let count_of = |name: &str| recs.iter().find(|r| r["disk"] == name).map(|r| r["count"].as_u64().unwrap());
+    assert_eq!(count_of(&dev.name), Some(N + M), "{}", out.stdout);
+    assert_eq!(count_of(&other.name), Some(10), "{}", out.stdout);
+}
+
+#[test]
+fn per_flags_splits_reads_and_writes() {
+    require_tracing!();
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start(&["biolatency", "-F", "-d", &dev.name, "--json"]);
+    block_workload(&dev, N, M);
+    let out = t.stop();
+    out.assert_success();
+    let recs = out.json();
+    let count_of = |flags: &str| recs.iter().find(|r| r["flags"] == flags).map(|r| r["count"].as_u64().unwrap());
+    // O_DIRECT I/O is synchronous (REQ_SYNC: rwbs "WS" and "RS").
+    assert_eq!(count_of("Sync-Write"), Some(N), "{}", out.stdout);
+    assert_eq!(count_of("Sync-Read"), Some(M), "{}", out.stdout);
+    assert_eq!(recs.len(), 2, "{}", out.stdout);
+}
+
+#[test]
+fn queued_and_millisecond_modes_count_the_same() {
+    require_tracing!();
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start(&["biolatency", "-Q", "-m", "-d", &dev.name, "--json"]);
+    block_workload(&dev, N, M);
+    let out = t.stop();
+    out.assert_success();
+    let r = &out.json()[0];
+    assert_eq!(r["unit"], "msecs");
+    assert_eq!(r["count"], N + M);
+    // Loop I/O on tmpfs takes well under a millisecond.
+    assert!(r["buckets"][0]["count"].as_u64().unwrap() >= (N + M) * 9 / 10, "{r}");
+}
+
+#[test]
+fn pid_filter_keeps_only_that_process() {
+    require_tracing!();
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start(&["biolatency", "-p", &own_pid().to_string(), "-d", &dev.name, "--json", "-v"]);
+    // A child process writes to the same disk at the same time.
+    let mut dd = dd_writer(&dev, 100, 4096);
+    block_workload(&dev, N, M);
+    assert!(dd.wait().unwrap().success());
+    let out = t.stop();
+    out.assert_success();
+    assert_eq!(out.json()[0]["count"], N + M, "{}", out.stdout);
+    assert!(out.stderr.contains("hook submit"), "-v names the submit hook:\n{}", out.stderr);
+}
+
+#[test]
+fn text_output_is_a_log2_histogram_with_percentiles() {
+    require_tracing!();
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start(&["biolatency", "-d", &dev.name, "-e"]);
+    block_workload(&dev, N, M);
+    let out = t.stop();
+    out.assert_success();
+    assert!(out.stdout.contains("usecs               : count    distribution"), "{}", out.stdout);
+    let total: u64 = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" -> "))
+        .map(|l| l.split(':').nth(1).unwrap().split('|').next().unwrap().trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, N + M, "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("usecs, {} total)", N + M)), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("count: {}", N + M)), "{}", out.stdout);
+    let _ = (W_SIZE, R_SIZE);
+}
