@@ -13,12 +13,17 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rustc-check-cfg=cfg(ebpf_stubs)");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let ebpf_dir = manifest_dir.parent().context("workspace root")?.join(EBPF_PACKAGE);
+    let ebpf_dir = manifest_dir
+        .parent()
+        .context("workspace root")?
+        .join(EBPF_PACKAGE);
     let ebpf_dir_str = ebpf_dir.to_str().context("non-UTF-8 path")?;
 
     if env::var("TRACER_EBPF_STUBS").is_ok_and(|v| v == "1") {
         if env::var("PROFILE").is_ok_and(|p| p == "release") {
-            bail!("TRACER_EBPF_STUBS=1 is for checks only: a release build must embed real eBPF programs");
+            bail!(
+                "TRACER_EBPF_STUBS=1 is for checks only: a release build must embed real eBPF programs"
+            );
         }
         println!("cargo:rustc-cfg=ebpf_stubs");
         for bin in ebpf_bins(&ebpf_dir)? {
@@ -27,7 +32,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     aya_build::build_ebpf(
-        [aya_build::Package { name: EBPF_PACKAGE, root_dir: ebpf_dir_str, ..Default::default() }],
+        [aya_build::Package {
+            name: EBPF_PACKAGE,
+            root_dir: ebpf_dir_str,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
     .map_err(|e| anyhow!("building the eBPF programs failed (run `cargo xtask setup`): {e:#}"))
@@ -39,7 +48,12 @@ fn ebpf_bins(ebpf_dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     for entry in fs::read_dir(ebpf_dir.join("src/bin"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "rs") {
-            bins.push(path.file_stem().context("file name")?.to_string_lossy().into_owned());
+            bins.push(
+                path.file_stem()
+                    .context("file name")?
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     Ok(bins)

@@ -56,10 +56,14 @@ macro_rules! require_tracing {
 
 /// The tracer binary under test: $TRACER_BIN, else target/release/tracer.
 pub fn tracer_bin() -> PathBuf {
-    let bin = std::env::var_os("TRACER_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer")
-    });
-    assert!(bin.exists(), "{} not found: run the tests with `cargo xtask test`", bin.display());
+    let bin = std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer"));
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests with `cargo xtask test`",
+        bin.display()
+    );
     bin
 }
 
@@ -74,8 +78,18 @@ pub struct Finished {
 impl Finished {
     #[track_caller]
     pub fn assert_success(&self) -> &Self {
-        assert!(self.status.success(), "tracer failed ({}):\nstdout:\n{}\nstderr:\n{}", self.status, self.stdout, self.stderr);
-        assert!(!self.stderr.contains("panicked"), "tracer panicked:\n{}", self.stderr);
+        assert!(
+            self.status.success(),
+            "tracer failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "tracer panicked:\n{}",
+            self.stderr
+        );
         self
     }
 
@@ -92,10 +106,27 @@ impl Finished {
     /// Asserts a clean failure: non-zero exit and exactly one line on stderr.
     #[track_caller]
     pub fn assert_one_line_error(&self, contains: &str) {
-        assert!(!self.status.success(), "expected failure, got success; stdout:\n{}", self.stdout);
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{}", self.stderr);
-        assert!(lines[0].contains(contains), "stderr {:?} lacks {contains:?}", lines[0]);
+        assert!(
+            !self.status.success(),
+            "expected failure, got success; stdout:\n{}",
+            self.stdout
+        );
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line on stderr, got:\n{}",
+            self.stderr
+        );
+        assert!(
+            lines[0].contains(contains),
+            "stderr {:?} lacks {contains:?}",
+            lines[0]
+        );
         assert!(!self.stderr.contains("panicked") && !self.stderr.contains("RUST_BACKTRACE"));
     }
 }
@@ -108,7 +139,10 @@ pub struct Tracer {
     readers: Vec<thread::JoinHandle<()>>,
 }
 
-fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
@@ -138,7 +172,12 @@ impl Tracer {
             collect(child.stdout.take().unwrap(), stdout.clone()),
             collect(child.stderr.take().unwrap(), stderr.clone()),
         ];
-        let mut tracer = Tracer { child, stdout, stderr, readers };
+        let mut tracer = Tracer {
+            child,
+            stdout,
+            stderr,
+            readers,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if tracer.stderr.lock().unwrap().contains(BANNER) {
@@ -146,9 +185,16 @@ impl Tracer {
             }
             if let Ok(Some(status)) = tracer.child.try_wait() {
                 let f = tracer.finish(status);
-                panic!("tracer {args:?} exited before tracing ({}):\n{}{}", f.status, f.stdout, f.stderr);
+                panic!(
+                    "tracer {args:?} exited before tracing ({}):\n{}{}",
+                    f.status, f.stdout, f.stderr
+                );
             }
-            assert!(Instant::now() < deadline, "tracer {args:?} did not start in 60 s:\n{}", tracer.stderr.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "tracer {args:?} did not start in 60 s:\n{}",
+                tracer.stderr.lock().unwrap()
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -168,7 +214,11 @@ impl Tracer {
         }
         let stdout = self.stdout.lock().unwrap().clone();
         let stderr = self.stderr.lock().unwrap().clone();
-        Finished { status, stdout, stderr }
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
     }
 
     fn wait_timeout(mut self, limit: Duration) -> Finished {
@@ -181,7 +231,10 @@ impl Tracer {
                 let _ = self.child.kill();
                 let status = self.child.wait().expect("wait");
                 let f = self.finish(status);
-                panic!("tracer did not exit within {limit:?}:\n{}{}", f.stdout, f.stderr);
+                panic!(
+                    "tracer did not exit within {limit:?}:\n{}{}",
+                    f.stdout, f.stderr
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -228,14 +281,25 @@ pub fn run_command(cmd: &mut Command) -> Finished {
 /// Runs a shell command that must succeed; returns its stdout.
 #[track_caller]
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("running sh");
-    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("running sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The calling thread's name as the kernel reports it (what COMM columns show).
 pub fn thread_comm() -> String {
-    std::fs::read_to_string("/proc/thread-self/comm").unwrap().trim_end().to_string()
+    std::fs::read_to_string("/proc/thread-self/comm")
+        .unwrap()
+        .trim_end()
+        .to_string()
 }
 
 pub fn own_pid() -> u32 {
@@ -268,14 +332,22 @@ impl LoopDevice {
         file.set_len(size_mb << 20).unwrap();
         drop(file);
         let _guard = LOSETUP.lock().unwrap_or_else(|e| e.into_inner());
-        let out = Command::new("losetup").args(["-f", "--show"]).arg(&backing).output().expect("losetup");
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&backing)
+            .output()
+            .expect("losetup");
         if !out.status.success() {
             let _ = std::fs::remove_file(&backing);
             panic!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let name = path.trim_start_matches("/dev/").to_string();
-        LoopDevice { path, name, backing }
+        LoopDevice {
+            path,
+            name,
+            backing,
+        }
     }
 
     /// Opens the device for O_DIRECT I/O.
@@ -314,7 +386,11 @@ impl DirectIo {
         // SAFETY: non-zero size layout.
         let buf = unsafe { std::alloc::alloc_zeroed(layout) };
         assert!(!buf.is_null());
-        DirectIo { file, buf, cap: DIRECT_BUF }
+        DirectIo {
+            file,
+            buf,
+            cap: DIRECT_BUF,
+        }
     }
 
     fn buf(&mut self, len: usize) -> &mut [u8] {
@@ -378,6 +454,8 @@ pub fn dd_writer(dev: &LoopDevice, count: u64, offset_blocks: u64) -> Child {
 /// Reads a whole file into a string (helper for /proc).
 pub fn read_to_string(path: &str) -> String {
     let mut s = String::new();
-    File::open(path).and_then(|mut f| f.read_to_string(&mut s)).unwrap_or_default();
+    File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .unwrap_or_default();
     s
 }

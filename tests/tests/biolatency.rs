@@ -2,13 +2,20 @@
 //! loop device it creates.
 
 use serde_json::Value;
-use tracer_tests::{LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer, own_pid, require_tracing};
+use tracer_tests::{
+    LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer, own_pid, require_tracing,
+};
 
 const N: u64 = 200; // 4 KiB writes
 const M: u64 = 50; // 64 KiB reads
 
 fn sum_buckets(rec: &Value) -> u64 {
-    rec["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum()
+    rec["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum()
 }
 
 #[test]
@@ -31,9 +38,16 @@ fn counts_exactly_with_disk_filter_and_json() {
     assert_eq!(buckets[0]["low"], 0);
     assert_eq!(buckets[0]["high"], 1);
     for pair in buckets.windows(2) {
-        assert_eq!(pair[0]["high"].as_u64().unwrap() + 1, pair[1]["low"].as_u64().unwrap());
+        assert_eq!(
+            pair[0]["high"].as_u64().unwrap() + 1,
+            pair[1]["low"].as_u64().unwrap()
+        );
     }
-    let (p50, p99, max) = (r["p50"].as_u64().unwrap(), r["p99"].as_u64().unwrap(), r["max"].as_u64().unwrap());
+    let (p50, p99, max) = (
+        r["p50"].as_u64().unwrap(),
+        r["p99"].as_u64().unwrap(),
+        r["max"].as_u64().unwrap(),
+    );
     assert!(p50 <= p99 && p99 <= max, "{r}");
     assert!(r["sum"].as_u64().unwrap() >= max);
 }
@@ -72,7 +86,11 @@ fn per_disk_shows_only_the_filtered_disk() {
     block_workload(&other, 10, 0);
     let out = t.stop();
     let recs = out.json();
-    let count_of = |name: &str| recs.iter().find(|r| r["disk"] == name).map(|r| r["count"].as_u64().unwrap());
+    let count_of = |name: &str| {
+        recs.iter()
+            .find(|r| r["disk"] == name)
+            .map(|r| r["count"].as_u64().unwrap())
+    };
     assert_eq!(count_of(&dev.name), Some(N + M), "{}", out.stdout);
     assert_eq!(count_of(&other.name), Some(10), "{}", out.stdout);
 }
@@ -86,7 +104,11 @@ fn per_flags_splits_reads_and_writes() {
     let out = t.stop();
     out.assert_success();
     let recs = out.json();
-    let count_of = |flags: &str| recs.iter().find(|r| r["flags"] == flags).map(|r| r["count"].as_u64().unwrap());
+    let count_of = |flags: &str| {
+        recs.iter()
+            .find(|r| r["flags"] == flags)
+            .map(|r| r["count"].as_u64().unwrap())
+    };
     // O_DIRECT I/O is synchronous (REQ_SYNC: rwbs "WS" and "RS").
     assert_eq!(count_of("Sync-Write"), Some(N), "{}", out.stdout);
     assert_eq!(count_of("Sync-Read"), Some(M), "{}", out.stdout);
@@ -105,14 +127,25 @@ fn queued_and_millisecond_modes_count_the_same() {
     assert_eq!(r["unit"], "msecs");
     assert_eq!(r["count"], N + M);
     // Loop I/O on tmpfs takes well under a millisecond.
-    assert!(r["buckets"][0]["count"].as_u64().unwrap() >= (N + M) * 9 / 10, "{r}");
+    assert!(
+        r["buckets"][0]["count"].as_u64().unwrap() >= (N + M) * 9 / 10,
+        "{r}"
+    );
 }
 
 #[test]
 fn pid_filter_keeps_only_that_process() {
     require_tracing!();
     let dev = LoopDevice::new(64);
-    let t = Tracer::start(&["biolatency", "-p", &own_pid().to_string(), "-d", &dev.name, "--json", "-v"]);
+    let t = Tracer::start(&[
+        "biolatency",
+        "-p",
+        &own_pid().to_string(),
+        "-d",
+        &dev.name,
+        "--json",
+        "-v",
+    ]);
     // A child process writes to the same disk at the same time.
     let mut dd = dd_writer(&dev, 100, 4096);
     block_workload(&dev, N, M);
@@ -120,7 +153,11 @@ fn pid_filter_keeps_only_that_process() {
     let out = t.stop();
     out.assert_success();
     assert_eq!(out.json()[0]["count"], N + M, "{}", out.stdout);
-    assert!(out.stderr.contains("hook submit"), "-v names the submit hook:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("hook submit"),
+        "-v names the submit hook:\n{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -131,15 +168,38 @@ fn text_output_is_a_log2_histogram_with_percentiles() {
     block_workload(&dev, N, M);
     let out = t.stop();
     out.assert_success();
-    assert!(out.stdout.contains("usecs               : count    distribution"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("usecs               : count    distribution"),
+        "{}",
+        out.stdout
+    );
     let total: u64 = out
         .stdout
         .lines()
         .filter(|l| l.contains(" -> "))
-        .map(|l| l.split(':').nth(1).unwrap().split('|').next().unwrap().trim().parse::<u64>().unwrap())
+        .map(|l| {
+            l.split(':')
+                .nth(1)
+                .unwrap()
+                .split('|')
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
         .sum();
     assert_eq!(total, N + M, "{}", out.stdout);
-    assert!(out.stdout.contains(&format!("usecs, {} total)", N + M)), "{}", out.stdout);
-    assert!(out.stdout.contains(&format!("count: {}", N + M)), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("usecs, {} total)", N + M)),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("count: {}", N + M)),
+        "{}",
+        out.stdout
+    );
     let _ = (W_SIZE, R_SIZE);
 }

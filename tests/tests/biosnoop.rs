@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 use tracer_tests::{
-    LoopDevice, R_BASE, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer, own_pid, require_tracing, thread_comm,
+    LoopDevice, R_BASE, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer, own_pid,
+    require_tracing, thread_comm,
 };
 
 const N: u64 = 200;
@@ -40,13 +41,27 @@ fn one_row_per_io_with_submitter() {
     }
     assert_eq!(writes.len() as u64, N);
     assert_eq!(reads.len() as u64, M);
-    let mut sectors: Vec<u64> = writes.iter().map(|r| r["sector"].as_u64().unwrap()).collect();
+    let mut sectors: Vec<u64> = writes
+        .iter()
+        .map(|r| r["sector"].as_u64().unwrap())
+        .collect();
     sectors.sort();
-    assert_eq!(sectors, (0..N).map(|i| i * W_SIZE / 512).collect::<Vec<_>>());
+    assert_eq!(
+        sectors,
+        (0..N).map(|i| i * W_SIZE / 512).collect::<Vec<_>>()
+    );
     assert!(writes.iter().all(|r| r["bytes"] == W_SIZE));
-    let mut sectors: Vec<u64> = reads.iter().map(|r| r["sector"].as_u64().unwrap()).collect();
+    let mut sectors: Vec<u64> = reads
+        .iter()
+        .map(|r| r["sector"].as_u64().unwrap())
+        .collect();
     sectors.sort();
-    assert_eq!(sectors, (0..M).map(|j| (R_BASE + j * R_SIZE) / 512).collect::<Vec<_>>());
+    assert_eq!(
+        sectors,
+        (0..M)
+            .map(|j| (R_BASE + j * R_SIZE) / 512)
+            .collect::<Vec<_>>()
+    );
     assert!(reads.iter().all(|r| r["bytes"] == R_SIZE));
 }
 
@@ -60,7 +75,12 @@ fn text_columns_follow_bcc() {
     out.assert_success();
     let mut lines = out.stdout.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["TIME(s)", "COMM", "PID", "DISK", "T", "SECTOR", "BYTES", "QUE(ms)", "LAT(ms)"]);
+    assert_eq!(
+        header,
+        [
+            "TIME(s)", "COMM", "PID", "DISK", "T", "SECTOR", "BYTES", "QUE(ms)", "LAT(ms)"
+        ]
+    );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 10, "{}", out.stdout);
     let comm = thread_comm();
@@ -100,7 +120,14 @@ fn pid_filter_drops_other_processes() {
     assert!(dd.wait().unwrap().success());
     let out = t.stop();
     let recs = out.json();
-    assert_eq!(recs.iter().filter(|r| r["pid"] == dd_pid && r["comm"] == "dd").count(), 100, "{}", out.stdout);
+    assert_eq!(
+        recs.iter()
+            .filter(|r| r["pid"] == dd_pid && r["comm"] == "dd")
+            .count(),
+        100,
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -113,31 +140,63 @@ fn min_latency_keeps_only_the_slow_ones() {
     let all = Tracer::start(&["biosnoop", "-d", &dev.name, "--json"]);
     block_workload(&dev, N, M);
     let baseline = all.stop();
-    let mut lats: Vec<u64> = baseline.json().iter().map(|r| r["lat_ns"].as_u64().unwrap()).collect();
+    let mut lats: Vec<u64> = baseline
+        .json()
+        .iter()
+        .map(|r| r["lat_ns"].as_u64().unwrap())
+        .collect();
     lats.sort();
     let threshold_ns = lats[lats.len() / 2].max(1000);
     let threshold_ms = threshold_ns as f64 / 1e6;
 
     let all = Tracer::start(&["biosnoop", "-d", &dev.name, "--json"]);
-    let slow = Tracer::start(&["biosnoop", "-d", &dev.name, "--json", "--min-latency", &format!("{threshold_ms}")]);
+    let slow = Tracer::start(&[
+        "biosnoop",
+        "-d",
+        &dev.name,
+        "--json",
+        "--min-latency",
+        &format!("{threshold_ms}"),
+    ]);
     block_workload(&dev, N, M);
     let (slow, all) = (slow.stop(), all.stop());
     slow.assert_success();
     let slow_rows: HashMap<(u64, String), u64> = slow
         .json()
         .iter()
-        .map(|r| ((r["sector"].as_u64().unwrap(), r["t"].as_str().unwrap().to_string()), r["lat_ns"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                (
+                    r["sector"].as_u64().unwrap(),
+                    r["t"].as_str().unwrap().to_string(),
+                ),
+                r["lat_ns"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert!(slow_rows.values().all(|&l| l >= threshold_ns), "rows under the threshold: {}", slow.stdout);
+    assert!(
+        slow_rows.values().all(|&l| l >= threshold_ns),
+        "rows under the threshold: {}",
+        slow.stdout
+    );
     let margin = 50_000;
     let mut fast_dropped = 0;
     for r in all.json() {
-        let key = (r["sector"].as_u64().unwrap(), r["t"].as_str().unwrap().to_string());
+        let key = (
+            r["sector"].as_u64().unwrap(),
+            r["t"].as_str().unwrap().to_string(),
+        );
         let lat = r["lat_ns"].as_u64().unwrap();
         if lat >= threshold_ns + margin {
-            assert!(slow_rows.contains_key(&key), "slow I/O {key:?} ({lat} ns) missing");
+            assert!(
+                slow_rows.contains_key(&key),
+                "slow I/O {key:?} ({lat} ns) missing"
+            );
         } else if lat + margin < threshold_ns {
-            assert!(!slow_rows.contains_key(&key), "fast I/O {key:?} ({lat} ns) kept");
+            assert!(
+                !slow_rows.contains_key(&key),
+                "fast I/O {key:?} ({lat} ns) kept"
+            );
             fast_dropped += 1;
         }
     }

@@ -13,7 +13,10 @@ fn sizes_land_in_their_buckets() {
     let t = Tracer::start(&["bitesize", "-d", &dev.name, "-c", &comm, "--json"]);
     block_workload(&dev, N, M);
     // Another process (dd) is filtered out by -c.
-    tracer_tests::sh(&format!("dd if=/dev/zero of={} bs=8192 count=10 oflag=direct status=none", dev.path));
+    tracer_tests::sh(&format!(
+        "dd if=/dev/zero of={} bs=8192 count=10 oflag=direct status=none",
+        dev.path
+    ));
     let out = t.stop();
     out.assert_success();
     let recs = out.json();
@@ -21,7 +24,14 @@ fn sizes_land_in_their_buckets() {
     let r = &recs[0];
     assert_eq!(r["comm"], comm.as_str());
     assert_eq!(r["unit"], "kbytes");
-    let bucket = |low: u64| r["buckets"].as_array().unwrap().iter().find(|b| b["low"] == low).map(|b| (b["high"].clone(), b["count"].clone()));
+    let bucket = |low: u64| {
+        r["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["low"] == low)
+            .map(|b| (b["high"].clone(), b["count"].clone()))
+    };
     assert_eq!(bucket(4), Some((7.into(), N.into())), "{r}");
     assert_eq!(bucket(64), Some((127.into(), M.into())), "{r}");
     assert_eq!(r["count"], N + M);
@@ -32,9 +42,16 @@ fn text_output_groups_by_process_name() {
     require_tracing!();
     let dev = LoopDevice::new(16);
     let t = Tracer::start(&["bitesize", "-d", &dev.name]);
-    tracer_tests::sh(&format!("dd if=/dev/zero of={} bs=16384 count=7 oflag=direct status=none", dev.path));
+    tracer_tests::sh(&format!(
+        "dd if=/dev/zero of={} bs=16384 count=7 oflag=direct status=none",
+        dev.path
+    ));
     let out = t.stop();
     out.assert_success();
     assert!(out.stdout.contains("Process Name = dd"), "{}", out.stdout);
-    assert!(out.stdout.contains("        16 -> 31         : 7 "), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("        16 -> 31         : 7 "),
+        "{}",
+        out.stdout
+    );
 }

@@ -11,7 +11,8 @@ fn bad_intervals_are_one_line_errors() {
         out.assert_one_line_error("interval must be a positive whole number");
         assert_eq!(out.status.code(), Some(2));
     }
-    run_tracer(&["biolatency", "1", "0"]).assert_one_line_error("count must be a positive whole number");
+    run_tracer(&["biolatency", "1", "0"])
+        .assert_one_line_error("count must be a positive whole number");
     run_tracer(&["biotop", "-r", "0"]).assert_one_line_error("biotop:");
     run_tracer(&["nosuchtool"]).assert_one_line_error("unrecognized subcommand");
 }
@@ -52,8 +53,17 @@ fn tracefs_absent_and_unmountable_is_a_clear_error() {
          exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- {} biolatency",
         tracer_bin().display()
     );
-    let out = run_command(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
-    out.assert_one_line_error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed");
+    let out = run_command(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    out.assert_one_line_error(
+        "tracefs is not mounted and mounting it at /sys/kernel/tracing failed",
+    );
 }
 
 #[test]
@@ -63,9 +73,20 @@ fn tracefs_is_mounted_when_missing() {
         "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; exec {} doctor",
         tracer_bin().display()
     );
-    let out = run_command(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]));
+    let out = run_command(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
     out.assert_success();
-    assert!(out.stdout.contains("was not mounted: mounted it now"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("was not mounted: mounted it now"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -73,8 +94,18 @@ fn list_and_doctor() {
     require_tracing!();
     let out = run_tracer(&["list"]);
     out.assert_success();
-    for tool in ["biolatency", "biosnoop (iosnoop)", "biotop", "bitesize", "biopattern"] {
-        let line = out.stdout.lines().find(|l| l.starts_with(tool)).unwrap_or_else(|| panic!("{tool} missing:\n{}", out.stdout));
+    for tool in [
+        "biolatency",
+        "biosnoop (iosnoop)",
+        "biotop",
+        "bitesize",
+        "biopattern",
+    ] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(tool))
+            .unwrap_or_else(|| panic!("{tool} missing:\n{}", out.stdout));
         assert!(line.contains(" yes "), "{line}");
     }
     let out = run_tracer(&["doctor", "--json"]);
@@ -82,8 +113,16 @@ fn list_and_doctor() {
     let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(v["privileges"], true);
     assert_eq!(v["btf"], true);
-    let biolat = v["tools"].as_array().unwrap().iter().find(|t| t["tool"] == "biolatency").unwrap();
-    assert_eq!(biolat["hooks"][0]["hook"], "tracepoint block:block_rq_issue");
+    let biolat = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tool"] == "biolatency")
+        .unwrap();
+    assert_eq!(
+        biolat["hooks"][0]["hook"],
+        "tracepoint block:block_rq_issue"
+    );
 }
 
 #[test]

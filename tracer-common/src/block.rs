@@ -65,7 +65,11 @@ pod!(BlockConfig);
 impl BlockConfig {
     /// Compile-time initial value of the global (non-zero, so it lands in .rodata).
     pub const INITIAL: BlockConfig = BlockConfig {
-        task: TaskFilter { tgid: 0, cgroup_level: 0, cgroup_id: 0 },
+        task: TaskFilter {
+            tgid: 0,
+            cgroup_level: 0,
+            cgroup_id: 0,
+        },
         dev: 0,
         flags: 0,
         unit_div: 1000,

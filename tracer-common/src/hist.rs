@@ -46,7 +46,11 @@ pub const fn bucket_high(b: u32) -> u64 {
 /// [2^k, 2^(k+1) - 1]) that contains every value of bucket `b`.
 pub const fn log2_slot_of_bucket(b: u32) -> u32 {
     let low = bucket_low(b);
-    if low <= 1 { 0 } else { 63 - low.leading_zeros() }
+    if low <= 1 {
+        0
+    } else {
+        63 - low.leading_zeros()
+    }
 }
 
 /// Key of one histogram bucket: the tool's grouping (disk, flags, comm...) plus the
@@ -91,7 +95,11 @@ mod tests {
         assert_eq!(bucket_of(u64::MAX), NUM_BUCKETS - 1);
         assert_eq!(bucket_high(NUM_BUCKETS - 1), u64::MAX);
         for b in 0..NUM_BUCKETS - 1 {
-            assert_eq!(bucket_high(b) + 1, bucket_low(b + 1), "gap after bucket {b}");
+            assert_eq!(
+                bucket_high(b) + 1,
+                bucket_low(b + 1),
+                "gap after bucket {b}"
+            );
             assert_eq!(bucket_of(bucket_low(b)), b);
             assert_eq!(bucket_of(bucket_high(b)), b);
         }
@@ -108,7 +116,21 @@ mod tests {
     #[test]
     fn log2_slots_match_libbpf_tools() {
         // slot 0 = 0..1, slot 1 = 2..3, slot 2 = 4..7, slot 10 = 1024..2047
-        for (v, slot) in [(0u64, 0u32), (1, 0), (2, 1), (3, 1), (4, 2), (7, 2), (8, 3), (15, 3), (16, 4), (1023, 9), (1024, 10), (2047, 10), (u64::MAX, 63)] {
+        for (v, slot) in [
+            (0u64, 0u32),
+            (1, 0),
+            (2, 1),
+            (3, 1),
+            (4, 2),
+            (7, 2),
+            (8, 3),
+            (15, 3),
+            (16, 4),
+            (1023, 9),
+            (1024, 10),
+            (2047, 10),
+            (u64::MAX, 63),
+        ] {
             assert_eq!(log2_slot_of_bucket(bucket_of(v)), slot, "value {v}");
         }
     }

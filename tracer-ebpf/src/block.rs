@@ -23,7 +23,11 @@ pub fn rq_key(ctx: &TracePointContext, f: &RqFields, cfg: &BlockConfig) -> Optio
         return None;
     }
     let sector: u64 = tp_field(ctx, f.sector)?;
-    Some(RqKey { dev, _pad: 0, sector })
+    Some(RqKey {
+        dev,
+        _pad: 0,
+        sector,
+    })
 }
 
 #[inline(always)]
@@ -34,11 +38,17 @@ fn current_task(v: &mut Inflight) {
 
 /// block_io_start / block_bio_queue: remember who submitted the I/O.
 #[inline(always)]
-pub fn on_submit(ctx: &TracePointContext, cfg: &BlockConfig, inflight: &LruHashMap<RqKey, Inflight>) {
+pub fn on_submit(
+    ctx: &TracePointContext,
+    cfg: &BlockConfig,
+    inflight: &LruHashMap<RqKey, Inflight>,
+) {
     if !task_passes(&cfg.task) {
         return;
     }
-    let Some(key) = rq_key(ctx, &cfg.submit, cfg) else { return };
+    let Some(key) = rq_key(ctx, &cfg.submit, cfg) else {
+        return;
+    };
     let mut v = Inflight::default();
     current_task(&mut v);
     let _ = inflight.insert(&key, &v, BPF_ANY as u64);
@@ -79,7 +89,9 @@ pub fn on_insert(
     inflight: &LruHashMap<RqKey, Inflight>,
     counters: &PerCpuArray<u64>,
 ) {
-    let Some(key) = rq_key(ctx, &cfg.insert, cfg) else { return };
+    let Some(key) = rq_key(ctx, &cfg.insert, cfg) else {
+        return;
+    };
     if let Some(p) = entry(&key, cfg, inflight, counters) {
         // SAFETY: map value pointer from a successful lookup.
         unsafe { (*p).ts_insert = now_ns() };

@@ -107,7 +107,11 @@ pub fn hist_record<G: Copy>(
     group: G,
     value: u64,
 ) {
-    let key = HistKey { group, bucket: bucket_of(value), _pad: 0 };
+    let key = HistKey {
+        group,
+        bucket: bucket_of(value),
+        _pad: 0,
+    };
     percpu_add(hist, &key, 1, counters);
     match stats.get_ptr_mut(&group) {
         Some(s) => {
@@ -120,7 +124,11 @@ pub fn hist_record<G: Copy>(
             }
         }
         None => {
-            let s = HistStats { count: 1, sum: value, max: value };
+            let s = HistStats {
+                count: 1,
+                sum: value,
+                max: value,
+            };
             if stats.insert(&group, s, BPF_ANY as u64).is_err() {
                 count(counters, Counter::MapFull);
             }

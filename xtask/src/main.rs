@@ -90,7 +90,10 @@ fn real_main() -> Result<()> {
         Cmd::Run { args } => {
             setup::build_prerequisites()?;
             let bin = build_release()?;
-            let status = Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test { args } => test(&args),
@@ -113,7 +116,10 @@ fn real_main() -> Result<()> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs a command, failing with its description if it does not succeed.
@@ -134,18 +140,30 @@ fn cargo() -> Command {
 /// Builds target/release/tracer with its eBPF programs embedded.
 pub fn build_release() -> Result<PathBuf> {
     eprintln!("xtask: building tracer (release)");
-    run(cargo().args(["build", "--release", "--package", "tracer"]).env_remove("TRACER_EBPF_STUBS"))?;
+    run(cargo()
+        .args(["build", "--release", "--package", "tracer"])
+        .env_remove("TRACER_EBPF_STUBS"))?;
     Ok(workspace_root().join("target/release/tracer"))
 }
 
 /// Builds the integration test binaries, returning their paths.
 pub fn build_integration_tests() -> Result<Vec<PathBuf>> {
     let out = cargo()
-        .args(["test", "--release", "--package", "tracer-tests", "--no-run", "--message-format=json"])
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "tracer-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
         .output()
         .context("building the integration tests")?;
     if !out.status.success() {
-        bail!("building the integration tests failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "building the integration tests failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut bins = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -167,15 +185,29 @@ fn test(args: &[String]) -> Result<()> {
     setup::test_prerequisites()?;
     let bin = build_release()?;
     eprintln!("xtask: unit tests");
-    run(cargo().args(["test", "--release", "--package", "tracer", "--package", "tracer-common"]))?;
-    eprintln!("xtask: integration tests against this kernel ({})", kernel_release());
+    run(cargo().args([
+        "test",
+        "--release",
+        "--package",
+        "tracer",
+        "--package",
+        "tracer-common",
+    ]))?;
+    eprintln!(
+        "xtask: integration tests against this kernel ({})",
+        kernel_release()
+    );
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "--package", "tracer-tests", "--"]).args(args).env("TRACER_BIN", &bin);
+    cmd.args(["test", "--release", "--package", "tracer-tests", "--"])
+        .args(args)
+        .env("TRACER_BIN", &bin);
     run(&mut cmd)
 }
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn install(prefix: &Path) -> Result<()> {
@@ -185,11 +217,15 @@ fn install(prefix: &Path) -> Result<()> {
     std::fs::create_dir_all(&bindir).with_context(|| format!("creating {}", bindir.display()))?;
     let dest = bindir.join("tracer");
     std::fs::copy(&bin, &dest).with_context(|| format!("copying to {}", dest.display()))?;
-    let names = Command::new(&bin).args(["list", "--names"]).output().context("listing tool names")?;
+    let names = Command::new(&bin)
+        .args(["list", "--names"])
+        .output()
+        .context("listing tool names")?;
     for name in String::from_utf8_lossy(&names.stdout).split_whitespace() {
         let link = bindir.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink("tracer", &link).with_context(|| format!("creating {}", link.display()))?;
+        std::os::unix::fs::symlink("tracer", &link)
+            .with_context(|| format!("creating {}", link.display()))?;
         eprintln!("xtask: {} -> tracer", link.display());
     }
     eprintln!("xtask: installed {}", dest.display());
@@ -199,12 +235,40 @@ fn install(prefix: &Path) -> Result<()> {
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo()
-        .args(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--", "-D", "warnings"])
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .env("TRACER_EBPF_STUBS", "1"))?;
     // The kernel programs only build for the BPF target, with nightly's build-std.
     run(Command::new("rustup")
         .current_dir(workspace_root().join("tracer-ebpf"))
-        .args(["run", "nightly", "cargo", "clippy", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--bins"])
-        .args(["--target-dir", "../target/ebpf-clippy", "--", "-D", "warnings"])
-        .env("CARGO_ENCODED_RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\""))
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--bins",
+        ])
+        .args([
+            "--target-dir",
+            "../target/ebpf-clippy",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"",
+        ))
 }

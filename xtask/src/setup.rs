@@ -15,7 +15,9 @@ fn step(what: &str, state: &str) {
 
 fn output(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn have_command(name: &str) -> bool {
@@ -26,7 +28,9 @@ fn have_command(name: &str) -> bool {
 fn cargo_home() -> std::path::PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(Into::into)
-        .unwrap_or_else(|| Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo"))
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo")
+        })
 }
 
 /// Installs Debian packages that are not installed yet.
@@ -35,7 +39,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
-            !output("dpkg-query", &["-W", "-f=${Status}", p]).is_some_and(|s| s.contains("install ok installed"))
+            !output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_some_and(|s| s.contains("install ok installed"))
         })
         .collect();
     if missing.is_empty() {
@@ -51,10 +56,15 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     };
     if !install().is_ok_and(|s| s.success()) {
         // A fresh machine may have no package lists yet.
-        run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
-            .context("apt-get update failed")?;
+        run(Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("apt-get update failed")?;
         if !install().is_ok_and(|s| s.success()) {
-            bail!("apt-get install {} failed; install them by hand (as root)", missing.join(" "));
+            bail!(
+                "apt-get install {} failed; install them by hand (as root)",
+                missing.join(" ")
+            );
         }
     }
     Ok(())
@@ -67,45 +77,85 @@ fn nightly_llvm_major() -> Result<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .context("rustc +nightly -vV does not report an LLVM version")?;
-    llvm.split('.').next().and_then(|m| m.trim().parse().ok()).context("unparsable LLVM version")
+    llvm.split('.')
+        .next()
+        .and_then(|m| m.trim().parse().ok())
+        .context("unparsable LLVM version")
 }
 
 pub fn build_prerequisites() -> Result<()> {
     // 1. A nightly toolchain (for build-std on the BPF target). Never updated.
-    let toolchains = output("rustup", &["toolchain", "list"]).context("rustup is required: https://rustup.rs")?;
+    let toolchains = output("rustup", &["toolchain", "list"])
+        .context("rustup is required: https://rustup.rs")?;
     if toolchains.lines().any(|l| l.starts_with("nightly")) {
-        step("nightly toolchain", "present (not updated: bpf-linker must match its LLVM)");
+        step(
+            "nightly toolchain",
+            "present (not updated: bpf-linker must match its LLVM)",
+        );
     } else {
         step("nightly toolchain", "missing, installing");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
-            .context("install it by hand: rustup toolchain install nightly --profile minimal")?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context("install it by hand: rustup toolchain install nightly --profile minimal")?;
     }
 
     // 2. rust-src for nightly.
-    let components = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"]).unwrap_or_default();
+    let components = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
     if components.lines().any(|l| l.starts_with("rust-src")) {
         step("rust-src (nightly)", "present");
     } else {
         step("rust-src (nightly)", "missing, installing");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .context("install it by hand: rustup component add rust-src --toolchain nightly")?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("install it by hand: rustup component add rust-src --toolchain nightly")?;
     }
 
     // 3. LLVM development files of the same major version as nightly's LLVM.
     let major = nightly_llvm_major()?;
     let prefix = format!("/usr/lib/llvm-{major}");
-    let stamp = cargo_home().join(format!("bpf-linker-{BPF_LINKER_VERSION}-llvm-{major}.stamp"));
-    let linker_ok = output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION)) && stamp.exists();
+    let stamp = cargo_home().join(format!(
+        "bpf-linker-{BPF_LINKER_VERSION}-llvm-{major}.stamp"
+    ));
+    let linker_ok = output("bpf-linker", &["--version"])
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+        && stamp.exists();
     if linker_ok {
-        step("bpf-linker", &format!("{BPF_LINKER_VERSION} for LLVM {major}: present"));
+        step(
+            "bpf-linker",
+            &format!("{BPF_LINKER_VERSION} for LLVM {major}: present"),
+        );
         return Ok(());
     }
-    apt_install(&[&format!("llvm-{major}-dev"), &format!("libpolly-{major}-dev"), "libzstd-dev", "zlib1g-dev"])
-        .with_context(|| format!("nightly uses LLVM {major}; bpf-linker must be built against the same major"))?;
+    apt_install(&[
+        &format!("llvm-{major}-dev"),
+        &format!("libpolly-{major}-dev"),
+        "libzstd-dev",
+        "zlib1g-dev",
+    ])
+    .with_context(|| {
+        format!("nightly uses LLVM {major}; bpf-linker must be built against the same major")
+    })?;
     step("LLVM dev files", &format!("{prefix} present"));
 
     // 4. bpf-linker built against that LLVM (its default LLVM is newer).
-    step("bpf-linker", &format!("building {BPF_LINKER_VERSION} against LLVM {major} (a few minutes, once)"));
+    step(
+        "bpf-linker",
+        &format!("building {BPF_LINKER_VERSION} against LLVM {major} (a few minutes, once)"),
+    );
     run(Command::new("cargo")
         .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force", "--no-default-features"])
         .args(["--features", &format!("llvm-{major}")])
@@ -132,7 +182,11 @@ pub fn test_prerequisites() -> Result<()> {
         ("nft", "nftables"),
         ("nstat", "iproute2"),
     ];
-    let missing: Vec<&str> = needed.iter().filter(|(cmd, _)| !have_command(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(cmd, _)| !have_command(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         step("test tools", "present");
         return Ok(());

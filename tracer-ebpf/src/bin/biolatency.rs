@@ -54,7 +54,11 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
     let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &INFLIGHT, &COUNTERS) else {
         return 0;
     };
-    let start = if cfg.flags & FLAG_QUEUED != 0 && rq.ts_insert != 0 { rq.ts_insert } else { rq.ts_issue };
+    let start = if cfg.flags & FLAG_QUEUED != 0 && rq.ts_insert != 0 {
+        rq.ts_insert
+    } else {
+        rq.ts_issue
+    };
     let mut group = LatGroup::default();
     if cfg.flags & FLAG_PER_DISK != 0 {
         group.dev = key.dev;
@@ -62,6 +66,14 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
     if cfg.flags & FLAG_PER_FLAGS != 0 {
         group.rwbs = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();
     }
-    hist_record(&HIST, &HIST_STATS, &COUNTERS, group, now.saturating_sub(start).checked_div(cfg.unit_div).unwrap_or(0));
+    hist_record(
+        &HIST,
+        &HIST_STATS,
+        &COUNTERS,
+        group,
+        now.saturating_sub(start)
+            .checked_div(cfg.unit_div)
+            .unwrap_or(0),
+    );
     0
 }

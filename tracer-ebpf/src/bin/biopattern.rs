@@ -34,7 +34,9 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 pub fn block_complete(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
     let f = &cfg.complete;
-    let Some(dev) = tp_field::<u32>(&ctx, f.dev) else { return 0 };
+    let Some(dev) = tp_field::<u32>(&ctx, f.dev) else {
+        return 0;
+    };
     if cfg.dev != 0 && dev != cfg.dev {
         return 0;
     }
@@ -46,7 +48,10 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
     }
     // The first I/O seen on a disk is neither sequential nor random.
     let previous = NEXT_SECTOR.get_ptr(&dev).map(|p| unsafe { *p });
-    if NEXT_SECTOR.insert(&dev, sector + sectors, BPF_ANY as u64).is_err() {
+    if NEXT_SECTOR
+        .insert(&dev, sector + sectors, BPF_ANY as u64)
+        .is_err()
+    {
         count(&COUNTERS, Counter::MapFull);
     }
     let (sequential, random) = match previous {
@@ -63,7 +68,11 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
             p.bytes += sectors << 9;
         }
         None => {
-            let v = PatternValue { sequential, random, bytes: sectors << 9 };
+            let v = PatternValue {
+                sequential,
+                random,
+                bytes: sectors << 9,
+            };
             if PATTERN.insert(&dev, &v, BPF_ANY as u64).is_err() {
                 count(&COUNTERS, Counter::MapFull);
             }

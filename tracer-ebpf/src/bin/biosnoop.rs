@@ -60,7 +60,11 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
         ts: now,
         sector: key.sector,
         lat_ns,
-        queue_ns: if rq.ts_insert != 0 { rq.ts_issue.saturating_sub(rq.ts_insert) } else { 0 },
+        queue_ns: if rq.ts_insert != 0 {
+            rq.ts_issue.saturating_sub(rq.ts_insert)
+        } else {
+            0
+        },
         tgid: rq.tgid,
         dev: key.dev,
         bytes: rq.bytes,

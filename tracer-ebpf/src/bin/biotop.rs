@@ -49,7 +49,13 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
     let rwbs: [u8; 8] = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();
     // The op letter follows an optional preflush 'F' (see blk_fill_rwbs).
     let write = rwbs[0] == b'W' || (rwbs[0] == b'F' && rwbs[1] == b'W');
-    let top = TopKey { tgid: rq.tgid, dev: key.dev, write: write as u32, _pad: 0, comm: rq.comm };
+    let top = TopKey {
+        tgid: rq.tgid,
+        dev: key.dev,
+        write: write as u32,
+        _pad: 0,
+        comm: rq.comm,
+    };
     let ns = now.saturating_sub(rq.ts_issue);
     match TOTALS.get_ptr_mut(&top) {
         Some(v) => {
@@ -60,7 +66,11 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
             v.ns += ns;
         }
         None => {
-            let v = TopValue { io: 1, bytes: rq.bytes as u64, ns };
+            let v = TopValue {
+                io: 1,
+                bytes: rq.bytes as u64,
+                ns,
+            };
             if TOTALS.insert(&top, &v, BPF_ANY as u64).is_err() {
                 count(&COUNTERS, Counter::MapFull);
             }

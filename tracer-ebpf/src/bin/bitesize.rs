@@ -42,8 +42,12 @@ pub fn block_submit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn block_issue(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
-    let Some(key) = block::rq_key(&ctx, &cfg.issue, &cfg) else { return 0 };
-    let Some(p) = block::entry(&key, &cfg, &INFLIGHT, &COUNTERS) else { return 0 };
+    let Some(key) = block::rq_key(&ctx, &cfg.issue, &cfg) else {
+        return 0;
+    };
+    let Some(p) = block::entry(&key, &cfg, &INFLIGHT, &COUNTERS) else {
+        return 0;
+    };
     // SAFETY: map value pointer from a successful lookup.
     let comm = unsafe { (*p).comm };
     let _ = INFLIGHT.remove(&key);
@@ -55,6 +59,12 @@ pub fn block_issue(ctx: TracePointContext) -> u32 {
         Some(b) => b as u64,
         None => (tp_field::<u32>(&ctx, cfg.issue.nr_sector).unwrap_or(0) as u64) << 9,
     };
-    hist_record(&HIST, &HIST_STATS, &COUNTERS, SizeGroup { comm }, bytes.checked_div(cfg.unit_div).unwrap_or(0));
+    hist_record(
+        &HIST,
+        &HIST_STATS,
+        &COUNTERS,
+        SizeGroup { comm },
+        bytes.checked_div(cfg.unit_div).unwrap_or(0),
+    );
     0
 }

@@ -18,14 +18,26 @@ pub const SUBMIT: HookChain = HookChain {
     program: "block_submit",
     // block_io_start (6.5+) fires once per request in the submitter's context;
     // block_bio_queue fires per bio, also in the submitter's context.
-    candidates: &[Hook::tp("block", "block_io_start"), Hook::tp("block", "block_bio_queue")],
+    candidates: &[
+        Hook::tp("block", "block_io_start"),
+        Hook::tp("block", "block_bio_queue"),
+    ],
 };
-pub const INSERT: HookChain =
-    HookChain { role: "insert", program: "block_insert", candidates: &[Hook::tp("block", "block_rq_insert")] };
-pub const ISSUE: HookChain =
-    HookChain { role: "issue", program: "block_issue", candidates: &[Hook::tp("block", "block_rq_issue")] };
-pub const COMPLETE: HookChain =
-    HookChain { role: "complete", program: "block_complete", candidates: &[Hook::tp("block", "block_rq_complete")] };
+pub const INSERT: HookChain = HookChain {
+    role: "insert",
+    program: "block_insert",
+    candidates: &[Hook::tp("block", "block_rq_insert")],
+};
+pub const ISSUE: HookChain = HookChain {
+    role: "issue",
+    program: "block_issue",
+    candidates: &[Hook::tp("block", "block_rq_issue")],
+};
+pub const COMPLETE: HookChain = HookChain {
+    role: "complete",
+    program: "block_complete",
+    candidates: &[Hook::tp("block", "block_rq_complete")],
+};
 
 /// Which request events a tool needs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,7 +68,11 @@ fn fields(f: &Format) -> Result<RqFields> {
 
 /// Probes the kernel for the hooks `needs` asks for and reads their layouts.
 pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
-    let mut config = BlockConfig { task, dev, ..BlockConfig::INITIAL };
+    let mut config = BlockConfig {
+        task,
+        dev,
+        ..BlockConfig::INITIAL
+    };
     let mut choices = Vec::new();
     let wanted = [
         (needs.submit, &SUBMIT, &mut config.submit),
@@ -69,8 +85,11 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
             continue;
         }
         let choice = chain.choose()?;
-        let Hook::Tracepoint { category, name } = choice.hook else { unreachable!("block hooks are tracepoints") };
-        let format = Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
+        let Hook::Tracepoint { category, name } = choice.hook else {
+            unreachable!("block hooks are tracepoints")
+        };
+        let format =
+            Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
         *slot = fields(&format)?;
         choices.push(choice);
     }
@@ -91,9 +110,16 @@ impl Plan {
 
 /// Requests issued and not completed, left in the in-flight map.
 pub fn inflight_at_exit(loaded: &Loaded) -> usize {
-    let Some(map) = loaded.ebpf.map("INFLIGHT") else { return 0 };
-    let Ok(map) = BpfHashMap::<&MapData, RqKey, Inflight>::try_from(map) else { return 0 };
-    map.iter().flatten().filter(|(_, v)| v.ts_issue != 0).count()
+    let Some(map) = loaded.ebpf.map("INFLIGHT") else {
+        return 0;
+    };
+    let Ok(map) = BpfHashMap::<&MapData, RqKey, Inflight>::try_from(map) else {
+        return 0;
+    };
+    map.iter()
+        .flatten()
+        .filter(|(_, v)| v.ts_issue != 0)
+        .count()
 }
 
 /// The I/O direction letter of BCC's T column: R, W, D (discard), F (flush), N.
@@ -175,13 +201,21 @@ mod tests {
 
     #[test]
     fn layouts_from_fixtures() {
-        let issue = Format::parse(include_str!("../../tests/fixtures/block_rq_issue.format")).unwrap();
+        let issue =
+            Format::parse(include_str!("../../tests/fixtures/block_rq_issue.format")).unwrap();
         let f = fields(&issue).unwrap();
-        assert_eq!((f.dev, f.sector, f.nr_sector, f.bytes, f.rwbs), (8, 16, 24, 28, 34));
-        let complete = Format::parse(include_str!("../../tests/fixtures/block_rq_complete.format")).unwrap();
+        assert_eq!(
+            (f.dev, f.sector, f.nr_sector, f.bytes, f.rwbs),
+            (8, 16, 24, 28, 34)
+        );
+        let complete = Format::parse(include_str!(
+            "../../tests/fixtures/block_rq_complete.format"
+        ))
+        .unwrap();
         let f = fields(&complete).unwrap();
         assert_eq!(f.bytes, tracer_common::block::NO_FIELD);
-        let bio = Format::parse(include_str!("../../tests/fixtures/block_bio_queue.format")).unwrap();
+        let bio =
+            Format::parse(include_str!("../../tests/fixtures/block_bio_queue.format")).unwrap();
         let f = fields(&bio).unwrap();
         assert_eq!((f.dev, f.sector, f.rwbs), (8, 16, 28));
     }

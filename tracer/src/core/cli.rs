@@ -75,7 +75,10 @@ pub struct IntervalArgs {
 
 impl IntervalArgs {
     pub fn schedule(&self) -> Schedule {
-        Schedule { interval: self.interval.map(Duration::from_secs), count: self.count }
+        Schedule {
+            interval: self.interval.map(Duration::from_secs),
+            count: self.count,
+        }
     }
 
     /// Event tools: `interval count` bound the run (a lone interval is a duration).
@@ -90,7 +93,9 @@ impl IntervalArgs {
 pub fn parse_interval(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("interval must be a positive whole number of seconds, not '{s}'")),
+        _ => Err(format!(
+            "interval must be a positive whole number of seconds, not '{s}'"
+        )),
     }
 }
 
@@ -108,20 +113,32 @@ fn root_command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(
-            Command::new("list").about("List the tools and whether each can run on this kernel").arg(
-                Arg::new("names")
-                    .long("names")
-                    .action(ArgAction::SetTrue)
-                    .help("Print only tool names and aliases (for installing symlinks)"),
-            ),
+            Command::new("list")
+                .about("List the tools and whether each can run on this kernel")
+                .arg(
+                    Arg::new("names")
+                        .long("names")
+                        .action(ArgAction::SetTrue)
+                        .help("Print only tool names and aliases (for installing symlinks)"),
+                ),
         )
         .subcommand(
             Command::new("doctor")
                 .about("Check privileges, BTF and tracefs, and which hooks each tool would use")
-                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .help("Print JSON"),
+                ),
         );
     for tool in tools::TOOLS {
-        cmd = cmd.subcommand((tool.command)().name(tool.name).about(tool.about).visible_aliases(tool.aliases));
+        cmd = cmd.subcommand(
+            (tool.command)()
+                .name(tool.name)
+                .about(tool.about)
+                .visible_aliases(tool.aliases),
+        );
     }
     cmd
 }
@@ -195,13 +212,22 @@ pub fn one_line(e: &anyhow::Error) -> String {
 fn usage_error(e: clap::Error, prefix: &str) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                2
+            } else {
+                0
+            }
         }
         _ => {
             let text = e.render().to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             let line = line.strip_prefix("error: ").unwrap_or(line);
             eprintln!("{prefix}: {line} (see --help)");
             2
@@ -211,7 +237,12 @@ fn usage_error(e: clap::Error, prefix: &str) -> i32 {
 
 /// Parses a tool's arguments from its subcommand matches.
 pub fn parse<A: clap::FromArgMatches>(m: &ArgMatches) -> Result<A> {
-    A::from_arg_matches(m).map_err(|e| anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or("bad arguments")))
+    A::from_arg_matches(m).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string().lines().next().unwrap_or("bad arguments")
+        )
+    })
 }
 
 #[cfg(test)]
@@ -230,8 +261,14 @@ mod tests {
 
     #[test]
     fn symlink_name_selects_the_tool() {
-        let args: Vec<OsString> = ["/usr/local/bin/biolatency", "-D", "1"].iter().map(OsString::from).collect();
-        let got: Vec<String> = argv_with_tool(args).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<OsString> = ["/usr/local/bin/biolatency", "-D", "1"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let got: Vec<String> = argv_with_tool(args)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(got, ["tracer", "biolatency", "-D", "1"]);
         let args: Vec<OsString> = ["tracer", "list"].iter().map(OsString::from).collect();
         assert_eq!(argv_with_tool(args.clone()), args);
@@ -245,7 +282,9 @@ mod tests {
     #[test]
     fn bad_intervals_are_usage_errors() {
         for bad in ["0", "-1", "abc"] {
-            let e = root_command().try_get_matches_from(["tracer", "biolatency", bad]).unwrap_err();
+            let e = root_command()
+                .try_get_matches_from(["tracer", "biolatency", bad])
+                .unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
         }
     }

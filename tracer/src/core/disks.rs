@@ -32,7 +32,10 @@ impl Disks {
         if !self.names.contains_key(&dev) {
             *self = Disks::scan();
         }
-        self.names.get(&dev).cloned().unwrap_or_else(|| format!("{}:{}", dev_major(dev), dev_minor(dev)))
+        self.names
+            .get(&dev)
+            .cloned()
+            .unwrap_or_else(|| format!("{}:{}", dev_major(dev), dev_minor(dev)))
     }
 
     /// Resolves `-d DISK` (a name such as `vda` or `loop3`, or `/dev/vda`).
@@ -66,6 +69,9 @@ mod tests {
     #[test]
     fn unknown_disk_is_an_error() {
         let disks = Disks::default();
-        assert_eq!(disks.lookup("nosuchdisk").unwrap_err().to_string(), "unknown disk: nosuchdisk (see /sys/class/block)");
+        assert_eq!(
+            disks.lookup("nosuchdisk").unwrap_err().to_string(),
+            "unknown disk: nosuchdisk (see /sys/class/block)"
+        );
     }
 }

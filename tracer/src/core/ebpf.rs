@@ -18,7 +18,10 @@ use crate::core::{kernel, tracefs};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     /// Classic tracepoint: stable, fields located through its format file.
-    Tracepoint { category: &'static str, name: &'static str },
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
     /// Raw tracepoint: arguments are the tracepoint's raw pointers.
     RawTracepoint { name: &'static str },
 }
@@ -50,8 +53,15 @@ impl Hook {
                 let found = tracefs::ensure()
                     .ok()
                     .and_then(|t| std::fs::read_dir(t.path.join("events")).ok())
-                    .is_some_and(|cats| cats.flatten().any(|c| c.path().join(name).join("format").exists()));
-                if found { Ok(()) } else { Err("not in this kernel".into()) }
+                    .is_some_and(|cats| {
+                        cats.flatten()
+                            .any(|c| c.path().join(name).join("format").exists())
+                    });
+                if found {
+                    Ok(())
+                } else {
+                    Err("not in this kernel".into())
+                }
             }
         }
     }
@@ -81,7 +91,11 @@ impl Choice {
         if self.skipped.is_empty() {
             s.push_str(" (preferred)");
         } else {
-            let why: Vec<String> = self.skipped.iter().map(|(h, r)| format!("{h}: {r}")).collect();
+            let why: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(h, r)| format!("{h}: {r}"))
+                .collect();
             s.push_str(&format!(" (fallback; {})", why.join("; ")));
         }
         s
@@ -94,12 +108,23 @@ impl HookChain {
         let mut skipped = Vec::new();
         for hook in self.candidates {
             match hook.probe() {
-                Ok(()) => return Ok(Choice { role: self.role, program: self.program, hook: *hook, skipped }),
+                Ok(()) => {
+                    return Ok(Choice {
+                        role: self.role,
+                        program: self.program,
+                        hook: *hook,
+                        skipped,
+                    });
+                }
                 Err(why) => skipped.push((*hook, why)),
             }
         }
         let tried: Vec<String> = skipped.iter().map(|(h, r)| format!("{h} ({r})")).collect();
-        bail!("this kernel has no hook for {}: tried {}", self.role, tried.join(", "))
+        bail!(
+            "this kernel has no hook for {}: tried {}",
+            self.role,
+            tried.join(", ")
+        )
     }
 }
 
@@ -113,7 +138,9 @@ pub struct Loaded {
 /// Loads an embedded object. `configure` sets the globals (field offsets, filters).
 pub fn load<'a>(elf: &'static [u8], configure: impl FnOnce(&mut EbpfLoader<'a>)) -> Result<Loaded> {
     if elf.is_empty() {
-        bail!("this tracer binary was built without its eBPF programs (TRACER_EBPF_STUBS=1); rebuild it normally");
+        bail!(
+            "this tracer binary was built without its eBPF programs (TRACER_EBPF_STUBS=1); rebuild it normally"
+        );
     }
     kernel::require_privileges()?;
     let mut notes = Vec::new();
@@ -124,8 +151,17 @@ pub fn load<'a>(elf: &'static [u8], configure: impl FnOnce(&mut EbpfLoader<'a>))
     // The programs use no CO-RE relocations: skip parsing the kernel's BTF (start-up time).
     loader.btf(None);
     configure(&mut loader);
-    let ebpf = loader.load(elf).map_err(|e| anyhow!("loading the eBPF object failed: {}", first_line(&e.to_string())))?;
-    Ok(Loaded { ebpf, attached: Vec::new(), notes })
+    let ebpf = loader.load(elf).map_err(|e| {
+        anyhow!(
+            "loading the eBPF object failed: {}",
+            first_line(&e.to_string())
+        )
+    })?;
+    Ok(Loaded {
+        ebpf,
+        attached: Vec::new(),
+        notes,
+    })
 }
 
 fn first_line(s: &str) -> String {
@@ -134,7 +170,10 @@ fn first_line(s: &str) -> String {
 
 fn program_error(program: &str, hook: &Hook, e: ProgramError) -> anyhow::Error {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             if std::env::var_os("TRACER_VERIFIER_LOG").is_some() {
                 eprintln!("{verifier_log}");
             }
@@ -142,7 +181,10 @@ fn program_error(program: &str, hook: &Hook, e: ProgramError) -> anyhow::Error {
                 "the kernel refused program {program} for {hook}: {io_error} (set TRACER_VERIFIER_LOG=1 for the verifier log)"
             )
         }
-        other => anyhow!("attaching {program} to {hook} failed: {}", first_line(&format!("{other:#}"))),
+        other => anyhow!(
+            "attaching {program} to {hook} failed: {}",
+            first_line(&format!("{other:#}"))
+        ),
     }
 }
 
@@ -160,14 +202,16 @@ impl Loaded {
                 if tp.fd().is_err() {
                     tp.load().map_err(|e| program_error(program, &hook, e))?;
                 }
-                tp.attach(category, name).map_err(|e| program_error(program, &hook, e))?;
+                tp.attach(category, name)
+                    .map_err(|e| program_error(program, &hook, e))?;
             }
             Hook::RawTracepoint { name } => {
                 let tp: &mut RawTracePoint = prog.try_into()?;
                 if tp.fd().is_err() {
                     tp.load().map_err(|e| program_error(program, &hook, e))?;
                 }
-                tp.attach(name).map_err(|e| program_error(program, &hook, e))?;
+                tp.attach(name)
+                    .map_err(|e| program_error(program, &hook, e))?;
             }
         }
         self.attached.push(choice.clone());
@@ -205,7 +249,10 @@ impl Loaded {
         if let Ok(t) = tracefs::ensure()
             && t.mounted_now
         {
-            eprintln!("{tool}: mounted tracefs at {} (it was not mounted)", t.path.display());
+            eprintln!(
+                "{tool}: mounted tracefs at {} (it was not mounted)",
+                t.path.display()
+            );
         }
         for choice in &self.attached {
             eprintln!("{tool}: hook {}", choice.explain());
@@ -217,14 +264,19 @@ impl Loaded {
 
     /// At exit: lost records are always reported; with -v every counter is.
     pub fn report_counters(&self, tool: &str, verbose: bool, extra: &[(&str, u64)]) {
-        let Ok(counters) = self.counters() else { return };
+        let Ok(counters) = self.counters() else {
+            return;
+        };
         let lost = counters[Counter::Lost as usize];
         if lost > 0 {
             eprintln!("{tool}: WARNING: {lost} records lost (ring buffer full)");
         }
         if verbose {
-            let mut parts: Vec<String> =
-                Counter::ALL.iter().filter(|c| **c != Counter::Other).map(|c| format!("{} {}", c.name(), counters[*c as usize])).collect();
+            let mut parts: Vec<String> = Counter::ALL
+                .iter()
+                .filter(|c| **c != Counter::Other)
+                .map(|c| format!("{} {}", c.name(), counters[*c as usize]))
+                .collect();
             parts.extend(extra.iter().map(|(k, v)| format!("{k} {v}")));
             eprintln!("{tool}: counters: {}", parts.join(", "));
         }

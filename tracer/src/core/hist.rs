@@ -53,22 +53,38 @@ impl Hist {
         slots
     }
 
+    /// Percentiles from the fine buckets. Each bucket is represented by its lower
+    /// bound: exact for values below 16 and for powers of two (I/O sizes), and
+    /// never more than 6.25% under the true value.
     pub fn percentiles(&self) -> Option<Percentiles> {
         let mut h = hdrhistogram::Histogram::<u64>::new(3).ok()?;
         for (&b, &n) in &self.buckets {
-            let (lo, hi) = (bucket_low(b), bucket_high(b));
-            h.record_n(lo + (hi - lo) / 2, n).ok()?;
+            h.record_n(bucket_low(b), n).ok()?;
         }
         if h.is_empty() {
             return None;
         }
-        // A bucket's midpoint may lie above the exact maximum.
-        let q = |q: f64| h.value_at_quantile(q).min(self.max);
-        Some(Percentiles { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: self.max })
+        // hdrhistogram answers with the top of its own (0.1%) bucket: clamp to
+        // the fine bucket's bound and the exact maximum.
+        let q = |q: f64| {
+            let v = h.value_at_quantile(q);
+            bucket_low(tracer_common::hist::bucket_of(v)).min(self.max)
+        };
+        Some(Percentiles {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: self.max,
+        })
     }
 
     pub fn average(&self) -> u64 {
-        if self.count == 0 { 0 } else { self.sum / self.count }
+        if self.count == 0 {
+            0
+        } else {
+            self.sum / self.count
+        }
     }
 
     /// BCC/libbpf-tools `print_log2_hist` layout, then a percentile line.
@@ -114,22 +130,40 @@ impl Hist {
 
 /// Value range of a libbpf-tools log2 slot.
 pub fn slot_bounds(slot: usize) -> (u64, u64) {
-    let high = if slot >= 63 { u64::MAX } else { (1u64 << (slot + 1)) - 1 };
+    let high = if slot >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (slot + 1)) - 1
+    };
     let low = if slot == 0 { 0 } else { 1u64 << slot };
     (low, high)
 }
 
 /// libbpf-tools' print_log2_hist, byte for byte.
 pub fn render_log2(out: &mut String, slots: &[u64], unit: &str) {
-    let Some(idx_max) = slots.iter().rposition(|&n| n > 0) else { return };
+    let Some(idx_max) = slots.iter().rposition(|&n| n > 0) else {
+        return;
+    };
     let val_max = slots.iter().copied().max().unwrap_or(0);
     let wide = idx_max > 32;
-    let (pad, label_width, width, stars) = if wide { (15, 29, 20, 20) } else { (5, 19, 10, 40) };
-    let _ = writeln!(out, "{:pad$}{unit:<label_width$} : count    distribution", "");
+    let (pad, label_width, width, stars) = if wide {
+        (15, 29, 20, 20)
+    } else {
+        (5, 19, 10, 40)
+    };
+    let _ = writeln!(
+        out,
+        "{:pad$}{unit:<label_width$} : count    distribution",
+        ""
+    );
     for (i, &n) in slots.iter().enumerate().take(idx_max + 1) {
         let (low, high) = slot_bounds(i);
         let _ = write!(out, "{low:>width$} -> {high:<width$} : {n:<8} |");
-        let num_stars = if val_max == 0 { 0 } else { (n.min(val_max) * stars / val_max) as usize };
+        let num_stars = if val_max == 0 {
+            0
+        } else {
+            (n.min(val_max) * stars / val_max) as usize
+        };
         out.push_str(&"*".repeat(num_stars));
         out.push_str(&" ".repeat(stars as usize - num_stars));
         out.push_str("|\n");
@@ -146,7 +180,10 @@ pub struct HistReader<G> {
 
 impl<G> Default for HistReader<G> {
     fn default() -> Self {
-        HistReader { prev_buckets: HashMap::new(), prev_stats: HashMap::new() }
+        HistReader {
+            prev_buckets: HashMap::new(),
+            prev_stats: HashMap::new(),
+        }
     }
 }
 
@@ -155,11 +192,20 @@ where
     G: Pod + Ord + Hash,
     HistKey<G>: Pod,
 {
-    pub fn read(&mut self, ebpf: &Ebpf, hist_map: &str, stats_map: &str) -> Result<BTreeMap<G, Hist>> {
-        let hist: PerCpuHashMap<&MapData, HistKey<G>, u64> =
-            PerCpuHashMap::try_from(ebpf.map(hist_map).with_context(|| format!("map {hist_map} missing"))?)?;
-        let stats: PerCpuHashMap<&MapData, G, HistStats> =
-            PerCpuHashMap::try_from(ebpf.map(stats_map).with_context(|| format!("map {stats_map} missing"))?)?;
+    pub fn read(
+        &mut self,
+        ebpf: &Ebpf,
+        hist_map: &str,
+        stats_map: &str,
+    ) -> Result<BTreeMap<G, Hist>> {
+        let hist: PerCpuHashMap<&MapData, HistKey<G>, u64> = PerCpuHashMap::try_from(
+            ebpf.map(hist_map)
+                .with_context(|| format!("map {hist_map} missing"))?,
+        )?;
+        let stats: PerCpuHashMap<&MapData, G, HistStats> = PerCpuHashMap::try_from(
+            ebpf.map(stats_map)
+                .with_context(|| format!("map {stats_map} missing"))?,
+        )?;
 
         let mut out: BTreeMap<G, Hist> = BTreeMap::new();
         for entry in stats.iter() {
@@ -181,7 +227,10 @@ where
         for entry in hist.iter() {
             let (key, per_cpu) = entry?;
             let total: u64 = per_cpu.iter().sum();
-            let prev = self.prev_buckets.insert((key.group, key.bucket), total).unwrap_or(0);
+            let prev = self
+                .prev_buckets
+                .insert((key.group, key.bucket), total)
+                .unwrap_or(0);
             if total > prev
                 && let Some(h) = out.get_mut(&key.group)
             {
@@ -247,11 +296,22 @@ mod tests {
     fn percentiles_are_within_bucket_precision() {
         let values: Vec<u64> = (1..=10_000).collect();
         let p = hist_of(&values).percentiles().unwrap();
-        for (got, want) in [(p.p50, 5000.0), (p.p90, 9000.0), (p.p99, 9900.0), (p.p999, 9990.0)] {
+        for (got, want) in [
+            (p.p50, 5000.0),
+            (p.p90, 9000.0),
+            (p.p99, 9900.0),
+            (p.p999, 9990.0),
+        ] {
             let err = (got as f64 - want).abs() / want;
             assert!(err <= 0.0625, "got {got}, want {want}");
         }
         assert_eq!(p.max, 10_000);
+    }
+
+    #[test]
+    fn powers_of_two_are_exact() {
+        let p = hist_of(&[65536; 10]).percentiles().unwrap();
+        assert_eq!((p.p50, p.p90, p.max), (65536, 65536, 65536));
     }
 
     #[test]
@@ -266,7 +326,10 @@ mod tests {
         let buckets = v["buckets"].as_array().unwrap();
         assert_eq!(buckets.len(), 17);
         assert_eq!(buckets[12], json!({"low": 4096, "high": 8191, "count": 2}));
-        assert_eq!(buckets[16], json!({"low": 65536, "high": 131071, "count": 1}));
+        assert_eq!(
+            buckets[16],
+            json!({"low": 65536, "high": 131071, "count": 1})
+        );
         assert_eq!(buckets[0], json!({"low": 0, "high": 1, "count": 0}));
         assert_eq!(v["count"], 3);
         assert_eq!(v["max"], 70000);

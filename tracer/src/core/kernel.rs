@@ -42,7 +42,9 @@ pub fn require_privileges() -> Result<()> {
 
 /// `uname -r`.
 pub fn release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -59,7 +61,9 @@ pub fn has_kprobes() -> bool {
 
 /// Whether `symbol` is a kernel function listed in /proc/kallsyms.
 pub fn kallsyms_has(symbol: &str) -> bool {
-    let Ok(text) = fs::read_to_string("/proc/kallsyms") else { return false };
+    let Ok(text) = fs::read_to_string("/proc/kallsyms") else {
+        return false;
+    };
     text.lines().any(|l| {
         let mut it = l.split_whitespace();
         let (_, kind, name) = (it.next(), it.next(), it.next());
@@ -77,7 +81,9 @@ pub fn check_pid(pid: u32) -> Result<()> {
 
 /// A process's name from /proc (empty if it has exited).
 pub fn process_comm(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
 }
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
@@ -92,12 +98,14 @@ pub struct Cgroup {
 }
 
 fn cgroup2_mount() -> Result<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     mountinfo
         .lines()
         .find_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next() == Some("cgroup2")).then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+            (post.split_whitespace().next() == Some("cgroup2"))
+                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
         })
         .context("no cgroup v2 filesystem is mounted")
 }
@@ -106,7 +114,11 @@ fn cgroup2_mount() -> Result<PathBuf> {
 /// path relative to it (e.g. `system.slice/ssh.service`).
 pub fn cgroup(arg: &Path) -> Result<Cgroup> {
     let root = cgroup2_mount()?;
-    let path = if arg.starts_with(&root) { arg.to_path_buf() } else { root.join(arg.strip_prefix("/").unwrap_or(arg)) };
+    let path = if arg.starts_with(&root) {
+        arg.to_path_buf()
+    } else {
+        root.join(arg.strip_prefix("/").unwrap_or(arg))
+    };
     let meta = fs::metadata(&path).with_context(|| format!("no such cgroup: {}", arg.display()))?;
     if !meta.is_dir() {
         bail!("not a cgroup directory: {}", arg.display());
@@ -114,11 +126,19 @@ pub fn cgroup(arg: &Path) -> Result<Cgroup> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     // SAFETY: statfs with a valid C string and an out-parameter.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != CGROUP2_SUPER_MAGIC {
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != CGROUP2_SUPER_MAGIC
+    {
         bail!("not a cgroup v2 directory: {}", path.display());
     }
-    let level = path.strip_prefix(&root).map(|rel| rel.components().count() as u32).unwrap_or(0);
-    Ok(Cgroup { path, id: meta.ino(), level })
+    let level = path
+        .strip_prefix(&root)
+        .map(|rel| rel.components().count() as u32)
+        .unwrap_or(0);
+    Ok(Cgroup {
+        path,
+        id: meta.ino(),
+        level,
+    })
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
@@ -132,7 +152,10 @@ pub fn monotonic_ns() -> u64 {
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it; on 6.x
 /// memory is charged to the cgroup and failing here (no CAP_SYS_RESOURCE) is fine.
 pub fn raise_memlock() -> Result<(), std::io::Error> {
-    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
         return Err(std::io::Error::last_os_error());

@@ -16,7 +16,9 @@ pub fn local_time_precise() -> String {
 }
 
 fn local_time_fmt(micros: bool) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     format_local(now.as_nanos() as u64, micros)
 }
 
@@ -27,7 +29,13 @@ pub fn format_local(unix_ns: u64, micros: bool) -> String {
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::localtime_r(&secs, &mut tm) };
     if micros {
-        format!("{:02}:{:02}:{:02}.{:06}", tm.tm_hour, tm.tm_min, tm.tm_sec, (unix_ns % 1_000_000_000) / 1000)
+        format!(
+            "{:02}:{:02}:{:02}.{:06}",
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec,
+            (unix_ns % 1_000_000_000) / 1000
+        )
     } else {
         format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
     }
@@ -44,8 +52,14 @@ pub struct Clock {
 impl Clock {
     pub fn now() -> Clock {
         let mono = crate::core::kernel::monotonic_ns();
-        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        Clock { start_mono: mono, unix_minus_mono: unix as i128 - mono as i128 }
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Clock {
+            start_mono: mono,
+            unix_minus_mono: unix as i128 - mono as i128,
+        }
     }
 
     /// Seconds since tracing started.
@@ -60,7 +74,10 @@ impl Clock {
 
 /// Seconds since the Unix epoch, for JSON records.
 pub fn unix_time() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Writes one NDJSON line.
@@ -98,7 +115,10 @@ mod tests {
         assert_eq!(cstr(b"dd\0\0\0"), "dd");
         assert_eq!(cstr(b"WS"), "WS");
         assert_eq!(cstr(b"\0abc"), "");
-        assert_eq!(cstr(&comm_bytes("a-very-long-process-name")), "a-very-long-pro");
+        assert_eq!(
+            cstr(&comm_bytes("a-very-long-process-name")),
+            "a-very-long-pro"
+        );
     }
 
     #[test]

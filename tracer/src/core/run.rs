@@ -24,7 +24,11 @@ pub struct Schedule {
 /// Runs a future on a single-threaded tokio runtime (one thread is plenty and
 /// keeps the tracer's own footprint small).
 pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?.block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?
+        .block_on(f)
 }
 
 struct Signals {
@@ -48,16 +52,40 @@ impl Signals {
     }
 }
 
-/// Prints the banner that says tracing has begun (tests wait for it).
-pub fn banner(what: &str) {
-    eprintln!("Tracing {what}... Hit Ctrl-C to end.");
+/// What to say when tracing begins: the banner (stderr; tests wait for it) and
+/// the column header of table output (stdout), printed once the signal handlers are
+/// in place so an early Ctrl-C still gets a final report.
+pub struct Start<'a> {
+    pub what: &'a str,
+    pub header: Option<String>,
+}
+
+impl<'a> Start<'a> {
+    pub fn new(what: &'a str) -> Start<'a> {
+        Start { what, header: None }
+    }
+
+    pub fn with_header(what: &'a str, header: Option<String>) -> Start<'a> {
+        Start { what, header }
+    }
+
+    fn announce(&self) {
+        eprintln!("Tracing {}... Hit Ctrl-C to end.", self.what);
+        if let Some(h) = &self.header {
+            println!("{h}");
+        }
+    }
 }
 
 /// Aggregating tools: calls `report(last)` every interval (or once at the end).
-pub fn periodic(schedule: Schedule, what: &str, mut report: impl FnMut(bool) -> Result<()>) -> Result<()> {
+pub fn periodic(
+    schedule: Schedule,
+    start: Start<'_>,
+    mut report: impl FnMut(bool) -> Result<()>,
+) -> Result<()> {
     block_on(async move {
         let mut signals = Signals::new()?;
-        banner(what);
+        start.announce();
         let Some(period) = schedule.interval else {
             signals.recv().await;
             return report(true);
@@ -90,7 +118,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// after interval * count.
 pub fn stream(
     schedule: Schedule,
-    what: &str,
+    start: Start<'_>,
     ring: RingBuf<MapData>,
     mut on_record: impl FnMut(&[u8]) -> Result<()>,
     mut report: impl FnMut(bool) -> Result<()>,
@@ -100,8 +128,10 @@ pub fn stream(
         // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the fd
         // stays open for as long as it is registered.
         let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?;
-        banner(what);
-        let period = schedule.interval.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+        start.announce();
+        let period = schedule
+            .interval
+            .unwrap_or(Duration::from_secs(3600 * 24 * 365));
         let mut ticks = interval_at(Instant::now() + period, period);
         let mut drains = interval_at(Instant::now() + DRAIN_EVERY, DRAIN_EVERY);
         drains.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -33,7 +33,9 @@ pub struct Deltas<K, V> {
 
 impl<K, V> Default for Deltas<K, V> {
     fn default() -> Self {
-        Deltas { prev: HashMap::new() }
+        Deltas {
+            prev: HashMap::new(),
+        }
     }
 }
 
@@ -58,8 +60,10 @@ impl<K: Pod + Eq + Hash, V: Tally> Deltas<K, V> {
 
     /// Reads a per-CPU hash map, returns this interval's deltas, deletes idle keys.
     pub fn read_percpu(&mut self, ebpf: &mut Ebpf, name: &str) -> Result<Vec<(K, V)>> {
-        let mut map: PerCpuHashMap<&mut MapData, K, V> =
-            PerCpuHashMap::try_from(ebpf.map_mut(name).with_context(|| format!("map {name} missing"))?)?;
+        let mut map: PerCpuHashMap<&mut MapData, K, V> = PerCpuHashMap::try_from(
+            ebpf.map_mut(name)
+                .with_context(|| format!("map {name} missing"))?,
+        )?;
         let mut current = Vec::new();
         for entry in map.iter() {
             let (k, per_cpu) = entry?;
@@ -78,8 +82,10 @@ impl<K: Pod + Eq + Hash, V: Tally> Deltas<K, V> {
 
     /// Same for a shared (not per-CPU) hash map.
     pub fn read_shared(&mut self, ebpf: &mut Ebpf, name: &str) -> Result<Vec<(K, V)>> {
-        let mut map: BpfHashMap<&mut MapData, K, V> =
-            BpfHashMap::try_from(ebpf.map_mut(name).with_context(|| format!("map {name} missing"))?)?;
+        let mut map: BpfHashMap<&mut MapData, K, V> = BpfHashMap::try_from(
+            ebpf.map_mut(name)
+                .with_context(|| format!("map {name} missing"))?,
+        )?;
         let current: Vec<(K, V)> = map.iter().collect::<Result<_, _>>()?;
         let (changed, idle) = self.update(current);
         for k in idle {

@@ -26,7 +26,9 @@ pub struct Tracefs {
 static TRACEFS: OnceLock<Tracefs> = OnceLock::new();
 
 fn is_tracefs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs with a valid C string and an out-parameter.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == TRACEFS_MAGIC
@@ -39,12 +41,21 @@ pub fn ensure() -> Result<&'static Tracefs> {
         return Ok(t);
     }
     let found = if is_tracefs(Path::new(MOUNT_POINT)) {
-        Tracefs { path: MOUNT_POINT.into(), mounted_now: false }
+        Tracefs {
+            path: MOUNT_POINT.into(),
+            mounted_now: false,
+        }
     } else if is_tracefs(Path::new(DEBUGFS_MOUNT_POINT)) {
-        Tracefs { path: DEBUGFS_MOUNT_POINT.into(), mounted_now: false }
+        Tracefs {
+            path: DEBUGFS_MOUNT_POINT.into(),
+            mounted_now: false,
+        }
     } else {
         mount()?;
-        Tracefs { path: MOUNT_POINT.into(), mounted_now: true }
+        Tracefs {
+            path: MOUNT_POINT.into(),
+            mounted_now: true,
+        }
     };
     Ok(TRACEFS.get_or_init(|| found))
 }
@@ -55,7 +66,13 @@ fn mount() -> Result<()> {
     let source = CString::new("nodev")?;
     // SAFETY: valid C strings; no data argument.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
@@ -104,7 +121,9 @@ impl Format {
             } else if let Some(fmt) = line.strip_prefix("print fmt:") {
                 format.print_fmt = fmt.trim().to_string();
             } else if line.starts_with("field:") {
-                format.fields.push(parse_field(line).with_context(|| format!("bad field line: {line}"))?);
+                format
+                    .fields
+                    .push(parse_field(line).with_context(|| format!("bad field line: {line}"))?);
             }
         }
         if format.fields.is_empty() {
@@ -115,10 +134,15 @@ impl Format {
 
     /// Reads the format file of `category:name`; None if the kernel lacks the event.
     pub fn read(category: &str, name: &str) -> Result<Option<Format>> {
-        let Some(dir) = event_dir(category, name)? else { return Ok(None) };
+        let Some(dir) = event_dir(category, name)? else {
+            return Ok(None);
+        };
         let path = dir.join("format");
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Format::parse(&text).with_context(|| format!("parsing {}", path.display())).map(Some)
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Format::parse(&text)
+            .with_context(|| format!("parsing {}", path.display()))
+            .map(Some)
     }
 
     pub fn field(&self, name: &str) -> Option<&Field> {
@@ -132,7 +156,11 @@ impl Format {
             .field(name)
             .with_context(|| format!("tracepoint {} has no field '{name}'", self.name))?;
         if f.size != size {
-            bail!("tracepoint {} field '{name}' is {} bytes, expected {size}", self.name, f.size);
+            bail!(
+                "tracepoint {} field '{name}' is {} bytes, expected {size}",
+                self.name,
+                f.size
+            );
         }
         Ok(f.offset)
     }
@@ -144,7 +172,11 @@ impl Format {
             .field(name)
             .with_context(|| format!("tracepoint {} has no field '{name}'", self.name))?;
         if f.size < min {
-            bail!("tracepoint {} field '{name}' is {} bytes, expected at least {min}", self.name, f.size);
+            bail!(
+                "tracepoint {} field '{name}' is {} bytes, expected at least {min}",
+                self.name,
+                f.size
+            );
         }
         Ok(f.offset)
     }
@@ -175,9 +207,14 @@ fn parse_field(line: &str) -> Result<Field> {
     }
     let decl = decl.context("no declaration")?;
     // "unsigned long foo", "char rwbs[8]", "__data_loc char[] cmd", "u8 saddr[4]"
-    let (ctype, name) = decl.rsplit_once(char::is_whitespace).context("no field name")?;
+    let (ctype, name) = decl
+        .rsplit_once(char::is_whitespace)
+        .context("no field name")?;
     let name = name.split('[').next().unwrap_or(name);
-    let array = decl.rsplit_once(char::is_whitespace).map(|(_, n)| n.find('[').map(|i| &n[i..])).flatten();
+    let array = decl
+        .rsplit_once(char::is_whitespace)
+        .map(|(_, n)| n.find('[').map(|i| &n[i..]))
+        .flatten();
     Ok(Field {
         name: name.to_string(),
         ctype: format!("{}{}", ctype.trim(), array.unwrap_or("")),
@@ -192,7 +229,8 @@ mod tests {
     use super::*;
 
     const BLOCK_RQ_ISSUE_6_18: &str = include_str!("../../tests/fixtures/block_rq_issue.format");
-    const BLOCK_RQ_COMPLETE_6_18: &str = include_str!("../../tests/fixtures/block_rq_complete.format");
+    const BLOCK_RQ_COMPLETE_6_18: &str =
+        include_str!("../../tests/fixtures/block_rq_complete.format");
 
     #[test]
     fn parses_block_rq_issue() {
@@ -214,9 +252,15 @@ mod tests {
     fn completion_has_error_and_no_bytes() {
         let f = Format::parse(BLOCK_RQ_COMPLETE_6_18).unwrap();
         assert!(f.field("bytes").is_none());
-        assert_eq!(f.offset_or_absent("bytes", 4).unwrap(), tracer_common::block::NO_FIELD);
+        assert_eq!(
+            f.offset_or_absent("bytes", 4).unwrap(),
+            tracer_common::block::NO_FIELD
+        );
         assert!(f.field("error").is_some());
-        assert!(f.offset("sector", 4).is_err(), "size mismatch must be an error");
+        assert!(
+            f.offset("sector", 4).is_err(),
+            "size mismatch must be an error"
+        );
     }
 
     #[test]

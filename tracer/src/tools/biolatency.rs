@@ -63,13 +63,27 @@ fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let task = a.task.resolve()?;
     let mut disks = Disks::scan();
-    let dev = a.disk.as_deref().map(|d| disks.lookup(d)).transpose()?.unwrap_or(0);
+    let dev = a
+        .disk
+        .as_deref()
+        .map(|d| disks.lookup(d))
+        .transpose()?
+        .unwrap_or(0);
     kernel::require_privileges()?;
 
-    let needs = Needs { submit: task.tgid != 0 || task.cgroup_id != 0, insert: a.queued, issue: true, complete: true };
+    let needs = Needs {
+        submit: task.tgid != 0 || task.cgroup_id != 0,
+        insert: a.queued,
+        issue: true,
+        complete: true,
+    };
     let mut plan = block::plan(needs, task, dev)?;
     plan.config.unit_div = if a.milliseconds { 1_000_000 } else { 1000 };
-    for (on, flag) in [(a.queued, FLAG_QUEUED), (a.per_disk, FLAG_PER_DISK), (a.per_flags, FLAG_PER_FLAGS)] {
+    for (on, flag) in [
+        (a.queued, FLAG_QUEUED),
+        (a.per_disk, FLAG_PER_DISK),
+        (a.per_flags, FLAG_PER_FLAGS),
+    ] {
         if on {
             plan.config.flags |= flag;
         }
@@ -82,49 +96,72 @@ fn run(m: &ArgMatches) -> Result<()> {
 
     let unit = if a.milliseconds { "msecs" } else { "usecs" };
     let mut reader = HistReader::<LatGroup>::default();
-    run::periodic(a.interval.schedule(), "block device I/O", |last| {
-        let hists = reader.read(&loaded.ebpf, "HIST", "HIST_STATS")?;
-        let time = a.out.timestamp.then(output::local_time);
-        if a.out.json {
-            let grouped = a.per_disk || a.per_flags;
-            if hists.is_empty() && !grouped {
-                let empty = crate::core::hist::Hist::default();
-                output::json_line(&record(&a, &mut disks, &LatGroup::default(), &empty.to_json(unit)));
-            }
-            for (group, h) in &hists {
-                output::json_line(&record(&a, &mut disks, group, &h.to_json(unit)));
-            }
-        } else {
-            if let Some(t) = &time {
-                println!("{t}");
-            }
-            for (group, h) in &hists {
-                let mut labels = Vec::new();
-                if a.per_disk {
-                    labels.push(format!("disk = {}", disks.name(group.dev)));
+    run::periodic(
+        a.interval.schedule(),
+        run::Start::new("block device I/O"),
+        |last| {
+            let hists = reader.read(&loaded.ebpf, "HIST", "HIST_STATS")?;
+            let time = a.out.timestamp.then(output::local_time);
+            if a.out.json {
+                let grouped = a.per_disk || a.per_flags;
+                if hists.is_empty() && !grouped {
+                    let empty = crate::core::hist::Hist::default();
+                    output::json_line(&record(
+                        &a,
+                        &mut disks,
+                        &LatGroup::default(),
+                        &empty.to_json(unit),
+                    ));
                 }
-                if a.per_flags {
-                    labels.push(format!("flags = {}", block::flags_name(&cstr(&group.rwbs))));
+                for (group, h) in &hists {
+                    output::json_line(&record(&a, &mut disks, group, &h.to_json(unit)));
                 }
-                if !labels.is_empty() {
-                    println!("\n{}", labels.join(", "));
+            } else {
+                if let Some(t) = &time {
+                    println!("{t}");
                 }
-                print!("{}", h.render(unit));
-                if a.extension {
-                    println!("     avg = {} {unit}, total: {} {unit}, count: {}", h.average(), h.sum, h.count);
+                for (group, h) in &hists {
+                    let mut labels = Vec::new();
+                    if a.per_disk {
+                        labels.push(format!("disk = {}", disks.name(group.dev)));
+                    }
+                    if a.per_flags {
+                        labels.push(format!("flags = {}", block::flags_name(&cstr(&group.rwbs))));
+                    }
+                    if !labels.is_empty() {
+                        println!("\n{}", labels.join(", "));
+                    }
+                    print!("{}", h.render(unit));
+                    if a.extension {
+                        println!(
+                            "     avg = {} {unit}, total: {} {unit}, count: {}",
+                            h.average(),
+                            h.sum,
+                            h.count
+                        );
+                    }
                 }
+                println!();
             }
-            println!();
-        }
-        if last {
-            let inflight = block::inflight_at_exit(&loaded) as u64;
-            loaded.report_counters(TOOL.name, a.out.verbose, &[("in_flight_at_exit", inflight)]);
-        }
-        Ok(())
-    })
+            if last {
+                let inflight = block::inflight_at_exit(&loaded) as u64;
+                loaded.report_counters(
+                    TOOL.name,
+                    a.out.verbose,
+                    &[("in_flight_at_exit", inflight)],
+                );
+            }
+            Ok(())
+        },
+    )
 }
 
-fn record(a: &Args, disks: &mut Disks, group: &LatGroup, hist: &serde_json::Value) -> serde_json::Value {
+fn record(
+    a: &Args,
+    disks: &mut Disks,
+    group: &LatGroup,
+    hist: &serde_json::Value,
+) -> serde_json::Value {
     let mut v = json!({"tool": "biolatency", "ts": output::unix_time()});
     if a.out.timestamp {
         v["time"] = json!(output::local_time());

@@ -43,17 +43,29 @@ impl Tally for PatternValue {
         self.bytes += o.bytes;
     }
     fn minus(&self, e: &Self) -> Self {
-        PatternValue { sequential: self.sequential - e.sequential, random: self.random - e.random, bytes: self.bytes - e.bytes }
+        PatternValue {
+            sequential: self.sequential - e.sequential,
+            random: self.random - e.random,
+            bytes: self.bytes - e.bytes,
+        }
     }
 }
 
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let mut disks = Disks::scan();
-    let dev = a.disk.as_deref().map(|d| disks.lookup(d)).transpose()?.unwrap_or(0);
+    let dev = a
+        .disk
+        .as_deref()
+        .map(|d| disks.lookup(d))
+        .transpose()?
+        .unwrap_or(0);
     kernel::require_privileges()?;
 
-    let needs = Needs { complete: true, ..Needs::default() };
+    let needs = Needs {
+        complete: true,
+        ..Needs::default()
+    };
     let plan = block::plan(needs, Default::default(), dev)?;
     let mut loaded = ebpf::load(crate::ebpf_object!("biopattern"), |l| {
         l.override_global("CONFIG", &plan.config, true);
@@ -62,35 +74,55 @@ fn run(m: &ArgMatches) -> Result<()> {
     loaded.report_hooks(TOOL.name, a.out.verbose);
 
     let mut deltas = Deltas::<u32, PatternValue>::default();
-    if !a.out.json {
-        let time = if a.out.timestamp { format!("{:<9} ", "TIME") } else { String::new() };
-        println!("{time}{:<9} {:>5} {:>5} {:>8} {:>10}", "DISK", "%RND", "%SEQ", "COUNT", "KBYTES");
-    }
-    run::periodic(a.interval.schedule(), "block device I/O requests", |last| {
-        let mut rows = deltas.read_percpu(&mut loaded.ebpf, "PATTERN")?;
-        rows.sort_by_key(|(dev, _)| *dev);
-        for (dev, v) in rows {
-            let total = v.sequential + v.random;
-            if total == 0 {
-                continue;
+    let header = (!a.out.json).then(|| {
+        let time = if a.out.timestamp {
+            format!("{:<9} ", "TIME")
+        } else {
+            String::new()
+        };
+        format!(
+            "{time}{:<9} {:>5} {:>5} {:>8} {:>10}",
+            "DISK", "%RND", "%SEQ", "COUNT", "KBYTES"
+        )
+    });
+    run::periodic(
+        a.interval.schedule(),
+        run::Start::with_header("block device I/O requests", header),
+        |last| {
+            let mut rows = deltas.read_percpu(&mut loaded.ebpf, "PATTERN")?;
+            rows.sort_by_key(|(dev, _)| *dev);
+            for (dev, v) in rows {
+                let total = v.sequential + v.random;
+                if total == 0 {
+                    continue;
+                }
+                let rnd = (v.random * 100) as f64 / total as f64;
+                let seq = (v.sequential * 100) as f64 / total as f64;
+                let disk = disks.name(dev);
+                if a.out.json {
+                    output::json_line(&json!({
+                        "tool": "biopattern", "ts": output::unix_time(), "disk": disk, "random_pct": rnd,
+                        "sequential_pct": seq, "random": v.random, "sequential": v.sequential, "count": total,
+                        "kbytes": v.bytes / 1024,
+                    }));
+                } else {
+                    let time = if a.out.timestamp {
+                        format!("{:<9} ", output::local_time())
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "{time}{disk:<9} {:>5.0} {:>5.0} {total:>8} {:>10}",
+                        rnd,
+                        seq,
+                        v.bytes / 1024
+                    );
+                }
             }
-            let rnd = (v.random * 100) as f64 / total as f64;
-            let seq = (v.sequential * 100) as f64 / total as f64;
-            let disk = disks.name(dev);
-            if a.out.json {
-                output::json_line(&json!({
-                    "tool": "biopattern", "ts": output::unix_time(), "disk": disk, "random_pct": rnd,
-                    "sequential_pct": seq, "random": v.random, "sequential": v.sequential, "count": total,
-                    "kbytes": v.bytes / 1024,
-                }));
-            } else {
-                let time = if a.out.timestamp { format!("{:<9} ", output::local_time()) } else { String::new() };
-                println!("{time}{disk:<9} {:>5.0} {:>5.0} {total:>8} {:>10}", rnd, seq, v.bytes / 1024);
+            if last {
+                loaded.report_counters(TOOL.name, a.out.verbose, &[]);
             }
-        }
-        if last {
-            loaded.report_counters(TOOL.name, a.out.verbose, &[]);
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

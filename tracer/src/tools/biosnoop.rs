@@ -52,15 +52,27 @@ fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let task = a.task.resolve()?;
     let mut disks = Disks::scan();
-    let dev = a.disk.as_deref().map(|d| disks.lookup(d)).transpose()?.unwrap_or(0);
+    let dev = a
+        .disk
+        .as_deref()
+        .map(|d| disks.lookup(d))
+        .transpose()?
+        .unwrap_or(0);
     let min_latency_ns = match a.min_latency {
-        Some(ms) if !(ms >= 0.0 && ms.is_finite()) => bail!("--min-latency must be a number of milliseconds >= 0"),
+        Some(ms) if !(ms >= 0.0 && ms.is_finite()) => {
+            bail!("--min-latency must be a number of milliseconds >= 0")
+        }
         Some(ms) => (ms * 1e6) as u64,
         None => 0,
     };
     kernel::require_privileges()?;
 
-    let needs = Needs { submit: true, insert: a.queued, issue: true, complete: true };
+    let needs = Needs {
+        submit: true,
+        insert: a.queued,
+        issue: true,
+        complete: true,
+    };
     let mut plan = block::plan(needs, task, dev)?;
     plan.config.min_latency_ns = min_latency_ns;
     let mut loaded = ebpf::load(crate::ebpf_object!("biosnoop"), |l| {
@@ -68,14 +80,30 @@ fn run(m: &ArgMatches) -> Result<()> {
     })?;
     plan.attach(&mut loaded)?;
     loaded.report_hooks(TOOL.name, a.out.verbose);
-    let ring = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+    let ring = RingBuf::try_from(
+        loaded
+            .ebpf
+            .take_map("EVENTS")
+            .context("EVENTS map missing")?,
+    )?;
 
     let clock = Clock::now();
-    if !a.out.json {
-        let time = if a.out.timestamp { format!("{:<15}", "TIME") } else { format!("{:<11}", "TIME(s)") };
-        let queue = if a.queued { format!(" {:>7}", "QUE(ms)") } else { String::new() };
-        println!("{time} {:<14} {:<7} {:<9} {:<1} {:<10} {:<7}{queue} {:>7}", "COMM", "PID", "DISK", "T", "SECTOR", "BYTES", "LAT(ms)");
-    }
+    let header = (!a.out.json).then(|| {
+        let time = if a.out.timestamp {
+            format!("{:<15}", "TIME")
+        } else {
+            format!("{:<11}", "TIME(s)")
+        };
+        let queue = if a.queued {
+            format!(" {:>7}", "QUE(ms)")
+        } else {
+            String::new()
+        };
+        format!(
+            "{time} {:<14} {:<7} {:<9} {:<1} {:<10} {:<7}{queue} {:>7}",
+            "COMM", "PID", "DISK", "T", "SECTOR", "BYTES", "LAT(ms)"
+        )
+    });
     let on_record = |bytes: &[u8]| -> Result<()> {
         if bytes.len() < size_of::<BioEvent>() {
             return Ok(());
@@ -104,7 +132,11 @@ fn run(m: &ArgMatches) -> Result<()> {
             } else {
                 format!("{:<11.6}", clock.since_start(e.ts))
             };
-            let queue = if a.queued { format!(" {que_ms:>7.2}") } else { String::new() };
+            let queue = if a.queued {
+                format!(" {que_ms:>7.2}")
+            } else {
+                String::new()
+            };
             println!(
                 "{time} {:<14.14} {:<7} {:<9} {:<1} {:<10} {:<7}{queue} {lat_ms:>7.2}",
                 cstr(&e.comm),
@@ -118,11 +150,17 @@ fn run(m: &ArgMatches) -> Result<()> {
         Ok(())
     };
     let verbose = a.out.verbose;
-    run::stream(a.interval.duration_schedule(), "block I/O", ring, on_record, |last| {
-        if last {
-            let inflight = block::inflight_at_exit(&loaded) as u64;
-            loaded.report_counters(TOOL.name, verbose, &[("in_flight_at_exit", inflight)]);
-        }
-        Ok(())
-    })
+    run::stream(
+        a.interval.duration_schedule(),
+        run::Start::with_header("block I/O", header),
+        ring,
+        on_record,
+        |last| {
+            if last {
+                let inflight = block::inflight_at_exit(&loaded) as u64;
+                loaded.report_counters(TOOL.name, verbose, &[("in_flight_at_exit", inflight)]);
+            }
+            Ok(())
+        },
+    )
 }

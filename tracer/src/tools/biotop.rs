@@ -66,22 +66,38 @@ impl Tally for TopValue {
         self.ns += o.ns;
     }
     fn minus(&self, e: &Self) -> Self {
-        TopValue { io: self.io - e.io, bytes: self.bytes - e.bytes, ns: self.ns - e.ns }
+        TopValue {
+            io: self.io - e.io,
+            bytes: self.bytes - e.bytes,
+            ns: self.ns - e.ns,
+        }
     }
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let task = a.task.resolve()?;
     let mut disks = Disks::scan();
-    let dev = a.disk.as_deref().map(|d| disks.lookup(d)).transpose()?.unwrap_or(0);
+    let dev = a
+        .disk
+        .as_deref()
+        .map(|d| disks.lookup(d))
+        .transpose()?
+        .unwrap_or(0);
     kernel::require_privileges()?;
 
-    let needs = Needs { submit: true, insert: false, issue: true, complete: true };
+    let needs = Needs {
+        submit: true,
+        insert: false,
+        issue: true,
+        complete: true,
+    };
     let plan = block::plan(needs, task, dev)?;
     let mut loaded = ebpf::load(crate::ebpf_object!("biotop"), |l| {
         l.override_global("CONFIG", &plan.config, true);
@@ -91,10 +107,12 @@ fn run(m: &ArgMatches) -> Result<()> {
 
     // biotop reports every second unless told otherwise, like BCC's.
     let mut schedule = a.interval.schedule();
-    schedule.interval.get_or_insert(std::time::Duration::from_secs(1));
+    schedule
+        .interval
+        .get_or_insert(std::time::Duration::from_secs(1));
     let mut deltas = Deltas::<TopKey, TopValue>::default();
     let clear = !a.no_clear && !a.out.json;
-    run::periodic(schedule, "block device I/O", |last| {
+    run::periodic(schedule, run::Start::new("block device I/O"), |last| {
         let mut rows = deltas.read_percpu(&mut loaded.ebpf, "TOTALS")?;
         rows.sort_by_key(|(k, v)| {
             let key = match a.sort {

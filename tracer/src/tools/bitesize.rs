@@ -54,7 +54,12 @@ fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let task = cli::resolve_task_filter(a.pid, a.cgroup.as_deref())?;
     let disks = Disks::scan();
-    let dev = a.disk.as_deref().map(|d| disks.lookup(d)).transpose()?.unwrap_or(0);
+    let dev = a
+        .disk
+        .as_deref()
+        .map(|d| disks.lookup(d))
+        .transpose()?
+        .unwrap_or(0);
     if let Some(c) = &a.comm
         && (c.is_empty() || c.len() >= tracer_common::COMM_LEN)
     {
@@ -62,10 +67,21 @@ fn run(m: &ArgMatches) -> Result<()> {
     }
     kernel::require_privileges()?;
 
-    let needs = Needs { submit: true, insert: false, issue: true, complete: false };
+    let needs = Needs {
+        submit: true,
+        insert: false,
+        issue: true,
+        complete: false,
+    };
     let mut plan = block::plan(needs, task, dev)?;
     plan.config.unit_div = 1024;
-    let comm = CommFilter { comm: a.comm.as_deref().map(output::comm_bytes).unwrap_or_default() };
+    let comm = CommFilter {
+        comm: a
+            .comm
+            .as_deref()
+            .map(output::comm_bytes)
+            .unwrap_or_default(),
+    };
     let mut loaded = ebpf::load(crate::ebpf_object!("bitesize"), |l| {
         l.override_global("CONFIG", &plan.config, true);
         l.override_global("COMM", &comm, true);
@@ -74,27 +90,34 @@ fn run(m: &ArgMatches) -> Result<()> {
     loaded.report_hooks(TOOL.name, a.out.verbose);
 
     let mut reader = HistReader::<SizeGroup>::default();
-    run::periodic(a.interval.schedule(), "block I/O", |last| {
-        let hists = reader.read(&loaded.ebpf, "HIST", "HIST_STATS")?;
-        if a.out.timestamp && !a.out.json {
-            println!("{}", output::local_time());
-        }
-        for (group, h) in &hists {
-            let name = cstr(&group.comm);
-            if a.out.json {
-                let mut v = json!({"tool": "bitesize", "ts": output::unix_time(), "comm": name});
-                if let (Some(obj), Some(h)) = (v.as_object_mut(), h.to_json("kbytes").as_object()) {
-                    obj.extend(h.clone());
-                }
-                output::json_line(&v);
-            } else {
-                println!("\nProcess Name = {name}");
-                print!("{}", h.render("Kbytes"));
+    run::periodic(
+        a.interval.schedule(),
+        run::Start::new("block I/O"),
+        |last| {
+            let hists = reader.read(&loaded.ebpf, "HIST", "HIST_STATS")?;
+            if a.out.timestamp && !a.out.json {
+                println!("{}", output::local_time());
             }
-        }
-        if last {
-            loaded.report_counters(TOOL.name, a.out.verbose, &[]);
-        }
-        Ok(())
-    })
+            for (group, h) in &hists {
+                let name = cstr(&group.comm);
+                if a.out.json {
+                    let mut v =
+                        json!({"tool": "bitesize", "ts": output::unix_time(), "comm": name});
+                    if let (Some(obj), Some(h)) =
+                        (v.as_object_mut(), h.to_json("kbytes").as_object())
+                    {
+                        obj.extend(h.clone());
+                    }
+                    output::json_line(&v);
+                } else {
+                    println!("\nProcess Name = {name}");
+                    print!("{}", h.render("Kbytes"));
+                }
+            }
+            if last {
+                loaded.report_counters(TOOL.name, a.out.verbose, &[]);
+            }
+            Ok(())
+        },
+    )
 }

@@ -34,7 +34,10 @@ pub static TOOLS: &[&Tool] = &[
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {
-    TOOLS.iter().copied().find(|t| t.name == name || t.aliases.contains(&name))
+    TOOLS
+        .iter()
+        .copied()
+        .find(|t| t.name == name || t.aliases.contains(&name))
 }
 
 /// Whether the running kernel has a hook for every chain the tool needs.
@@ -82,7 +85,11 @@ pub fn doctor(as_json: bool) -> Result<()> {
     let mut tools = Vec::new();
     for tool in TOOLS {
         let mut hooks = Vec::new();
-        let chains = tool.hooks.iter().map(|c| ("", c)).chain(tool.optional_hooks.iter().map(|(w, c)| (*w, c)));
+        let chains = tool
+            .hooks
+            .iter()
+            .map(|c| ("", c))
+            .chain(tool.optional_hooks.iter().map(|(w, c)| (*w, c)));
         for (when, chain) in chains {
             let (hook, detail) = match chain.choose() {
                 Ok(choice) => (Some(choice.hook.to_string()), choice.explain()),
@@ -111,20 +118,43 @@ pub fn doctor(as_json: bool) -> Result<()> {
     println!("kernel      {}", kernel::release());
     println!(
         "privileges  {}",
-        if privileged { "yes (CAP_BPF + CAP_PERFMON)" } else { "NO: run as root (CAP_BPF and CAP_PERFMON)" }
+        if privileged {
+            "yes (CAP_BPF + CAP_PERFMON)"
+        } else {
+            "NO: run as root (CAP_BPF and CAP_PERFMON)"
+        }
     );
-    println!("BTF         {} ({})", yes_no(kernel::has_btf()), kernel::BTF_PATH);
+    println!(
+        "BTF         {} ({})",
+        yes_no(kernel::has_btf()),
+        kernel::BTF_PATH
+    );
     println!("kprobes     {}", yes_no(kernel::has_kprobes()));
     match &tracefs {
-        Ok(t) if t.mounted_now => println!("tracefs     {} (was not mounted: mounted it now)", t.path.display()),
+        Ok(t) if t.mounted_now => println!(
+            "tracefs     {} (was not mounted: mounted it now)",
+            t.path.display()
+        ),
         Ok(t) => println!("tracefs     {}", t.path.display()),
         Err(e) => println!("tracefs     NO: {e:#}"),
     }
     for tool in report["tools"].as_array().into_iter().flatten() {
-        println!("\n{} ({})", tool["tool"].as_str().unwrap_or(""), if tool["runs"] == true { "runs" } else { "cannot run" });
+        println!(
+            "\n{} ({})",
+            tool["tool"].as_str().unwrap_or(""),
+            if tool["runs"] == true {
+                "runs"
+            } else {
+                "cannot run"
+            }
+        );
         for hook in tool["hooks"].as_array().into_iter().flatten() {
             let when = hook["when"].as_str().unwrap_or("");
-            let when = if when.is_empty() { String::new() } else { format!(" [with {when}]") };
+            let when = if when.is_empty() {
+                String::new()
+            } else {
+                format!(" [with {when}]")
+            };
             println!("  {}{when}", hook["detail"].as_str().unwrap_or(""));
         }
     }
