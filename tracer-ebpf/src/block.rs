@@ -51,7 +51,7 @@ pub fn on_submit(
     };
     let mut v = Inflight::default();
     current_task(&mut v);
-    let _ = inflight.insert(&key, &v, BPF_ANY as u64);
+    let _ = inflight.insert(key, v, BPF_ANY as u64);
 }
 
 /// Finds the request's entry, or creates one attributed to the current task when
@@ -74,7 +74,7 @@ pub fn entry(
         current_task(&mut v);
         count(counters, Counter::Unattributed);
     }
-    if inflight.insert(key, &v, BPF_ANY as u64).is_err() {
+    if inflight.insert(key, v, BPF_ANY as u64).is_err() {
         count(counters, Counter::MapFull);
         return None;
     }
@@ -133,7 +133,7 @@ pub fn on_complete(
 ) -> Option<(RqKey, Inflight, u64)> {
     let key = rq_key(ctx, &cfg.complete, cfg)?;
     let now = now_ns();
-    let Some(p) = inflight.get_ptr(&key) else {
+    let Some(p) = inflight.get_ptr(key) else {
         if !cfg.filters_tasks() {
             count(counters, Counter::Unmatched);
         }
@@ -141,7 +141,7 @@ pub fn on_complete(
     };
     // SAFETY: map value pointer from a successful lookup.
     let v = unsafe { *p };
-    let _ = inflight.remove(&key);
+    let _ = inflight.remove(key);
     if v.ts_issue == 0 {
         // Submitted (attributed) but its issue was never seen.
         count(counters, Counter::Unmatched);

@@ -113,7 +113,7 @@ pub fn hist_record<G: Copy>(
         _pad: 0,
     };
     percpu_add(hist, &key, 1, counters);
-    match stats.get_ptr_mut(&group) {
+    match stats.get_ptr_mut(group) {
         Some(s) => {
             // SAFETY: per-CPU value, only this CPU writes it.
             let s = unsafe { &mut *s };
@@ -129,7 +129,7 @@ pub fn hist_record<G: Copy>(
                 sum: value,
                 max: value,
             };
-            if stats.insert(&group, s, BPF_ANY as u64).is_err() {
+            if stats.insert(group, s, BPF_ANY as u64).is_err() {
                 count(counters, Counter::MapFull);
             }
         }

@@ -47,9 +47,9 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // The first I/O seen on a disk is neither sequential nor random.
-    let previous = NEXT_SECTOR.get_ptr(&dev).map(|p| unsafe { *p });
+    let previous = NEXT_SECTOR.get_ptr(dev).map(|p| unsafe { *p });
     if NEXT_SECTOR
-        .insert(&dev, sector + sectors, BPF_ANY as u64)
+        .insert(dev, sector + sectors, BPF_ANY as u64)
         .is_err()
     {
         count(&COUNTERS, Counter::MapFull);
@@ -59,7 +59,7 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
         Some(next) if next == sector => (1, 0),
         Some(_) => (0, 1),
     };
-    match PATTERN.get_ptr_mut(&dev) {
+    match PATTERN.get_ptr_mut(dev) {
         Some(p) => {
             // SAFETY: per-CPU value, only this CPU writes it.
             let p = unsafe { &mut *p };
@@ -73,7 +73,7 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
                 random,
                 bytes: sectors << 9,
             };
-            if PATTERN.insert(&dev, &v, BPF_ANY as u64).is_err() {
+            if PATTERN.insert(dev, v, BPF_ANY as u64).is_err() {
                 count(&COUNTERS, Counter::MapFull);
             }
         }

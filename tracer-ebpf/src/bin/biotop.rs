@@ -57,7 +57,7 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
         comm: rq.comm,
     };
     let ns = now.saturating_sub(rq.ts_issue);
-    match TOTALS.get_ptr_mut(&top) {
+    match TOTALS.get_ptr_mut(top) {
         Some(v) => {
             // SAFETY: per-CPU value, only this CPU writes it.
             let v = unsafe { &mut *v };
@@ -71,7 +71,7 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
                 bytes: rq.bytes as u64,
                 ns,
             };
-            if TOTALS.insert(&top, &v, BPF_ANY as u64).is_err() {
+            if TOTALS.insert(top, v, BPF_ANY as u64).is_err() {
                 count(&COUNTERS, Counter::MapFull);
             }
         }

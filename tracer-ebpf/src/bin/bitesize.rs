@@ -50,7 +50,7 @@ pub fn block_issue(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: map value pointer from a successful lookup.
     let comm = unsafe { (*p).comm };
-    let _ = INFLIGHT.remove(&key);
+    let _ = INFLIGHT.remove(key);
     let want = COMM.load();
     if want.comm[0] != 0 && want.comm != comm {
         return 0;

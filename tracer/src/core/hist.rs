@@ -80,11 +80,7 @@ impl Hist {
     }
 
     pub fn average(&self) -> u64 {
-        if self.count == 0 {
-            0
-        } else {
-            self.sum / self.count
-        }
+        self.sum.checked_div(self.count).unwrap_or(0)
     }
 
     /// BCC/libbpf-tools `print_log2_hist` layout, then a percentile line.
@@ -159,11 +155,7 @@ pub fn render_log2(out: &mut String, slots: &[u64], unit: &str) {
     for (i, &n) in slots.iter().enumerate().take(idx_max + 1) {
         let (low, high) = slot_bounds(i);
         let _ = write!(out, "{low:>width$} -> {high:<width$} : {n:<8} |");
-        let num_stars = if val_max == 0 {
-            0
-        } else {
-            (n.min(val_max) * stars / val_max) as usize
-        };
+        let num_stars = (n.min(val_max) * stars).checked_div(val_max).unwrap_or(0) as usize;
         out.push_str(&"*".repeat(num_stars));
         out.push_str(&" ".repeat(stars as usize - num_stars));
         out.push_str("|\n");

@@ -213,8 +213,7 @@ fn parse_field(line: &str) -> Result<Field> {
     let name = name.split('[').next().unwrap_or(name);
     let array = decl
         .rsplit_once(char::is_whitespace)
-        .map(|(_, n)| n.find('[').map(|i| &n[i..]))
-        .flatten();
+        .and_then(|(_, n)| n.find('[').map(|i| &n[i..]));
     Ok(Field {
         name: name.to_string(),
         ctype: format!("{}{}", ctype.trim(), array.unwrap_or("")),
