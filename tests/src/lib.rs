@@ -18,6 +18,7 @@ use std::{
 
 use serde_json::Value;
 
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
@@ -458,4 +459,110 @@ pub fn read_to_string(path: &str) -> String {
         .and_then(|mut f| f.read_to_string(&mut s))
         .unwrap_or_default();
     s
+}
+
+/// A helper binary of this crate (src/bin), next to the test executables.
+pub fn helper_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: build with `cargo test -p tracer-tests`",
+        bin.display()
+    );
+    bin
+}
+
+/// The page-toucher helper process (tests/src/bin/page-toucher.rs), stopped at
+/// its handshake until `go()`.
+pub struct Toucher {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Toucher {
+    #[track_caller]
+    pub fn spawn(args: &[&str]) -> Toucher {
+        let mut child = Command::new(helper_bin("page-toucher"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting page-toucher");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "page-toucher did not start");
+        Toucher { child, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets it fault; returns the mapping's address range [start, end).
+    #[track_caller]
+    pub fn go(&mut self) -> (u64, u64) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(parts.first(), Some(&"done"), "page-toucher: {line}");
+        (
+            u64::from_str_radix(parts[1], 16).unwrap(),
+            u64::from_str_radix(parts[2], 16).unwrap(),
+        )
+    }
+}
+
+impl Drop for Toucher {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// An ext4 filesystem on a loop device (a real block device, so file pages dropped
+/// from the page cache come back through major faults), unmounted on drop.
+pub struct Ext4 {
+    pub mountpoint: PathBuf,
+    _dev: LoopDevice,
+}
+
+impl Ext4 {
+    #[track_caller]
+    pub fn new(size_mb: u64) -> Ext4 {
+        let dev = LoopDevice::new(size_mb);
+        sh(&format!("mkfs.ext4 -q -F {}", dev.path));
+        let mountpoint = std::env::temp_dir().join(format!("tracer-ext4-{}", dev.name));
+        std::fs::create_dir_all(&mountpoint).unwrap();
+        sh(&format!("mount {} {}", dev.path, mountpoint.display()));
+        Ext4 {
+            mountpoint,
+            _dev: dev,
+        }
+    }
+
+    /// Writes a file of `pages` 4 KiB pages and makes it durable.
+    pub fn write_file(&self, name: &str, pages: usize) -> PathBuf {
+        let path = self.mountpoint.join(name);
+        let data = vec![7u8; pages * 4096];
+        std::fs::write(&path, &data).unwrap();
+        File::open(&path).unwrap().sync_all().unwrap();
+        path
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mountpoint).status();
+        let _ = std::fs::remove_dir(&self.mountpoint);
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod counters;
+pub mod fault;
 pub mod hist;
 
 pub mod biolatency;
@@ -14,6 +15,9 @@ pub mod biopattern;
 pub mod biosnoop;
 pub mod biotop;
 pub mod bitesize;
+pub mod faultlat;
+pub mod faultsnoop;
+pub mod pagefaults;
 
 /// Asserts a shared type's size at compile time.
 #[macro_export]

@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod block;
+pub mod fault;
 
 use aya_ebpf::{
     bindings::BPF_ANY,

@@ -24,6 +24,32 @@ pub enum Hook {
     },
     /// Raw tracepoint: arguments are the tracepoint's raw pointers.
     RawTracepoint { name: &'static str },
+    /// A software perf event on every CPU, sampling every event.
+    PerfSoftware { event: SoftwareEvent },
+}
+
+/// The software perf events tracer uses, with their perf(1) names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SoftwareEvent {
+    PageFaultsMin,
+    PageFaultsMaj,
+}
+
+impl SoftwareEvent {
+    fn name(self) -> &'static str {
+        match self {
+            SoftwareEvent::PageFaultsMin => "minor-faults",
+            SoftwareEvent::PageFaultsMaj => "major-faults",
+        }
+    }
+
+    fn aya(self) -> aya::programs::perf_event::SoftwareEvent {
+        use aya::programs::perf_event::SoftwareEvent as Aya;
+        match self {
+            SoftwareEvent::PageFaultsMin => Aya::PageFaultsMin,
+            SoftwareEvent::PageFaultsMaj => Aya::PageFaultsMaj,
+        }
+    }
 }
 
 impl fmt::Display for Hook {
@@ -31,6 +57,9 @@ impl fmt::Display for Hook {
         match self {
             Hook::Tracepoint { category, name } => write!(f, "tracepoint {category}:{name}"),
             Hook::RawTracepoint { name } => write!(f, "raw tracepoint {name}"),
+            Hook::PerfSoftware { event } => {
+                write!(f, "software perf event {} (every CPU)", event.name())
+            }
         }
     }
 }
@@ -61,6 +90,13 @@ impl Hook {
                     Ok(())
                 } else {
                     Err("not in this kernel".into())
+                }
+            }
+            Hook::PerfSoftware { .. } => {
+                if std::path::Path::new("/sys/bus/event_source/devices/software").exists() {
+                    Ok(())
+                } else {
+                    Err("this kernel has no software perf events".into())
                 }
             }
         }
@@ -212,6 +248,25 @@ impl Loaded {
                 }
                 tp.attach(name)
                     .map_err(|e| program_error(program, &hook, e))?;
+            }
+            Hook::PerfSoftware { event } => {
+                use aya::programs::perf_event::{
+                    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy,
+                };
+                let pe: &mut PerfEvent = prog.try_into()?;
+                if pe.fd().is_err() {
+                    pe.load().map_err(|e| program_error(program, &hook, e))?;
+                }
+                let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+                for cpu in cpus {
+                    pe.attach(
+                        PerfEventConfig::Software(event.aya()),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Period(1),
+                        false,
+                    )
+                    .map_err(|e| program_error(program, &hook, e))?;
+                }
             }
         }
         self.attached.push(choice.clone());

@@ -11,6 +11,9 @@ mod biopattern;
 mod biosnoop;
 mod biotop;
 mod bitesize;
+mod faultlat;
+mod faultsnoop;
+mod pagefaults;
 
 /// A tool: its command line, its run function and the hooks it may use.
 pub struct Tool {
@@ -31,6 +34,9 @@ pub static TOOLS: &[&Tool] = &[
     &biotop::TOOL,
     &bitesize::TOOL,
     &biopattern::TOOL,
+    &pagefaults::TOOL,
+    &faultlat::TOOL,
+    &faultsnoop::TOOL,
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {

@@ -1,0 +1,139 @@
+//! faultsnoop against the real kernel: rows of a helper process's faults.
+
+use tracer_tests::{Ext4, Toucher, Tracer, require_tracing};
+
+const N: u64 = 2000;
+const SLACK: u64 = 16;
+
+#[test]
+fn rows_fall_in_the_mapping_and_are_typed() {
+    require_tracing!();
+    let mut toucher = Toucher::spawn(&["anon", &N.to_string()]);
+    let t = Tracer::start(&["faultsnoop", "-p", &toucher.pid().to_string(), "--json"]);
+    let (start, end) = toucher.go();
+    // Keep the helper alive until its rows are printed (mappings come from /proc).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = t.stop();
+    out.assert_success();
+    let rows = out.json();
+    let inside: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            let a = u64::from_str_radix(r["addr"].as_str().unwrap().trim_start_matches("0x"), 16)
+                .unwrap();
+            (start..end).contains(&a)
+        })
+        .collect();
+    assert_eq!(inside.len() as u64, N, "one row per touched page");
+    for r in &inside {
+        assert_eq!(r["type"], "write/user/minor", "{r}");
+        assert_eq!(r["mapping"], "[anon]", "{r}");
+        assert_eq!(r["pid"], toucher.pid());
+        assert_eq!(r["comm"], "page-toucher");
+        assert!(r["lat_ns"].as_u64().unwrap() > 0);
+    }
+    // Distinct pages, each once.
+    let mut pages: Vec<&str> = inside.iter().map(|r| r["addr"].as_str().unwrap()).collect();
+    pages.sort();
+    pages.dedup();
+    assert_eq!(pages.len() as u64, N);
+    assert!(rows.len() as u64 <= N + SLACK, "{} rows", rows.len());
+    assert!(rows.iter().all(|r| r["pid"] == toucher.pid()));
+}
+
+#[test]
+fn major_faults_show_the_file() {
+    require_tracing!();
+    const K: usize = 32;
+    let fs = Ext4::new(64);
+    let path = fs.write_file("mapped.bin", K);
+    let mut toucher = Toucher::spawn(&["file", path.to_str().unwrap(), &K.to_string()]);
+    let t = Tracer::start(&["faultsnoop", "-p", &toucher.pid().to_string(), "--json"]);
+    toucher.go();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = t.stop();
+    out.assert_success();
+    let majors: Vec<_> = out
+        .json()
+        .into_iter()
+        .filter(|r| r["type"] == "read/user/major")
+        .collect();
+    assert_eq!(majors.len(), K, "{}", out.stdout);
+    assert!(
+        majors
+            .iter()
+            .all(|r| r["mapping"] == path.to_str().unwrap()),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn min_latency_keeps_only_slow_faults() {
+    require_tracing!();
+    const K: usize = 32;
+    let fs = Ext4::new(64);
+    let key = |r: &serde_json::Value| {
+        (
+            r["pid"].as_u64().unwrap(),
+            r["addr"].as_str().unwrap().to_string(),
+        )
+    };
+    let lat = |r: &serde_json::Value| r["lat_ns"].as_u64().unwrap();
+
+    // Calibrate: the median major fault on this machine.
+    let path = fs.write_file("calibrate.bin", K);
+    let mut file = Toucher::spawn(&["file", path.to_str().unwrap(), &K.to_string()]);
+    let t = Tracer::start(&["faultsnoop", "-p", &file.pid().to_string(), "--json"]);
+    file.go();
+    let mut majors: Vec<u64> = t
+        .stop()
+        .json()
+        .iter()
+        .filter(|r| r["type"] == "read/user/major")
+        .map(lat)
+        .collect();
+    majors.sort();
+    let threshold = majors[majors.len() / 2];
+
+    // Two tracers watch the same faults, one keeping only those >= threshold.
+    // Each measures its own latency, so rows near the threshold may differ;
+    // rows clear of it by a quarter must agree.
+    let path = fs.write_file("slow.bin", K);
+    let mut anon = Toucher::spawn(&["anon", &N.to_string()]);
+    let mut file = Toucher::spawn(&["file", path.to_str().unwrap(), &K.to_string()]);
+    let all = Tracer::start(&["faultsnoop", "--json"]);
+    let slow = Tracer::start(&[
+        "faultsnoop",
+        "--json",
+        "--min-latency",
+        &format!("{}", threshold as f64 / 1000.0),
+    ]);
+    anon.go();
+    file.go();
+    let (slow, all) = (slow.stop(), all.stop());
+    slow.assert_success();
+    let slow_rows: std::collections::HashMap<_, u64> =
+        slow.json().iter().map(|r| (key(r), lat(r))).collect();
+    assert!(
+        slow_rows.values().all(|&l| l >= threshold),
+        "rows under {threshold} ns: {}",
+        slow.stdout
+    );
+    let margin = threshold / 4;
+    let ours = |r: &&serde_json::Value| r["pid"] == anon.pid() || r["pid"] == file.pid();
+    let mut dropped = 0;
+    for r in all.json().iter().filter(ours) {
+        if lat(r) >= threshold + margin {
+            assert!(slow_rows.contains_key(&key(r)), "slow fault missing: {r}");
+        } else if lat(r) + margin < threshold {
+            assert!(!slow_rows.contains_key(&key(r)), "fast fault kept: {r}");
+            dropped += 1;
+        }
+    }
+    // The anonymous faults take microseconds: nearly all were filtered out.
+    assert!(
+        dropped as u64 >= N * 9 / 10,
+        "only {dropped} fast faults seen"
+    );
+}

@@ -1,0 +1,85 @@
+//! Page-fault tracking shared by faultlat and faultsnoop.
+//!
+//! A fault starts at the exceptions:page_fault_user/kernel tracepoint and ends
+//! when the kernel accounts it (mm_account_fault, after handle_mm_fault returns),
+//! which emits the software perf event PAGE_FAULTS_MIN or PAGE_FAULTS_MAJ in the
+//! faulting thread. Faults that fail or are interrupted are never accounted:
+//! their start is replaced by the thread's next fault (counted) and the in-flight
+//! map is an LRU map, so nothing leaks.
+
+use crate::{TaskFilter, assert_size, pod};
+
+/// Offsets in the exceptions:page_fault_* records (from tracefs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultFields {
+    pub address: u16,
+    pub ip: u16,
+    pub error_code: u16,
+    pub _pad: u16,
+}
+assert_size!(FaultFields, 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultConfig {
+    pub task: TaskFilter,
+    /// Latencies are recorded in ns / unit_div.
+    pub unit_div: u64,
+    /// Faults faster than this (ns) are not reported (faultsnoop --min-latency).
+    pub min_latency_ns: u64,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+    pub fields: FaultFields,
+}
+assert_size!(FaultConfig, 48);
+pod!(FaultConfig);
+
+/// One histogram per process (faultlat -P).
+pub const FLAG_PER_PROCESS: u32 = 1 << 0;
+
+impl FaultConfig {
+    pub const INITIAL: FaultConfig = FaultConfig {
+        task: TaskFilter {
+            tgid: 0,
+            cgroup_level: 0,
+            cgroup_id: 0,
+        },
+        unit_div: 1000,
+        min_latency_ns: 0,
+        flags: 0,
+        _pad: 0,
+        fields: FaultFields {
+            address: 8,
+            ip: 16,
+            error_code: 24,
+            _pad: 0,
+        },
+    };
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        Self::INITIAL
+    }
+}
+
+/// A fault in progress, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStart {
+    pub ts: u64,
+    pub address: u64,
+    pub ip: u64,
+    /// x86 page-fault error code (bit 1 write, bit 2 user, bit 4 instruction fetch).
+    pub error_code: u32,
+    /// 1 if the fault was taken in kernel mode (page_fault_kernel).
+    pub kernel: u32,
+}
+assert_size!(FaultStart, 32);
+pod!(FaultStart);
+
+/// x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
+pub const PF_WRITE: u32 = 1 << 1;
+pub const PF_INSTR: u32 = 1 << 4;

@@ -1,0 +1,80 @@
+//! faultsnoop: one record per page fault with its handling time; outliers are
+//! filtered in the kernel (--min-latency).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    helpers::bpf_get_current_comm,
+    macros::{map, perf_event, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{PerfEventContext, TracePointContext},
+};
+use tracer_common::{
+    counters::NUM_COUNTERS,
+    fault::{FaultConfig, FaultStart},
+    faultsnoop::FaultEvent,
+};
+use tracer_ebpf::{current_tgid, emit, fault};
+
+tracer_ebpf::license!();
+
+#[unsafe(no_mangle)]
+static CONFIG: Global<FaultConfig> = Global::new(FaultConfig::INITIAL);
+
+#[map]
+static INFLIGHT: LruHashMap<u32, FaultStart> = LruHashMap::with_max_entries(65536, 2);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[tracepoint]
+pub fn fault_start_user(ctx: TracePointContext) -> u32 {
+    fault::on_start(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS, 0);
+    0
+}
+
+#[tracepoint]
+pub fn fault_start_kernel(ctx: TracePointContext) -> u32 {
+    fault::on_start(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS, 1);
+    0
+}
+
+#[inline(always)]
+fn end(major: u32) {
+    let cfg = CONFIG.load();
+    let Some((tid, start, now)) = fault::on_end(&cfg, &INFLIGHT, &COUNTERS) else {
+        return;
+    };
+    let lat_ns = now.saturating_sub(start.ts);
+    if lat_ns < cfg.min_latency_ns {
+        return;
+    }
+    let event = FaultEvent {
+        ts: now,
+        lat_ns,
+        address: start.address,
+        ip: start.ip,
+        tgid: current_tgid(),
+        tid,
+        error_code: start.error_code,
+        kernel: start.kernel,
+        major,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    emit(&EVENTS, &COUNTERS, &event);
+}
+
+#[perf_event]
+pub fn fault_minor(_ctx: PerfEventContext) -> u32 {
+    end(0);
+    0
+}
+
+#[perf_event]
+pub fn fault_major(_ctx: PerfEventContext) -> u32 {
+    end(1);
+    0
+}

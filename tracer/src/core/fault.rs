@@ -1,0 +1,107 @@
+//! What the page-fault tools share on the user side: hooks and the layout of the
+//! exceptions:page_fault_* tracepoints, and naming a fault's type.
+
+use anyhow::{Context as _, Result};
+use tracer_common::{
+    TaskFilter,
+    fault::{FaultConfig, FaultFields, PF_INSTR, PF_WRITE},
+};
+
+use crate::core::{
+    ebpf::{Hook, HookChain, SoftwareEvent},
+    tracefs::Format,
+};
+
+pub const START_USER: HookChain = HookChain {
+    role: "start",
+    program: "fault_start_user",
+    candidates: &[Hook::tp("exceptions", "page_fault_user")],
+};
+pub const START_KERNEL: HookChain = HookChain {
+    role: "start-k",
+    program: "fault_start_kernel",
+    candidates: &[Hook::tp("exceptions", "page_fault_kernel")],
+};
+pub const END_MINOR: HookChain = HookChain {
+    role: "minor",
+    program: "fault_minor",
+    candidates: &[Hook::PerfSoftware {
+        event: SoftwareEvent::PageFaultsMin,
+    }],
+};
+pub const END_MAJOR: HookChain = HookChain {
+    role: "major",
+    program: "fault_major",
+    candidates: &[Hook::PerfSoftware {
+        event: SoftwareEvent::PageFaultsMaj,
+    }],
+};
+
+/// The configuration global, with the start tracepoints' layout when needed.
+pub fn config(task: TaskFilter, with_start: bool) -> Result<FaultConfig> {
+    let mut cfg = FaultConfig {
+        task,
+        ..FaultConfig::INITIAL
+    };
+    if with_start {
+        let user = Format::read("exceptions", "page_fault_user")?
+            .context("this kernel has no exceptions:page_fault_user tracepoint (x86 only)")?;
+        cfg.fields = FaultFields {
+            address: user.offset("address", 8)?,
+            ip: user.offset("ip", 8)?,
+            error_code: user.offset("error_code", 8)?,
+            _pad: 0,
+        };
+        // page_fault_kernel shares the event class, hence the layout; check it.
+        if let Some(kernel) = Format::read("exceptions", "page_fault_kernel")? {
+            anyhow::ensure!(
+                kernel.offset("address", 8)? == cfg.fields.address
+                    && kernel.offset("ip", 8)? == cfg.fields.ip,
+                "exceptions:page_fault_kernel and page_fault_user differ in layout"
+            );
+        }
+    }
+    Ok(cfg)
+}
+
+/// "write/user/minor" and the like.
+pub fn type_name(error_code: u32, kernel: bool, major: bool) -> String {
+    let access = if error_code & PF_INSTR != 0 {
+        "exec"
+    } else if error_code & PF_WRITE != 0 {
+        "write"
+    } else {
+        "read"
+    };
+    format!(
+        "{access}/{}/{}",
+        if kernel { "kernel" } else { "user" },
+        if major { "major" } else { "minor" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_types() {
+        assert_eq!(type_name(0x6, false, false), "write/user/minor");
+        assert_eq!(type_name(0x4, false, true), "read/user/major");
+        assert_eq!(type_name(0x14, false, false), "exec/user/minor");
+        assert_eq!(type_name(0x2, true, false), "write/kernel/minor");
+    }
+
+    #[test]
+    fn layout_from_fixture() {
+        let f = Format::parse(include_str!("../../tests/fixtures/page_fault_user.format")).unwrap();
+        assert_eq!(
+            (
+                f.offset("address", 8).unwrap(),
+                f.offset("ip", 8).unwrap(),
+                f.offset("error_code", 8).unwrap()
+            ),
+            (8, 16, 24)
+        );
+    }
+}

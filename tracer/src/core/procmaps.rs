@@ -1,0 +1,95 @@
+//! Which mapping of a process an address falls in (for faultsnoop's MAPPING
+//! column), from /proc/PID/maps, cached per process and re-read on a miss.
+
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Region {
+    start: u64,
+    end: u64,
+    name: String,
+}
+
+/// Parses /proc/PID/maps text; anonymous regions are named "[anon]".
+fn parse(text: &str) -> Vec<Region> {
+    text.lines()
+        .filter_map(|line| {
+            let mut it = line.split_whitespace();
+            let range = it.next()?;
+            let (start, end) = range.split_once('-')?;
+            // perms, offset, dev, inode, then the optional path (may contain spaces)
+            let rest: Vec<&str> = it.skip(4).collect();
+            let name = if rest.is_empty() {
+                "[anon]".to_string()
+            } else {
+                rest.join(" ")
+            };
+            Some(Region {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                name,
+            })
+        })
+        .collect()
+}
+
+#[derive(Default)]
+pub struct ProcMaps {
+    cache: HashMap<u32, Vec<Region>>,
+}
+
+impl ProcMaps {
+    /// The mapping containing `addr` in process `pid`; None if the process is gone
+    /// or the address is not mapped.
+    pub fn lookup(&mut self, pid: u32, addr: u64) -> Option<String> {
+        let find = |regions: &Vec<Region>| {
+            regions
+                .iter()
+                .find(|r| r.start <= addr && addr < r.end)
+                .map(|r| r.name.clone())
+        };
+        if let Some(hit) = self.cache.get(&pid).and_then(find) {
+            return Some(hit);
+        }
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let regions = parse(&text);
+        let hit = find(&regions);
+        self.cache.insert(pid, regions);
+        hit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c8a00000-55d0c8a21000 r--p 00000000 fe:01 1234  /usr/bin/cat
+55d0c9000000-55d0c9021000 rw-p 00000000 00:00 0     [heap]
+7f1e2c000000-7f1e2c400000 rw-p 00000000 00:00 0
+7f1e2d000000-7f1e2d001000 r--s 00000000 07:03 12    /mnt/with space/data.bin
+7ffc1a000000-7ffc1a021000 rw-p 00000000 00:00 0     [stack]
+";
+
+    #[test]
+    fn parses_maps() {
+        let r = parse(MAPS);
+        assert_eq!(r.len(), 5);
+        assert_eq!(r[0].name, "/usr/bin/cat");
+        assert_eq!(
+            (r[1].start, r[1].end, r[1].name.as_str()),
+            (0x55d0c9000000, 0x55d0c9021000, "[heap]")
+        );
+        assert_eq!(r[2].name, "[anon]");
+        assert_eq!(r[3].name, "/mnt/with space/data.bin");
+        assert_eq!(r[4].name, "[stack]");
+    }
+
+    #[test]
+    fn own_stack_is_found() {
+        let x = 5u64;
+        let addr = &x as *const u64 as u64;
+        let name = ProcMaps::default().lookup(std::process::id(), addr);
+        assert_eq!(name.as_deref(), Some("[stack]"));
+    }
+}

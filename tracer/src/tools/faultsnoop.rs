@@ -1,0 +1,135 @@
+//! faultsnoop: one line per page fault: address, instruction, type, handling time
+//! and the mapping the address falls in; outliers filtered in the kernel.
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::RingBuf;
+use clap::{ArgMatches, CommandFactory as _};
+use serde_json::json;
+use tracer_common::faultsnoop::FaultEvent;
+
+use super::Tool;
+use crate::core::{
+    cli::{self, IntervalArgs, OutputArgs, TaskArgs},
+    ebpf,
+    fault::{self, END_MAJOR, END_MINOR, START_KERNEL, START_USER},
+    kernel,
+    output::{self, Clock, cstr},
+    procmaps::ProcMaps,
+    run,
+};
+
+pub const TOOL: Tool = Tool {
+    name: "faultsnoop",
+    aliases: &[],
+    about: "One line per page fault: address, type, handling time, mapping",
+    command: Args::command,
+    run,
+    hooks: &[START_USER, START_KERNEL, END_MINOR, END_MAJOR],
+    optional_hooks: &[],
+};
+
+/// Trace page faults, one line each.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// Only faults slower than this, in microseconds (filtered in the kernel)
+    #[arg(long = "min-latency", value_name = "US")]
+    min_latency: Option<f64>,
+    #[command(flatten)]
+    task: TaskArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// `interval count`: stop after interval * count seconds (a lone number is a duration)
+    #[command(flatten)]
+    interval: IntervalArgs,
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let task = a.task.resolve()?;
+    let min_latency_ns = match a.min_latency {
+        Some(us) if !(us >= 0.0 && us.is_finite()) => {
+            bail!("--min-latency must be a number of microseconds >= 0")
+        }
+        Some(us) => (us * 1e3) as u64,
+        None => 0,
+    };
+    kernel::require_privileges()?;
+    let mut config = fault::config(task, true)?;
+    config.min_latency_ns = min_latency_ns;
+    let mut loaded = ebpf::load(crate::ebpf_object!("faultsnoop"), |l| {
+        l.override_global("CONFIG", &config, true);
+    })?;
+    for chain in [&END_MINOR, &END_MAJOR, &START_USER, &START_KERNEL] {
+        loaded.attach_chain(chain)?;
+    }
+    loaded.report_hooks(TOOL.name, a.out.verbose);
+    let ring = RingBuf::try_from(
+        loaded
+            .ebpf
+            .take_map("EVENTS")
+            .context("EVENTS map missing")?,
+    )?;
+
+    let clock = Clock::now();
+    let mut maps = ProcMaps::default();
+    let header = (!a.out.json).then(|| {
+        let time = if a.out.timestamp {
+            format!("{:<15}", "TIME")
+        } else {
+            format!("{:<11}", "TIME(s)")
+        };
+        format!(
+            "{time} {:<16} {:<7} {:<7} {:<18} {:<18} {:<18} {:>9} MAPPING",
+            "COMM", "PID", "TID", "ADDR", "IP", "TYPE", "LAT(us)"
+        )
+    });
+    let on_record = |bytes: &[u8]| -> Result<()> {
+        if bytes.len() < size_of::<FaultEvent>() {
+            return Ok(());
+        }
+        // SAFETY: the kernel wrote a FaultEvent; read_unaligned copes with alignment.
+        let e: FaultEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let kind = fault::type_name(e.error_code, e.kernel != 0, e.major != 0);
+        let mapping = maps.lookup(e.tgid, e.address).unwrap_or_else(|| "?".into());
+        let lat_us = e.lat_ns as f64 / 1e3;
+        if a.out.json {
+            let mut v = json!({
+                "tool": "faultsnoop", "time_s": clock.since_start(e.ts), "comm": cstr(&e.comm), "pid": e.tgid,
+                "tid": e.tid, "addr": format!("{:#x}", e.address), "ip": format!("{:#x}", e.ip), "type": kind,
+                "lat_us": lat_us, "lat_ns": e.lat_ns, "mapping": mapping,
+            });
+            if a.out.timestamp {
+                v["time"] = json!(output::format_local(clock.unix_ns(e.ts), true));
+            }
+            output::json_line(&v);
+        } else {
+            let time = if a.out.timestamp {
+                format!("{:<15}", output::format_local(clock.unix_ns(e.ts), true))
+            } else {
+                format!("{:<11.6}", clock.since_start(e.ts))
+            };
+            println!(
+                "{time} {:<16} {:<7} {:<7} {:<#18x} {:<#18x} {kind:<18} {lat_us:>9.2} {mapping}",
+                cstr(&e.comm),
+                e.tgid,
+                e.tid,
+                e.address,
+                e.ip
+            );
+        }
+        Ok(())
+    };
+    let verbose = a.out.verbose;
+    run::stream(
+        a.interval.duration_schedule(),
+        run::Start::with_header("page faults", header),
+        ring,
+        on_record,
+        |last| {
+            if last {
+                loaded.report_counters(TOOL.name, verbose, &[]);
+            }
+            Ok(())
+        },
+    )
+}
