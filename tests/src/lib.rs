@@ -18,6 +18,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod kvm;
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -179,27 +179,29 @@ fn min_latency_keeps_only_the_slow_ones() {
         "rows under the threshold: {}",
         slow.stdout
     );
+    // Each tracer times the I/O itself, a few µs apart (more if an interrupt lands
+    // between their programs): rows clear of the threshold by 50 µs must agree,
+    // allowing 2% for such interruptions.
     let margin = 50_000;
-    let mut fast_dropped = 0;
+    let (mut checked, mut disagree) = (0, Vec::new());
     for r in all.json() {
         let key = (
             r["sector"].as_u64().unwrap(),
             r["t"].as_str().unwrap().to_string(),
         );
         let lat = r["lat_ns"].as_u64().unwrap();
-        if lat >= threshold_ns + margin {
-            assert!(
-                slow_rows.contains_key(&key),
-                "slow I/O {key:?} ({lat} ns) missing"
-            );
-        } else if lat + margin < threshold_ns {
-            assert!(
-                !slow_rows.contains_key(&key),
-                "fast I/O {key:?} ({lat} ns) kept"
-            );
-            fast_dropped += 1;
+        let kept = slow_rows.contains_key(&key);
+        if lat >= threshold_ns + margin || lat + margin < threshold_ns {
+            checked += 1;
+            if kept != (lat >= threshold_ns) {
+                disagree.push((key, lat, kept));
+            }
         }
     }
+    assert!(
+        disagree.len() * 50 <= checked,
+        "{} of {checked} rows disagree: {disagree:?}",
+        disagree.len()
+    );
     assert!((slow_rows.len() as u64) < N + M, "nothing was filtered");
-    let _ = fast_dropped;
 }

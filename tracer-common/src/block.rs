@@ -7,6 +7,18 @@
 
 use crate::{COMM_LEN, TaskFilter, assert_size, pod};
 
+/// The layout of the block_rq* records since Linux 5.x (dev, sector, nr_sector and
+/// bytes lead every block_rq event). When the format file agrees, the programs read
+/// these fields with direct loads at immediate offsets, which the verifier only
+/// accepts as instruction immediates; otherwise they fall back to
+/// bpf_probe_read_kernel at the offsets read at start-up.
+pub mod layout {
+    pub const DEV: u16 = 8;
+    pub const SECTOR: u16 = 16;
+    pub const NR_SECTOR: u16 = 24;
+    pub const BYTES: u16 = 28;
+}
+
 /// Offset of a field that the running kernel's tracepoint does not have.
 pub const NO_FIELD: u16 = u16::MAX;
 
@@ -128,9 +140,24 @@ pub struct Inflight {
     /// Request size, from block_rq_issue.
     pub bytes: u32,
     pub comm: [u8; COMM_LEN],
+    /// When the entry was made (to recognise stale ones).
+    pub ts_first: u64,
 }
-assert_size!(Inflight, 40);
+assert_size!(Inflight, 48);
 pod!(Inflight);
+assert_size!(crate::Slot<RqKey, Inflight>, 72);
+pod!(crate::Slot<RqKey, Inflight>);
+
+impl RqKey {
+    /// Slot index in the in-flight table: consecutive 4 KiB-aligned requests take
+    /// consecutive slots (the next one is often still in cache), and disks are
+    /// spread apart.
+    #[inline(always)]
+    pub const fn slot(&self) -> u32 {
+        let disk = (self.dev as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54;
+        ((self.sector >> 3) ^ disk) as u32 & (crate::INFLIGHT_SLOTS - 1)
+    }
+}
 
 /// Kernel dev_t (as in tracepoints) from major and minor.
 pub const fn mkdev(major: u32, minor: u32) -> u32 {

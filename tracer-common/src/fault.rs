@@ -9,6 +9,14 @@
 
 use crate::{TaskFilter, assert_size, pod};
 
+/// The exceptions:page_fault_* layout since it was introduced; read with direct
+/// loads when the format file agrees (see block::layout).
+pub mod layout {
+    pub const ADDRESS: u16 = 8;
+    pub const IP: u16 = 16;
+    pub const ERROR_CODE: u16 = 24;
+}
+
 /// Offsets in the exceptions:page_fault_* records (from tracefs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +87,10 @@ pub struct FaultStart {
 }
 assert_size!(FaultStart, 32);
 pod!(FaultStart);
+// In-flight faults: slot `tid % INFLIGHT_SLOTS`, keyed by thread id (as u64, so
+// the slot has no padding).
+assert_size!(crate::Slot<u64, FaultStart>, 48);
+pod!(crate::Slot<u64, FaultStart>);
 
 /// x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
 pub const PF_WRITE: u32 = 1 << 1;

@@ -75,6 +75,20 @@ pub struct HistStats {
 crate::assert_size!(HistStats, 24);
 crate::pod!(HistStats);
 
+/// A whole histogram in one per-CPU array slot: the fast path for histograms that
+/// are not grouped by a runtime key (one array lookup per event instead of two
+/// hash lookups).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotHist {
+    pub count: u64,
+    pub sum: u64,
+    pub max: u64,
+    pub buckets: [u64; NUM_BUCKETS as usize],
+}
+crate::assert_size!(SlotHist, 24 + 8 * NUM_BUCKETS as usize);
+crate::pod!(SlotHist);
+
 /// A histogram with no grouping.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -54,3 +54,26 @@ assert_size!(TaskFilter, 16);
 pod!(TaskFilter);
 
 pub const COMM_LEN: usize = 16;
+
+/// One slot of a direct-mapped in-flight table (an array map indexed by a hash of
+/// the key). Array slots cost a few ns where a hash-map update costs hundreds here;
+/// a key whose slot is taken by another live key goes to an overflow LRU map.
+/// An all-zero key marks a free slot. `K` and `V` must make the struct padding-free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot<K, V> {
+    pub key: K,
+    pub value: V,
+    /// Entries of keys hashing here that went to the overflow map (while this slot
+    /// was taken) and are still there: lookups consult the overflow map only then.
+    pub spill: u64,
+}
+
+/// Number of slots in each in-flight table (a power of two): small enough to stay
+/// in cache (a cold slot costs more here than the rest of a program run), large
+/// enough that two operations in flight rarely share a slot.
+pub const INFLIGHT_SLOTS: u32 = 1024;
+
+/// A slot whose entry is older than this is stale (its end event was never seen)
+/// and may be taken over.
+pub const STALE_NS: u64 = 10_000_000_000;

@@ -16,3 +16,17 @@ pub struct ProcFaults {
 }
 assert_size!(ProcFaults, 48);
 pod!(ProcFaults);
+
+/// The per-CPU cache of the process that faulted last on this CPU: faults come in
+/// bursts per process, so most are counted with one array access; when another
+/// process faults, the cache is added into the per-process hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcCache {
+    /// 0 when empty.
+    pub tgid: u32,
+    pub _pad: u32,
+    pub counts: ProcFaults,
+}
+assert_size!(ProcCache, 56);
+pod!(ProcCache);

@@ -3,26 +3,34 @@
 //! block_bio_queue on kernels without it), where `current` is the task that asked
 //! for the I/O; issue and completion may run in other contexts.
 
-use aya_ebpf::{
-    bindings::BPF_ANY,
-    helpers::bpf_get_current_comm,
-    maps::{LruHashMap, PerCpuArray},
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_comm, programs::TracePointContext};
 use tracer_common::{
-    block::{BlockConfig, FLAG_ATTRIBUTE, Inflight, RqFields, RqKey},
+    block::{BlockConfig, FLAG_ATTRIBUTE, Inflight, RqFields, RqKey, layout},
     counters::Counter,
 };
 
-use crate::{count, current_tgid, now_ns, task_passes, tp_field};
+use crate::{
+    count, current_tgid,
+    inflight::{Entry, Table},
+    now_ns, task_passes, tp_read,
+};
+
+/// The in-flight table of block requests.
+pub type Requests<'a> = Table<'a, RqKey, Inflight>;
+
+impl Entry for Inflight {
+    fn stamp(&self) -> u64 {
+        self.ts_first
+    }
+}
 
 #[inline(always)]
 pub fn rq_key(ctx: &TracePointContext, f: &RqFields, cfg: &BlockConfig) -> Option<RqKey> {
-    let dev: u32 = tp_field(ctx, f.dev)?;
+    let dev: u32 = tp_read::<_, { layout::DEV }>(ctx, f.dev)?;
     if cfg.dev != 0 && dev != cfg.dev {
         return None;
     }
-    let sector: u64 = tp_field(ctx, f.sector)?;
+    let sector: u64 = tp_read::<_, { layout::SECTOR }>(ctx, f.sector)?;
     Some(RqKey {
         dev,
         _pad: 0,
@@ -38,20 +46,20 @@ fn current_task(v: &mut Inflight) {
 
 /// block_io_start / block_bio_queue: remember who submitted the I/O.
 #[inline(always)]
-pub fn on_submit(
-    ctx: &TracePointContext,
-    cfg: &BlockConfig,
-    inflight: &LruHashMap<RqKey, Inflight>,
-) {
+pub fn on_submit(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests) {
     if !task_passes(&cfg.task) {
         return;
     }
     let Some(key) = rq_key(ctx, &cfg.submit, cfg) else {
         return;
     };
-    let mut v = Inflight::default();
+    let now = now_ns();
+    let mut v = Inflight {
+        ts_first: now,
+        ..Inflight::default()
+    };
     current_task(&mut v);
-    let _ = inflight.insert(key, v, BPF_ANY as u64);
+    let _ = requests.insert(&key, key.slot(), &v, now);
 }
 
 /// Finds the request's entry, or creates one attributed to the current task when
@@ -60,66 +68,66 @@ pub fn on_submit(
 pub fn entry(
     key: &RqKey,
     cfg: &BlockConfig,
-    inflight: &LruHashMap<RqKey, Inflight>,
-    counters: &PerCpuArray<u64>,
+    requests: &Requests,
+    now: u64,
 ) -> Option<*mut Inflight> {
-    if let Some(p) = inflight.get_ptr_mut(key) {
+    if let Some(p) = requests.find(key, key.slot()) {
         return Some(p);
     }
     if cfg.filters_tasks() {
         return None;
     }
-    let mut v = Inflight::default();
+    let mut v = Inflight {
+        ts_first: now,
+        ..Inflight::default()
+    };
     if cfg.flags & FLAG_ATTRIBUTE != 0 {
         current_task(&mut v);
-        count(counters, Counter::Unattributed);
+        count(requests.counters, Counter::Unattributed);
     }
-    if inflight.insert(key, v, BPF_ANY as u64).is_err() {
-        count(counters, Counter::MapFull);
-        return None;
-    }
-    inflight.get_ptr_mut(key)
+    requests.insert(key, key.slot(), &v, now)
 }
 
 /// block_rq_insert (only attached with -Q).
 #[inline(always)]
-pub fn on_insert(
-    ctx: &TracePointContext,
-    cfg: &BlockConfig,
-    inflight: &LruHashMap<RqKey, Inflight>,
-    counters: &PerCpuArray<u64>,
-) {
+pub fn on_insert(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests) {
     let Some(key) = rq_key(ctx, &cfg.insert, cfg) else {
         return;
     };
-    if let Some(p) = entry(&key, cfg, inflight, counters) {
-        // SAFETY: map value pointer from a successful lookup.
-        unsafe { (*p).ts_insert = now_ns() };
+    let now = now_ns();
+    if let Some(p) = entry(&key, cfg, requests, now) {
+        // SAFETY: table entry pointer.
+        unsafe { (*p).ts_insert = now };
     }
 }
 
-/// block_rq_issue: the request goes to the driver. Returns the entry and key.
+/// The request's size from the block_rq_issue record.
 #[inline(always)]
-pub fn on_issue(
-    ctx: &TracePointContext,
-    cfg: &BlockConfig,
-    inflight: &LruHashMap<RqKey, Inflight>,
-    counters: &PerCpuArray<u64>,
-) -> Option<(RqKey, *mut Inflight)> {
-    let key = rq_key(ctx, &cfg.issue, cfg)?;
-    let p = entry(&key, cfg, inflight, counters)?;
-    // SAFETY: map value pointer from a successful lookup.
+pub fn issue_bytes(ctx: &TracePointContext, cfg: &BlockConfig) -> u32 {
+    match tp_read::<u32, { layout::BYTES }>(ctx, cfg.issue.bytes) {
+        Some(b) => b,
+        None => tp_read::<u32, { layout::NR_SECTOR }>(ctx, cfg.issue.nr_sector).unwrap_or(0) << 9,
+    }
+}
+
+/// block_rq_issue: the request goes to the driver.
+#[inline(always)]
+pub fn on_issue(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests) {
+    let Some(key) = rq_key(ctx, &cfg.issue, cfg) else {
+        return;
+    };
+    let now = now_ns();
+    let Some(p) = entry(&key, cfg, requests, now) else {
+        return;
+    };
+    // SAFETY: table entry pointer.
     let v = unsafe { &mut *p };
     if v.ts_issue != 0 {
-        count(counters, Counter::Replaced);
+        // Issued again (requeued): time the last issue.
+        count(requests.counters, Counter::Replaced);
     }
-    v.ts_issue = now_ns();
-    v.bytes = match tp_field::<u32>(ctx, cfg.issue.bytes) {
-        Some(b) => b,
-        None => tp_field::<u32>(ctx, cfg.issue.nr_sector).unwrap_or(0) << 9,
-    };
-    count(counters, Counter::Started);
-    Some((key, p))
+    v.ts_issue = now;
+    v.bytes = issue_bytes(ctx, cfg);
 }
 
 /// block_rq_complete: returns the finished request, its key and the time now;
@@ -128,25 +136,19 @@ pub fn on_issue(
 pub fn on_complete(
     ctx: &TracePointContext,
     cfg: &BlockConfig,
-    inflight: &LruHashMap<RqKey, Inflight>,
-    counters: &PerCpuArray<u64>,
+    requests: &Requests,
 ) -> Option<(RqKey, Inflight, u64)> {
     let key = rq_key(ctx, &cfg.complete, cfg)?;
-    let now = now_ns();
-    let Some(p) = inflight.get_ptr(key) else {
+    let Some(v) = requests.take(&key, key.slot()) else {
         if !cfg.filters_tasks() {
-            count(counters, Counter::Unmatched);
+            count(requests.counters, Counter::Unmatched);
         }
         return None;
     };
-    // SAFETY: map value pointer from a successful lookup.
-    let v = unsafe { *p };
-    let _ = inflight.remove(key);
     if v.ts_issue == 0 {
         // Submitted (attributed) but its issue was never seen.
-        count(counters, Counter::Unmatched);
+        count(requests.counters, Counter::Unmatched);
         return None;
     }
-    count(counters, Counter::Matched);
-    Some((key, v, now))
+    Some((key, v, now_ns()))
 }

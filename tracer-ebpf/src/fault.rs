@@ -2,77 +2,71 @@
 //! tracer_common::fault for the method).
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_get_current_pid_tgid,
-    maps::{LruHashMap, PerCpuArray},
     programs::{PerfEventContext, TracePointContext},
 };
 use tracer_common::{
+    INFLIGHT_SLOTS,
     counters::Counter,
-    fault::{FaultConfig, FaultStart},
+    fault::{FaultConfig, FaultStart, layout},
 };
 
-use crate::{count, now_ns, task_passes, tp_field};
+use crate::{
+    count,
+    inflight::{Entry, Table},
+    now_ns, task_passes, tp_read,
+};
+
+/// In-flight faults, keyed by thread id.
+pub type Faults<'a> = Table<'a, u64, FaultStart>;
+
+impl Entry for FaultStart {
+    fn stamp(&self) -> u64 {
+        self.ts
+    }
+}
 
 #[inline(always)]
-fn current_tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
+fn current_tid() -> u64 {
+    bpf_get_current_pid_tgid() & 0xffff_ffff
+}
+
+#[inline(always)]
+fn slot(tid: u64) -> u32 {
+    tid as u32 & (INFLIGHT_SLOTS - 1)
 }
 
 /// exceptions:page_fault_user / page_fault_kernel: a fault begins.
 #[inline(always)]
-pub fn on_start(
-    ctx: &TracePointContext,
-    cfg: &FaultConfig,
-    inflight: &LruHashMap<u32, FaultStart>,
-    counters: &PerCpuArray<u64>,
-    kernel: u32,
-) {
+pub fn on_start(ctx: &TracePointContext, cfg: &FaultConfig, faults: &Faults, kernel: u32) {
     if !task_passes(&cfg.task) {
         return;
     }
     let f = &cfg.fields;
     let start = FaultStart {
         ts: now_ns(),
-        address: tp_field(ctx, f.address).unwrap_or(0),
-        ip: tp_field(ctx, f.ip).unwrap_or(0),
-        error_code: tp_field::<u64>(ctx, f.error_code).unwrap_or(0) as u32,
+        address: tp_read::<_, { layout::ADDRESS }>(ctx, f.address).unwrap_or(0),
+        ip: tp_read::<_, { layout::IP }>(ctx, f.ip).unwrap_or(0),
+        error_code: tp_read::<u64, { layout::ERROR_CODE }>(ctx, f.error_code).unwrap_or(0) as u32,
         kernel,
     };
     let tid = current_tid();
-    if inflight.insert(tid, start, BPF_NOEXIST as u64).is_err() {
-        // The thread's previous fault was never accounted (failed, or a signal).
-        count(counters, Counter::Replaced);
-        if inflight.insert(tid, start, BPF_ANY as u64).is_err() {
-            count(counters, Counter::MapFull);
-            return;
-        }
-    }
-    count(counters, Counter::Started);
+    let _ = faults.insert(&tid, slot(tid), &start, start.ts);
 }
 
 /// PAGE_FAULTS_MIN / PAGE_FAULTS_MAJ in the faulting thread: the fault was
 /// accounted. Returns its start, the thread id and the time now.
 #[inline(always)]
-pub fn on_end(
-    cfg: &FaultConfig,
-    inflight: &LruHashMap<u32, FaultStart>,
-    counters: &PerCpuArray<u64>,
-) -> Option<(u32, FaultStart, u64)> {
-    let now = now_ns();
+pub fn on_end(cfg: &FaultConfig, faults: &Faults) -> Option<(u32, FaultStart, u64)> {
     let tid = current_tid();
-    let Some(p) = inflight.get_ptr(tid) else {
+    let Some(start) = faults.take(&tid, slot(tid)) else {
         if cfg.task.tgid == 0 && cfg.task.cgroup_id == 0 {
             // Accounted without a start (e.g. it began before tracing did).
-            count(counters, Counter::Unmatched);
+            count(faults.counters, Counter::Unmatched);
         }
         return None;
     };
-    // SAFETY: map value pointer from a successful lookup.
-    let start = unsafe { *p };
-    let _ = inflight.remove(tid);
-    count(counters, Counter::Matched);
-    Some((tid, start, now))
+    Some((tid as u32, start, now_ns()))
 }
 
 /// Whether the perf event's registers are user mode (CPL 3).

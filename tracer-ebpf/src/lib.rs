@@ -5,6 +5,7 @@
 
 pub mod block;
 pub mod fault;
+pub mod inflight;
 
 use aya_ebpf::{
     bindings::BPF_ANY,
@@ -15,7 +16,7 @@ use aya_ebpf::{
 use tracer_common::{
     TaskFilter,
     counters::Counter,
-    hist::{HistKey, HistStats, bucket_of},
+    hist::{HistKey, HistStats, NUM_BUCKETS, SlotHist, bucket_of},
 };
 
 /// Every ELF must declare a GPL-compatible license: bpf_probe_read_kernel and the
@@ -51,6 +52,26 @@ pub fn tp_field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
 pub fn now_ns() -> u64 {
     // SAFETY: plain helper call.
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+/// Map flag BPF_F_NO_COMMON_LRU: per-CPU LRU free lists, so inserts into the
+/// in-flight maps take no global lock.
+pub const NO_COMMON_LRU: u32 = 2;
+
+/// Reads a tracepoint field that usually sits at offset `AT`: a direct load with
+/// an immediate offset when the running kernel agrees (`off` comes from the frozen
+/// .rodata, so the verifier knows it and prunes the other branch), else a helper
+/// read at the offset from the format file.
+#[inline(always)]
+pub fn tp_read<T: Copy, const AT: u16>(ctx: &TracePointContext, off: u16) -> Option<T> {
+    use aya_ebpf::EbpfContext as _;
+    if off == AT && (AT as usize).is_multiple_of(core::mem::size_of::<T>()) {
+        // SAFETY: AT is inside the record (the format file says so) and aligned.
+        return Some(unsafe {
+            core::ptr::read((ctx.as_ptr() as *const u8).add(AT as usize).cast::<T>())
+        });
+    }
+    tp_field(ctx, off)
 }
 
 /// Current process id (tgid).
@@ -134,6 +155,32 @@ pub fn hist_record<G: Copy>(
                 count(counters, Counter::MapFull);
             }
         }
+    }
+}
+
+/// Records `value` in the histogram held whole in slot `slot` of a per-CPU array.
+#[inline(always)]
+pub fn hist_record_slot(hists: &PerCpuArray<SlotHist>, slot: u32, value: u64) {
+    let Some(h) = hists.get_ptr_mut(slot) else {
+        return;
+    };
+    // LLVM knows bucket_of() < NUM_BUCKETS and would drop the check below; the
+    // verifier does not know it and needs the check. A volatile read hides the range.
+    let b = bucket_of(value) as usize;
+    // SAFETY: reading a local.
+    let b = unsafe { core::ptr::read_volatile(&b) };
+    if b >= NUM_BUCKETS as usize {
+        return;
+    }
+    // SAFETY: per-CPU value, only this CPU writes it; b is in bounds.
+    unsafe {
+        let h = &mut *h;
+        h.count += 1;
+        h.sum += value;
+        if value > h.max {
+            h.max = value;
+        }
+        *h.buckets.get_unchecked_mut(b) += 1;
     }
 }
 

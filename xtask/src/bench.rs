@@ -1,8 +1,568 @@
-//! Benchmarks (filled in below).
-use std::path::Path;
+//! `cargo xtask bench`: what tracing costs, measured side by side with bpftrace.
+//!
+//! (a) BPF run time per event from the kernel's own statistics
+//!     (kernel.bpf_stats_enabled; run_time_ns / run_cnt of each program) — this
+//!     machine's wall clock is too noisy for differences of 100 ns, these are not;
+//! (b) end to end: the workload's time per operation with no tracing, with tracer
+//!     and with bpftrace, in alternating rounds, medians and ratios;
+//! (c) start-up: exec to attached (tracer's banner, bpftrace's BEGIN);
+//! (d) peak RSS (VmHWM from /proc/PID/status, not wait4's figure).
+//! The report goes to stdout and to target/bench-report.md.
 
-use anyhow::{Result, bail};
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt::Write as _,
+    fs::{File, OpenOptions},
+    io::{BufRead as _, BufReader},
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
-pub fn run(_bin: &Path, _rounds: usize, _only: &[String]) -> Result<()> {
-    bail!("benchmarks are not written yet")
+use anyhow::{Context as _, Result, bail};
+
+use crate::{run as run_cmd, workspace_root};
+
+/// A tracing configuration under test.
+#[derive(Clone)]
+enum Tracing {
+    None,
+    Tracer(Vec<String>),
+    Bpftrace(String),
+}
+
+#[derive(Clone)]
+struct Config {
+    name: String,
+    tracing: Tracing,
+}
+
+fn tracer(name: &str, args: &[&str]) -> Config {
+    Config {
+        name: name.into(),
+        tracing: Tracing::Tracer(args.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn bpftrace(name: &str, script: &str) -> Config {
+    Config {
+        name: name.into(),
+        tracing: Tracing::Bpftrace(script.into()),
+    }
+}
+
+/// A started tracer or bpftrace.
+struct Running {
+    child: Child,
+    startup: Duration,
+}
+
+fn start(bin: &Path, tracing: &Tracing) -> Result<Option<Running>> {
+    let (mut cmd, marker, from_stdout) = match tracing {
+        Tracing::None => return Ok(None),
+        Tracing::Tracer(args) => {
+            let mut c = Command::new(bin);
+            c.args(args);
+            (c, "Hit Ctrl-C to end.", false)
+        }
+        Tracing::Bpftrace(script) => {
+            // BEGIN runs once every probe is attached.
+            let mut c = Command::new("bpftrace");
+            c.arg("-e")
+                .arg(format!("BEGIN {{ printf(\"ready\\n\"); }} {script}"));
+            (c, "ready", true)
+        }
+    };
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tracer")?;
+    let (tx, rx) = mpsc::channel::<()>();
+    let stream: Box<dyn std::io::Read + Send> = if from_stdout {
+        Box::new(child.stdout.take().unwrap())
+    } else {
+        Box::new(child.stderr.take().unwrap())
+    };
+    // Watch for the marker, then keep draining so the child never blocks.
+    thread::spawn(move || {
+        let mut seen = false;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if !seen && line.contains(marker) {
+                seen = true;
+                let _ = tx.send(());
+            }
+        }
+    });
+    let other: Box<dyn std::io::Read + Send> = if from_stdout {
+        Box::new(child.stderr.take().unwrap())
+    } else {
+        Box::new(child.stdout.take().unwrap())
+    };
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut BufReader::new(other), &mut std::io::sink());
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill();
+        bail!("tracing did not start within 30 s");
+    }
+    Ok(Some(Running {
+        child,
+        startup: t0.elapsed(),
+    }))
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Stops a run; returns its peak RSS in KiB.
+fn stop(r: Option<Running>) -> u64 {
+    let Some(mut r) = r else { return 0 };
+    let hwm = vm_hwm_kb(r.child.id());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = r.child.try_wait() {
+            return hwm;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+    hwm
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// BPF program ids currently loaded.
+fn prog_ids() -> Result<BTreeSet<u64>> {
+    Ok(prog_stats()?.into_keys().collect())
+}
+
+/// id → (name, run_time_ns, run_cnt)
+fn prog_stats() -> Result<HashMap<u64, (String, u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .context("running bpftool")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing bpftool output")?;
+    let mut map = HashMap::new();
+    for p in v.as_array().into_iter().flatten() {
+        let id = p["id"].as_u64().unwrap_or(0);
+        let name = p["name"].as_str().unwrap_or("?").to_string();
+        map.insert(
+            id,
+            (
+                name,
+                p["run_time_ns"].as_u64().unwrap_or(0),
+                p["run_cnt"].as_u64().unwrap_or(0),
+            ),
+        );
+    }
+    Ok(map)
+}
+
+struct BpfCost {
+    /// Per program: name, ns per run, runs.
+    programs: Vec<(String, f64, u64)>,
+    /// Sum of all programs' run time divided by the workload's operations.
+    per_op_ns: f64,
+}
+
+/// Runs the workload once under `cfg` with BPF statistics on, and reads the run
+/// time of the programs that configuration loaded.
+fn bpf_cost(
+    bin: &Path,
+    cfg: &Config,
+    ops: u64,
+    workload: &mut dyn FnMut() -> Result<f64>,
+) -> Result<BpfCost> {
+    let before = prog_ids()?;
+    let running = start(bin, &cfg.tracing)?;
+    thread::sleep(Duration::from_millis(200));
+    workload()?;
+    let stats = prog_stats()?;
+    stop(running);
+    let mut programs = Vec::new();
+    let mut total = 0u64;
+    for (id, (name, ns, cnt)) in stats {
+        if before.contains(&id) || cnt == 0 && ns == 0 {
+            continue;
+        }
+        total += ns;
+        programs.push((
+            name,
+            if cnt > 0 { ns as f64 / cnt as f64 } else { 0.0 },
+            cnt,
+        ));
+    }
+    programs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(BpfCost {
+        programs,
+        per_op_ns: total as f64 / ops as f64,
+    })
+}
+
+struct Scenario<'a> {
+    title: &'a str,
+    unit: &'a str,
+    ops: u64,
+    configs: Vec<Config>,
+    workload: Box<dyn FnMut() -> Result<f64> + 'a>,
+}
+
+/// Alternating rounds of every configuration; then BPF statistics.
+fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) -> Result<()> {
+    eprintln!(
+        "bench: {} ({} rounds of {} configurations)",
+        s.title,
+        rounds,
+        s.configs.len()
+    );
+    let mut times: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut startups: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut rss: HashMap<String, u64> = HashMap::new();
+    for round in 0..rounds {
+        for cfg in &s.configs {
+            let running = start(bin, &cfg.tracing)?;
+            if let Some(r) = &running {
+                startups
+                    .entry(cfg.name.clone())
+                    .or_default()
+                    .push(r.startup.as_secs_f64() * 1e3);
+            }
+            let per_op = (s.workload)()?;
+            let hwm = stop(running);
+            rss.entry(cfg.name.clone())
+                .and_modify(|m| *m = (*m).max(hwm))
+                .or_insert(hwm);
+            times.entry(cfg.name.clone()).or_default().push(per_op);
+            eprintln!(
+                "bench:   round {round} {:<28} {per_op:10.2} {}/op",
+                cfg.name, s.unit
+            );
+        }
+    }
+    run_cmd(Command::new("sysctl").args(["-q", "-w", "kernel.bpf_stats_enabled=1"]))?;
+    let mut costs = Vec::new();
+    for cfg in s
+        .configs
+        .iter()
+        .filter(|c| !matches!(c.tracing, Tracing::None))
+    {
+        costs.push((
+            cfg.name.clone(),
+            bpf_cost(bin, cfg, s.ops, &mut s.workload)?,
+        ));
+    }
+    run_cmd(Command::new("sysctl").args(["-q", "-w", "kernel.bpf_stats_enabled=0"]))?;
+
+    let base = median(
+        times
+            .get_mut("no tracing")
+            .map(|v| v.as_mut_slice())
+            .unwrap_or(&mut []),
+    );
+    let _ = writeln!(report, "\n### {}\n", s.title);
+    let _ = writeln!(
+        report,
+        "| configuration | median {unit}/op | overhead {unit}/op | ratio | BPF ns per op | start-up ms | peak RSS MB |",
+        unit = s.unit
+    );
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
+    for cfg in &s.configs {
+        let m = median(times.get_mut(&cfg.name).unwrap());
+        let cost = costs
+            .iter()
+            .find(|(n, _)| *n == cfg.name)
+            .map(|(_, c)| format!("{:.0}", c.per_op_ns));
+        let startup = startups
+            .get_mut(&cfg.name)
+            .map(|v| format!("{:.0}", median(v)));
+        let mb = rss
+            .get(&cfg.name)
+            .filter(|&&k| k > 0)
+            .map(|k| format!("{:.1}", *k as f64 / 1024.0));
+        let _ = writeln!(
+            report,
+            "| {} | {m:.2} | {:+.2} | {:.2} | {} | {} | {} |",
+            cfg.name,
+            m - base,
+            m / base,
+            cost.unwrap_or_else(|| "-".into()),
+            startup.unwrap_or_else(|| "-".into()),
+            mb.unwrap_or_else(|| "-".into())
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\nBPF run time per program run (kernel statistics):\n"
+    );
+    let _ = writeln!(report, "| configuration | program | ns/run | runs |");
+    let _ = writeln!(report, "|---|---|---:|---:|");
+    for (name, cost) in &costs {
+        for (prog, ns, cnt) in &cost.programs {
+            let _ = writeln!(report, "| {name} | {prog} | {ns:.0} | {cnt} |");
+        }
+    }
+    Ok(())
+}
+
+// ---- block I/O ----
+
+/// A loop device on tmpfs, removed on drop.
+struct Loop {
+    path: String,
+    name: String,
+    backing: PathBuf,
+}
+
+impl Loop {
+    fn new(mb: u64) -> Result<Loop> {
+        let backing = PathBuf::from(format!("/dev/shm/tracer-bench-{}.img", std::process::id()));
+        File::create(&backing)?.set_len(mb << 20)?;
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&backing)
+            .output()?;
+        if !out.status.success() {
+            bail!("losetup: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let name = path.trim_start_matches("/dev/").to_string();
+        Ok(Loop {
+            path,
+            name,
+            backing,
+        })
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+        let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+/// `ops` sequential 4 KiB O_DIRECT writes (wrapping in 64 MiB); µs per write.
+fn direct_writes(dev: &str, ops: u64) -> Result<f64> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)?;
+    let layout = std::alloc::Layout::from_size_align(4096, 4096)?;
+    // SAFETY: non-zero layout; freed below.
+    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+    // SAFETY: buf is a live 4096-byte allocation.
+    let slice = unsafe { std::slice::from_raw_parts(buf, 4096) };
+    let t0 = Instant::now();
+    for i in 0..ops {
+        file.write_at(slice, (i % 16384) * 4096)?;
+    }
+    let per = t0.elapsed().as_secs_f64() * 1e6 / ops as f64;
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf, layout) };
+    Ok(per)
+}
+
+fn block(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
+    let dev = Loop::new(128)?;
+    let d = dev.name.clone();
+    const OPS: u64 = 5000;
+    let start = "tracepoint:block:block_rq_issue { @start[args->dev, args->sector] = nsecs; }";
+    let configs = vec![
+        Config {
+            name: "no tracing".into(),
+            tracing: Tracing::None,
+        },
+        tracer("tracer biolatency", &["biolatency", "-d", &d]),
+        bpftrace(
+            "bpftrace biolatency",
+            &format!(
+                "{start} tracepoint:block:block_rq_complete /@start[args->dev, args->sector]/ \
+                 {{ @usecs = hist((nsecs - @start[args->dev, args->sector]) / 1000); \
+                 delete(@start[args->dev, args->sector]); }}"
+            ),
+        ),
+        bpftrace(
+            "bpftrace count by comm",
+            "tracepoint:block:block_rq_issue { @[comm] = count(); }",
+        ),
+        tracer("tracer biosnoop", &["biosnoop", "-d", &d]),
+        tracer(
+            "tracer biosnoop --min-latency 10",
+            &["biosnoop", "-d", &d, "--min-latency", "10"],
+        ),
+        bpftrace(
+            "bpftrace biosnoop (printf)",
+            &format!(
+                "{start} tracepoint:block:block_rq_complete /@start[args->dev, args->sector]/ \
+                 {{ printf(\"%d %s %d %d %d\\n\", elapsed, comm, pid, args->sector, \
+                 (nsecs - @start[args->dev, args->sector]) / 1000); delete(@start[args->dev, args->sector]); }}"
+            ),
+        ),
+    ];
+    let path = dev.path.clone();
+    measure(
+        bin,
+        rounds,
+        Scenario {
+            title: &format!(
+                "Block I/O: {OPS} sequential 4 KiB O_DIRECT writes to a loop device on tmpfs"
+            ),
+            unit: "us",
+            ops: OPS,
+            configs,
+            workload: Box::new(move || direct_writes(&path, OPS)),
+        },
+        report,
+    )
+}
+
+// ---- page faults ----
+
+fn faults(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
+    let toucher = build_helper("page-toucher")?;
+    const PAGES: u64 = 10_000;
+    const LOOPS: u64 = 20;
+    let ops = PAGES * LOOPS;
+    let configs = vec![
+        Config {
+            name: "no tracing".into(),
+            tracing: Tracing::None,
+        },
+        tracer("tracer pagefaults", &["pagefaults", "-C", "3600"]),
+        bpftrace(
+            "bpftrace page_fault_user count",
+            "tracepoint:exceptions:page_fault_user { @[comm] = count(); }",
+        ),
+        bpftrace(
+            "bpftrace minor-faults count",
+            "software:minor-faults:1 { @[comm] = count(); }",
+        ),
+        tracer("tracer faultlat", &["faultlat"]),
+        bpftrace(
+            "bpftrace faultlat",
+            "tracepoint:exceptions:page_fault_user { @s[tid] = nsecs; } \
+             software:minor-faults:1 /@s[tid]/ { @ns = hist(nsecs - @s[tid]); delete(@s[tid]); }",
+        ),
+        tracer(
+            "tracer faultsnoop --min-latency 1000",
+            &["faultsnoop", "--min-latency", "1000"],
+        ),
+        tracer("tracer faultsnoop", &["faultsnoop"]),
+        bpftrace(
+            "bpftrace faultsnoop (printf)",
+            "tracepoint:exceptions:page_fault_user { @s[tid] = nsecs; @a[tid] = args->address; } \
+             software:minor-faults:1 /@s[tid]/ { printf(\"%d %s %d %d %lx %d\\n\", elapsed, comm, pid, tid, \
+             @a[tid], nsecs - @s[tid]); delete(@s[tid]); delete(@a[tid]); }",
+        ),
+    ];
+    measure(
+        bin,
+        rounds,
+        Scenario {
+            title: &format!(
+                "Page faults: {LOOPS} x {PAGES} anonymous pages written once (page-toucher loop)"
+            ),
+            unit: "ns",
+            ops,
+            configs,
+            workload: Box::new(move || {
+                let t0 = Instant::now();
+                let st = Command::new(&toucher)
+                    .args(["loop", &PAGES.to_string(), &LOOPS.to_string()])
+                    .status()?;
+                if !st.success() {
+                    bail!("page-toucher failed");
+                }
+                Ok(t0.elapsed().as_secs_f64() * 1e9 / ops as f64)
+            }),
+        },
+        report,
+    )
+}
+
+/// Builds a helper binary of the tests crate and returns its path.
+pub fn build_helper(name: &str) -> Result<PathBuf> {
+    run_cmd(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "tracer-tests",
+                "--bin",
+                name,
+            ]),
+    )?;
+    Ok(workspace_root().join("target/release").join(name))
+}
+
+pub fn run(bin: &Path, rounds: usize, only: &[String]) -> Result<()> {
+    // tracer mounts tracefs if needed; bpftrace needs it mounted too.
+    run_cmd(Command::new(bin).arg("doctor").stdout(Stdio::null()))?;
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let date = String::from_utf8_lossy(
+        &Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d")
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let mut report = format!(
+        "## Benchmarks ({date}, kernel {}, {} CPUs, {cpu})\n\nMedians of {rounds} alternating rounds. \
+         \"BPF ns per op\" is the kernel's own accounting (kernel.bpf_stats_enabled) of all of a \
+         configuration's programs, divided by the workload's operations.\n",
+        crate::kernel_release(),
+        thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    if want("block") {
+        block(bin, rounds, &mut report)?;
+    }
+    if want("faults") {
+        faults(bin, rounds, &mut report)?;
+    }
+    println!("{report}");
+    let out = workspace_root().join("target/bench-report.md");
+    std::fs::write(&out, &report)?;
+    eprintln!("bench: report written to {}", out.display());
+    Ok(())
 }

@@ -5,53 +5,69 @@
 use aya_ebpf::{
     Global,
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
 };
 use tracer_common::{
+    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
     biolatency::LatGroup,
     block::{BlockConfig, FLAG_PER_DISK, FLAG_PER_FLAGS, FLAG_QUEUED, Inflight, RqKey},
     counters::NUM_COUNTERS,
-    hist::{HistKey, HistStats},
+    hist::{HistKey, HistStats, SlotHist},
 };
-use tracer_ebpf::{block, hist_record, tp_field};
+use tracer_ebpf::{NO_COMMON_LRU, block, hist_record, hist_record_slot, tp_field};
 
 tracer_ebpf::license!();
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 
+/// In-flight requests: array slots, and the overflow map for collisions.
 #[map]
-static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(16384, 0);
+static INFLIGHT_SLOTS: Array<Slot<RqKey, Inflight>> =
+    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
+#[map]
+static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+
+fn requests() -> block::Requests<'static> {
+    block::Requests {
+        slots: &INFLIGHT_SLOTS,
+        overflow: &INFLIGHT,
+        counters: &COUNTERS,
+    }
+}
 #[map]
 static HIST: PerCpuHashMap<HistKey<LatGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 #[map]
 static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> = PerCpuHashMap::with_max_entries(1024, 0);
+/// The ungrouped histogram (no -D/-F): one array slot.
+#[map]
+static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
 #[tracepoint]
 pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &INFLIGHT);
+    block::on_submit(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_insert(ctx: TracePointContext) -> u32 {
-    block::on_insert(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    block::on_insert(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_issue(ctx: TracePointContext) -> u32 {
-    block::on_issue(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    block::on_issue(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_complete(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
-    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &INFLIGHT, &COUNTERS) else {
+    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &requests()) else {
         return 0;
     };
     let start = if cfg.flags & FLAG_QUEUED != 0 && rq.ts_insert != 0 {
@@ -59,6 +75,14 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
     } else {
         rq.ts_issue
     };
+    let value = now
+        .saturating_sub(start)
+        .checked_div(cfg.unit_div)
+        .unwrap_or(0);
+    if cfg.flags & (FLAG_PER_DISK | FLAG_PER_FLAGS) == 0 {
+        hist_record_slot(&HIST_SLOTS, 0, value);
+        return 0;
+    }
     let mut group = LatGroup::default();
     if cfg.flags & FLAG_PER_DISK != 0 {
         group.dev = key.dev;
@@ -66,14 +90,6 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
     if cfg.flags & FLAG_PER_FLAGS != 0 {
         group.rwbs = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();
     }
-    hist_record(
-        &HIST,
-        &HIST_STATS,
-        &COUNTERS,
-        group,
-        now.saturating_sub(start)
-            .checked_div(cfg.unit_div)
-            .unwrap_or(0),
-    );
+    hist_record(&HIST, &HIST_STATS, &COUNTERS, group, value);
     0
 }

@@ -11,10 +11,10 @@ use aya_ebpf::{
 };
 use tracer_common::{
     biopattern::PatternValue,
-    block::BlockConfig,
+    block::{BlockConfig, layout},
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{count, tp_field};
+use tracer_ebpf::{count, tp_read};
 
 tracer_ebpf::license!();
 
@@ -34,14 +34,14 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 pub fn block_complete(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
     let f = &cfg.complete;
-    let Some(dev) = tp_field::<u32>(&ctx, f.dev) else {
+    let Some(dev) = tp_read::<u32, { layout::DEV }>(&ctx, f.dev) else {
         return 0;
     };
     if cfg.dev != 0 && dev != cfg.dev {
         return 0;
     }
-    let sector: u64 = tp_field(&ctx, f.sector).unwrap_or(0);
-    let sectors = tp_field::<u32>(&ctx, f.nr_sector).unwrap_or(0) as u64;
+    let sector: u64 = tp_read::<_, { layout::SECTOR }>(&ctx, f.sector).unwrap_or(0);
+    let sectors = tp_read::<u32, { layout::NR_SECTOR }>(&ctx, f.nr_sector).unwrap_or(0) as u64;
     if sectors == 0 {
         // Flushes and other data-less requests have no position.
         return 0;

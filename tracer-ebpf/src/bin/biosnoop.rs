@@ -6,23 +6,36 @@
 use aya_ebpf::{
     Global,
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use tracer_common::{
+    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
     biosnoop::BioEvent,
     block::{BlockConfig, Inflight, RqKey},
     counters::NUM_COUNTERS,
 };
-use tracer_ebpf::{block, emit, tp_field};
+use tracer_ebpf::{NO_COMMON_LRU, block, emit, tp_field};
 
 tracer_ebpf::license!();
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 
+/// In-flight requests: array slots, and the overflow map for collisions.
 #[map]
-static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(16384, 0);
+static INFLIGHT_SLOTS: Array<Slot<RqKey, Inflight>> =
+    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
+#[map]
+static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+
+fn requests() -> block::Requests<'static> {
+    block::Requests {
+        slots: &INFLIGHT_SLOTS,
+        overflow: &INFLIGHT,
+        counters: &COUNTERS,
+    }
+}
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
@@ -30,26 +43,26 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 
 #[tracepoint]
 pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &INFLIGHT);
+    block::on_submit(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_insert(ctx: TracePointContext) -> u32 {
-    block::on_insert(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    block::on_insert(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_issue(ctx: TracePointContext) -> u32 {
-    block::on_issue(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    block::on_issue(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_complete(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
-    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &INFLIGHT, &COUNTERS) else {
+    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &requests()) else {
         return 0;
     };
     let lat_ns = now.saturating_sub(rq.ts_issue);

@@ -6,23 +6,36 @@ use aya_ebpf::{
     Global,
     bindings::BPF_ANY,
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
 };
 use tracer_common::{
+    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
     biotop::{TopKey, TopValue},
     block::{BlockConfig, Inflight, RqKey},
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{block, count, tp_field};
+use tracer_ebpf::{NO_COMMON_LRU, block, count, tp_field};
 
 tracer_ebpf::license!();
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 
+/// In-flight requests: array slots, and the overflow map for collisions.
 #[map]
-static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(16384, 0);
+static INFLIGHT_SLOTS: Array<Slot<RqKey, Inflight>> =
+    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
+#[map]
+static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+
+fn requests() -> block::Requests<'static> {
+    block::Requests {
+        slots: &INFLIGHT_SLOTS,
+        overflow: &INFLIGHT,
+        counters: &COUNTERS,
+    }
+}
 #[map]
 static TOTALS: PerCpuHashMap<TopKey, TopValue> = PerCpuHashMap::with_max_entries(10240, 0);
 #[map]
@@ -30,20 +43,20 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 
 #[tracepoint]
 pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &INFLIGHT);
+    block::on_submit(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_issue(ctx: TracePointContext) -> u32 {
-    block::on_issue(&ctx, &CONFIG.load(), &INFLIGHT, &COUNTERS);
+    block::on_issue(&ctx, &CONFIG.load(), &requests());
     0
 }
 
 #[tracepoint]
 pub fn block_complete(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
-    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &INFLIGHT, &COUNTERS) else {
+    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &requests()) else {
         return 0;
     };
     let rwbs: [u8; 8] = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();

@@ -4,17 +4,19 @@
 
 use aya_ebpf::{
     Global,
+    helpers::bpf_get_current_comm,
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
 };
 use tracer_common::{
+    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
     bitesize::{CommFilter, SizeGroup},
     block::{BlockConfig, Inflight, RqKey},
-    counters::NUM_COUNTERS,
+    counters::{Counter, NUM_COUNTERS},
     hist::{HistKey, HistStats},
 };
-use tracer_ebpf::{block, hist_record, tp_field};
+use tracer_ebpf::{NO_COMMON_LRU, block, count, hist_record};
 
 tracer_ebpf::license!();
 
@@ -23,8 +25,20 @@ static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 #[unsafe(no_mangle)]
 static COMM: Global<CommFilter> = Global::new(CommFilter { comm: [1; 16] });
 
+/// In-flight requests: array slots, and the overflow map for collisions.
 #[map]
-static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(16384, 0);
+static INFLIGHT_SLOTS: Array<Slot<RqKey, Inflight>> =
+    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
+#[map]
+static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+
+fn requests() -> block::Requests<'static> {
+    block::Requests {
+        slots: &INFLIGHT_SLOTS,
+        overflow: &INFLIGHT,
+        counters: &COUNTERS,
+    }
+}
 #[map]
 static HIST: PerCpuHashMap<HistKey<SizeGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 #[map]
@@ -34,7 +48,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 
 #[tracepoint]
 pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &INFLIGHT);
+    block::on_submit(&ctx, &CONFIG.load(), &requests());
     0
 }
 
@@ -45,26 +59,20 @@ pub fn block_issue(ctx: TracePointContext) -> u32 {
     let Some(key) = block::rq_key(&ctx, &cfg.issue, &cfg) else {
         return 0;
     };
-    let Some(p) = block::entry(&key, &cfg, &INFLIGHT, &COUNTERS) else {
-        return 0;
+    let comm = match requests().take(&key, key.slot()) {
+        Some(v) => v.comm,
+        None if cfg.filters_tasks() => return 0,
+        None => {
+            count(&COUNTERS, Counter::Unattributed);
+            bpf_get_current_comm().unwrap_or_default()
+        }
     };
-    // SAFETY: map value pointer from a successful lookup.
-    let comm = unsafe { (*p).comm };
-    let _ = INFLIGHT.remove(key);
     let want = COMM.load();
     if want.comm[0] != 0 && want.comm != comm {
         return 0;
     }
-    let bytes = match tp_field::<u32>(&ctx, cfg.issue.bytes) {
-        Some(b) => b as u64,
-        None => (tp_field::<u32>(&ctx, cfg.issue.nr_sector).unwrap_or(0) as u64) << 9,
-    };
-    hist_record(
-        &HIST,
-        &HIST_STATS,
-        &COUNTERS,
-        SizeGroup { comm },
-        bytes.checked_div(cfg.unit_div).unwrap_or(0),
-    );
+    let bytes = block::issue_bytes(&ctx, &cfg) as u64;
+    let value = bytes.checked_div(cfg.unit_div).unwrap_or(0);
+    hist_record(&HIST, &HIST_STATS, &COUNTERS, SizeGroup { comm }, value);
     0
 }

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use tracer_common::{
     counters::{Counter, NUM_COUNTERS},
     fault::FaultConfig,
-    pagefaults::ProcFaults,
+    pagefaults::{ProcCache, ProcFaults},
 };
 use tracer_ebpf::{count, current_tgid, fault::user_mode, task_passes};
 
@@ -23,45 +23,65 @@ tracer_ebpf::license!();
 #[unsafe(no_mangle)]
 static CONFIG: Global<FaultConfig> = Global::new(FaultConfig::INITIAL);
 
+/// Faults per process, flushed from CACHE.
 #[map]
 static PROCS: PerCpuHashMap<u32, ProcFaults> = PerCpuHashMap::with_max_entries(16384, 0);
 #[map]
+static CACHE: PerCpuArray<ProcCache> = PerCpuArray::with_max_entries(1, 0);
+#[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+/// Adds a process's cached counts into PROCS.
+#[inline(always)]
+fn flush(tgid: u32, c: &ProcFaults) {
+    match PROCS.get_ptr_mut(tgid) {
+        Some(p) => {
+            // SAFETY: per-CPU value, only this CPU writes it.
+            let p = unsafe { &mut *p };
+            p.minor += c.minor;
+            p.major += c.major;
+            p.user += c.user;
+            p.kernel += c.kernel;
+        }
+        None => {
+            if PROCS.insert(tgid, c, BPF_ANY as u64).is_err() {
+                count(&COUNTERS, Counter::MapFull);
+            }
+        }
+    }
+}
 
 #[inline(always)]
 fn account(ctx: &PerfEventContext, major: bool) {
     if !task_passes(&CONFIG.load().task) {
         return;
     }
+    let Some(cache) = CACHE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU value, only this CPU writes it.
+    let cache = unsafe { &mut *cache };
     let tgid = current_tgid();
-    let user = user_mode(ctx);
-    match PROCS.get_ptr_mut(tgid) {
-        Some(p) => {
-            // SAFETY: per-CPU value, only this CPU writes it.
-            let p = unsafe { &mut *p };
-            if major {
-                p.major += 1;
-            } else {
-                p.minor += 1;
-            }
-            if user {
-                p.user += 1;
-            } else {
-                p.kernel += 1;
-            }
+    if cache.tgid != tgid {
+        if cache.tgid != 0 {
+            flush(cache.tgid, &cache.counts);
         }
-        None => {
-            let v = ProcFaults {
-                minor: !major as u64,
-                major: major as u64,
-                user: user as u64,
-                kernel: !user as u64,
-                comm: bpf_get_current_comm().unwrap_or_default(),
-            };
-            if PROCS.insert(tgid, v, BPF_ANY as u64).is_err() {
-                count(&COUNTERS, Counter::MapFull);
-            }
-        }
+        cache.tgid = tgid;
+        cache.counts = ProcFaults {
+            comm: bpf_get_current_comm().unwrap_or_default(),
+            ..ProcFaults::default()
+        };
+    }
+    let c = &mut cache.counts;
+    if major {
+        c.major += 1;
+    } else {
+        c.minor += 1;
+    }
+    if user_mode(ctx) {
+        c.user += 1;
+    } else {
+        c.kernel += 1;
     }
 }
 

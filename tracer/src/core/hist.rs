@@ -10,10 +10,12 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, Pod,
-    maps::{MapData, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
 use serde_json::{Value, json};
-use tracer_common::hist::{HistKey, HistStats, bucket_high, bucket_low, log2_slot_of_bucket};
+use tracer_common::hist::{
+    HistKey, HistStats, NUM_BUCKETS, SlotHist, bucket_high, bucket_low, log2_slot_of_bucket,
+};
 
 /// One histogram's counts (for an interval or since start).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -165,17 +167,22 @@ pub fn render_log2(out: &mut String, slots: &[u64], unit: &str) {
 /// Reads a tool's `HIST`/`HIST_STATS` maps into one `Hist` per group. Keeps the
 /// previous totals so each read can return just what happened since the last one,
 /// without clearing maps the kernel is writing to (which would lose counts).
+///
+/// Ungrouped histograms live whole in the `HIST_SLOTS` per-CPU array (the
+/// kernel's fast path); `slot_group` names the group each slot stands for.
 pub struct HistReader<G> {
     prev_buckets: HashMap<(G, u32), u64>,
     prev_stats: HashMap<G, HistStats>,
+    slot_group: fn(u32) -> G,
 }
 
-impl<G> Default for HistReader<G> {
+impl<G> Default for HistReader<G>
+where
+    G: Pod + Ord + Hash + Default,
+    HistKey<G>: Pod,
+{
     fn default() -> Self {
-        HistReader {
-            prev_buckets: HashMap::new(),
-            prev_stats: HashMap::new(),
-        }
+        HistReader::new(|_| G::default())
     }
 }
 
@@ -184,6 +191,49 @@ where
     G: Pod + Ord + Hash,
     HistKey<G>: Pod,
 {
+    pub fn new(slot_group: fn(u32) -> G) -> Self {
+        HistReader {
+            prev_buckets: HashMap::new(),
+            prev_stats: HashMap::new(),
+            slot_group,
+        }
+    }
+
+    /// Adds each `HIST_SLOTS` slot's totals and bucket counts to the lists.
+    fn read_slots(
+        &self,
+        ebpf: &Ebpf,
+        totals: &mut Vec<(G, HistStats)>,
+        buckets: &mut Vec<(G, u32, u64)>,
+    ) -> Result<()> {
+        let Some(map) = ebpf.map("HIST_SLOTS") else {
+            return Ok(());
+        };
+        let slots: PerCpuArray<&MapData, SlotHist> = PerCpuArray::try_from(map)?;
+        for i in 0..slots.len() {
+            let group = (self.slot_group)(i);
+            let mut stats = HistStats::default();
+            let mut counts = vec![0u64; NUM_BUCKETS as usize];
+            for h in slots.get(&i, 0)?.iter() {
+                stats.count += h.count;
+                stats.sum += h.sum;
+                stats.max = stats.max.max(h.max);
+                for (total, n) in counts.iter_mut().zip(h.buckets.iter()) {
+                    *total += n;
+                }
+            }
+            totals.push((group, stats));
+            buckets.extend(
+                counts
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(b, n)| (group, b as u32, n)),
+            );
+        }
+        Ok(())
+    }
+
     pub fn read(
         &mut self,
         ebpf: &Ebpf,
@@ -199,7 +249,9 @@ where
                 .with_context(|| format!("map {stats_map} missing"))?,
         )?;
 
-        let mut out: BTreeMap<G, Hist> = BTreeMap::new();
+        let mut totals: Vec<(G, HistStats)> = Vec::new();
+        let mut bucket_totals: Vec<(G, u32, u64)> = Vec::new();
+        self.read_slots(ebpf, &mut totals, &mut bucket_totals)?;
         for entry in stats.iter() {
             let (group, per_cpu) = entry?;
             let mut total = HistStats::default();
@@ -208,6 +260,15 @@ where
                 total.sum += s.sum;
                 total.max = total.max.max(s.max);
             }
+            totals.push((group, total));
+        }
+        for entry in hist.iter() {
+            let (key, per_cpu) = entry?;
+            bucket_totals.push((key.group, key.bucket, per_cpu.iter().sum()));
+        }
+
+        let mut out: BTreeMap<G, Hist> = BTreeMap::new();
+        for (group, total) in totals {
             let prev = self.prev_stats.insert(group, total).unwrap_or_default();
             if total.count > prev.count {
                 let h = out.entry(group).or_default();
@@ -216,17 +277,15 @@ where
                 h.max = if total.max > prev.max { total.max } else { 0 };
             }
         }
-        for entry in hist.iter() {
-            let (key, per_cpu) = entry?;
-            let total: u64 = per_cpu.iter().sum();
+        for (group, bucket, total) in bucket_totals {
             let prev = self
                 .prev_buckets
-                .insert((key.group, key.bucket), total)
+                .insert((group, bucket), total)
                 .unwrap_or(0);
             if total > prev
-                && let Some(h) = out.get_mut(&key.group)
+                && let Some(h) = out.get_mut(&group)
             {
-                h.buckets.insert(key.bucket, total - prev);
+                h.buckets.insert(bucket, total - prev);
             }
         }
         for (group, h) in out.iter_mut() {

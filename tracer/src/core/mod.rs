@@ -1,6 +1,7 @@
 //! What every tool shares: loading and attaching, kernel probing, histograms,
 //! output, the run loop and the command-line conventions.
 pub mod block;
+pub mod btf;
 pub mod cli;
 pub mod disks;
 pub mod ebpf;

@@ -86,10 +86,11 @@ mod tests {
     }
 
     #[test]
-    fn own_stack_is_found() {
-        let x = 5u64;
-        let addr = &x as *const u64 as u64;
+    fn own_code_is_found() {
+        let addr = own_code_is_found as fn() as usize as u64;
         let name = ProcMaps::default().lookup(std::process::id(), addr);
-        assert_eq!(name.as_deref(), Some("[stack]"));
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(name.as_deref(), exe.to_str());
+        assert_eq!(ProcMaps::default().lookup(std::process::id(), 8), None);
     }
 }

@@ -43,13 +43,25 @@ impl<K: Pod + Eq + Hash, V: Tally> Deltas<K, V> {
     /// Returns what changed since the last read, and the keys that did not change
     /// (to be deleted from the map).
     pub fn update(&mut self, current: Vec<(K, V)>) -> (Vec<(K, V)>, Vec<K>) {
+        self.update_keeping(current, |_| false)
+    }
+
+    /// Like `update`, but idle keys for which `keep` holds are neither returned
+    /// nor forgotten (their counts live on elsewhere, e.g. in a kernel cache).
+    pub fn update_keeping(
+        &mut self,
+        current: Vec<(K, V)>,
+        keep: impl Fn(&K) -> bool,
+    ) -> (Vec<(K, V)>, Vec<K>) {
         let mut changed = Vec::new();
         let mut idle = Vec::new();
         for (k, v) in current {
             let before = self.prev.get(&k).copied().unwrap_or_default();
             if v == before {
-                idle.push(k);
-                self.prev.remove(&k);
+                if !keep(&k) {
+                    idle.push(k);
+                    self.prev.remove(&k);
+                }
             } else {
                 changed.push((k, v.minus(&before)));
                 self.prev.insert(k, v);

@@ -62,7 +62,7 @@ fn run(m: &ArgMatches) -> Result<()> {
         Some(ms) if !(ms >= 0.0 && ms.is_finite()) => {
             bail!("--min-latency must be a number of milliseconds >= 0")
         }
-        Some(ms) => (ms * 1e6) as u64,
+        Some(ms) => (ms * 1e6).round() as u64,
         None => 0,
     };
     kernel::require_privileges()?;

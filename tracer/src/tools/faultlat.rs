@@ -69,7 +69,11 @@ fn run(m: &ArgMatches) -> Result<()> {
     }
     loaded.report_hooks(TOOL.name, a.out.verbose);
 
-    let mut reader = HistReader::<FaultGroup>::default();
+    // Without -P, slot 0 holds minor and slot 1 major faults.
+    let mut reader = HistReader::new(|slot| FaultGroup {
+        tgid: 0,
+        major: slot,
+    });
     run::periodic(
         a.interval.schedule(),
         run::Start::new("page faults"),

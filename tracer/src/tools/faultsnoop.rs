@@ -50,7 +50,7 @@ fn run(m: &ArgMatches) -> Result<()> {
         Some(us) if !(us >= 0.0 && us.is_finite()) => {
             bail!("--min-latency must be a number of microseconds >= 0")
         }
-        Some(us) => (us * 1e3) as u64,
+        Some(us) => (us * 1e3).round() as u64,
         None => 0,
     };
     kernel::require_privileges()?;

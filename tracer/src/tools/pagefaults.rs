@@ -1,10 +1,10 @@
 //! pagefaults: page faults per process every interval (top-like), counted in the
 //! kernel: minor/major and user/kernel mode.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
-use tracer_common::pagefaults::ProcFaults;
+use tracer_common::pagefaults::{ProcCache, ProcFaults};
 
 use super::Tool;
 use crate::core::{
@@ -56,13 +56,53 @@ impl Tally for ProcFaults {
     }
     fn minus(&self, e: &Self) -> Self {
         ProcFaults {
-            minor: self.minor - e.minor,
-            major: self.major - e.major,
-            user: self.user - e.user,
-            kernel: self.kernel - e.kernel,
+            // Saturating: a read racing with a cache flush can see a total dip
+            // once; the next read makes up for it.
+            minor: self.minor.saturating_sub(e.minor),
+            major: self.major.saturating_sub(e.major),
+            user: self.user.saturating_sub(e.user),
+            kernel: self.kernel.saturating_sub(e.kernel),
             comm: self.comm,
         }
     }
+}
+
+/// This interval's counts per process: PROCS plus what the per-CPU caches hold
+/// (the map is read first, so a flush in between is missed once, never doubled).
+fn read(
+    ebpf: &mut aya::Ebpf,
+    deltas: &mut Deltas<u32, ProcFaults>,
+) -> Result<Vec<(u32, ProcFaults)>> {
+    use std::collections::{HashMap, HashSet};
+
+    use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+    let mut totals: HashMap<u32, ProcFaults> = HashMap::new();
+    {
+        let procs: PerCpuHashMap<&MapData, u32, ProcFaults> =
+            PerCpuHashMap::try_from(ebpf.map("PROCS").context("PROCS map missing")?)?;
+        for entry in procs.iter() {
+            let (tgid, per_cpu) = entry?;
+            let t = totals.entry(tgid).or_default();
+            per_cpu.iter().for_each(|v| t.add(v));
+        }
+    }
+    let mut cached = HashSet::new();
+    {
+        let cache: PerCpuArray<&MapData, ProcCache> =
+            PerCpuArray::try_from(ebpf.map("CACHE").context("CACHE map missing")?)?;
+        for c in cache.get(&0, 0)?.iter().filter(|c| c.tgid != 0) {
+            totals.entry(c.tgid).or_default().add(&c.counts);
+            cached.insert(c.tgid);
+        }
+    }
+    let (changed, idle) =
+        deltas.update_keeping(totals.into_iter().collect(), |tgid| cached.contains(tgid));
+    let mut procs: PerCpuHashMap<&mut MapData, u32, ProcFaults> =
+        PerCpuHashMap::try_from(ebpf.map_mut("PROCS").context("PROCS map missing")?)?;
+    for tgid in idle {
+        let _ = procs.remove(&tgid);
+    }
+    Ok(changed)
 }
 
 fn run(m: &ArgMatches) -> Result<()> {
@@ -85,7 +125,7 @@ fn run(m: &ArgMatches) -> Result<()> {
     let mut deltas = Deltas::<u32, ProcFaults>::default();
     let clear = !a.no_clear && !a.out.json;
     run::periodic(schedule, run::Start::new("page faults"), |last| {
-        let mut rows = deltas.read_percpu(&mut loaded.ebpf, "PROCS")?;
+        let mut rows = read(&mut loaded.ebpf, &mut deltas)?;
         rows.sort_by_key(|(pid, v)| (std::cmp::Reverse(v.minor + v.major), *pid));
         rows.truncate(a.rows as usize);
         // The name now (after an exec) beats the one seen at the first fault.

@@ -1,0 +1,99 @@
+//! Direct-mapped in-flight tables (see tracer_common::Slot): the start of every
+//! timed operation (a block request, a page fault) is kept in an array slot chosen
+//! by hashing its key, so the common path costs array accesses only; a key whose
+//! slot is held by another live key goes to an overflow LRU hash map, and the slot
+//! counts such spills so lookups consult the overflow map only when needed.
+//! Updates of a slot from two CPUs at once (two keys hashing to one slot, at the
+//! same moment) can lose an entry; its end event is then counted as unmatched.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    maps::{Array, LruHashMap, PerCpuArray},
+};
+use tracer_common::{STALE_NS, Slot, counters::Counter};
+
+use crate::count;
+
+/// What the table needs to know about values.
+pub trait Entry: Copy {
+    /// Creation time, to recognise stale entries.
+    fn stamp(&self) -> u64;
+}
+
+pub struct Table<'a, K: 'static, V: 'static> {
+    pub slots: &'a Array<Slot<K, V>>,
+    pub overflow: &'a LruHashMap<K, V>,
+    pub counters: &'a PerCpuArray<u64>,
+}
+
+impl<K: Copy + PartialEq + Default, V: Entry> Table<'_, K, V> {
+    /// The slot at `index`, as a raw pointer: the kernel owns the memory and
+    /// other CPUs may write it (see the module comment).
+    #[inline(always)]
+    fn slot(&self, index: u32) -> Option<*mut Slot<K, V>> {
+        self.slots.get_ptr_mut(index)
+    }
+
+    /// The entry of `key` (whose slot is `index`), if any.
+    #[inline(always)]
+    pub fn find(&self, key: &K, index: u32) -> Option<*mut V> {
+        // SAFETY: array value pointer; entries are plain data.
+        let s = unsafe { &mut *self.slot(index)? };
+        if s.key == *key {
+            return Some(&mut s.value);
+        }
+        if s.spill == 0 {
+            return None;
+        }
+        self.overflow.get_ptr_mut(key)
+    }
+
+    /// Stores `value` for `key`, replacing any entry it had in its slot; returns
+    /// where it went.
+    #[inline(always)]
+    pub fn insert(&self, key: &K, index: u32, value: &V, now: u64) -> Option<*mut V> {
+        // SAFETY: array value pointer; entries are plain data.
+        let s = unsafe { &mut *self.slot(index)? };
+        if s.key == *key {
+            // Its previous entry never ended (e.g. a fault that failed).
+            count(self.counters, Counter::Replaced);
+            s.value = *value;
+            return Some(&mut s.value);
+        }
+        let free = s.key == K::default();
+        if free || now.saturating_sub(s.value.stamp()) > STALE_NS {
+            if !free {
+                count(self.counters, Counter::Replaced);
+            }
+            s.key = *key;
+            s.value = *value;
+            return Some(&mut s.value);
+        }
+        if self.overflow.insert(key, value, BPF_ANY as u64).is_err() {
+            count(self.counters, Counter::MapFull);
+            return None;
+        }
+        s.spill += 1;
+        self.overflow.get_ptr_mut(key)
+    }
+
+    /// Takes the entry of `key` out of the table.
+    #[inline(always)]
+    pub fn take(&self, key: &K, index: u32) -> Option<V> {
+        // SAFETY: array value pointer; entries are plain data.
+        let s = unsafe { &mut *self.slot(index)? };
+        if s.key == *key {
+            s.key = K::default();
+            return Some(s.value);
+        }
+        if s.spill == 0 {
+            return None;
+        }
+        let p = self.overflow.get_ptr(key)?;
+        // SAFETY: map value pointer from a successful lookup.
+        let v = unsafe { *p };
+        let _ = self.overflow.remove(key);
+        s.spill = s.spill.saturating_sub(1);
+        Some(v)
+    }
+}
