@@ -560,3 +560,30 @@ fn run_vm(code: &[u8], repeat: u32) -> anyhow::Result<GuestRun> {
     out.hlt = true;
     Ok(out)
 }
+
+/// An idle VM with vCPU 0, held open so that the calling process is a VM in
+/// /proc (for tools that check their -p argument) before a guest runs.
+pub struct HeldVm {
+    _vcpu: OwnedFd,
+    _vm: OwnedFd,
+}
+
+pub fn hold_vm() -> anyhow::Result<HeldVm> {
+    let kvm = open_kvm().map_err(anyhow::Error::msg)?;
+    let vm = owned_fd(ioctl_val(
+        kvm.as_raw_fd(),
+        KVM_CREATE_VM,
+        0,
+        "KVM_CREATE_VM",
+    )?);
+    let vcpu = owned_fd(ioctl_val(
+        vm.as_raw_fd(),
+        KVM_CREATE_VCPU,
+        0,
+        "KVM_CREATE_VCPU",
+    )?);
+    Ok(HeldVm {
+        _vcpu: vcpu,
+        _vm: vm,
+    })
+}

@@ -7,46 +7,36 @@
 pub enum Counter {
     /// Records that did not fit in the ring buffer.
     Lost = 0,
-    /// End events (completion, fault end) with no start recorded.
+    /// End events (completion, fault end) with no start recorded (e.g. started
+    /// before tracing did, or their start was displaced).
     Unmatched = 1,
-    /// Starts recorded in an in-flight map.
-    Started = 2,
-    /// Starts matched by their end event.
-    Matched = 3,
     /// Hash map inserts that failed (map full).
-    MapFull = 4,
+    MapFull = 2,
     /// Events whose submitting task was not seen (attributed to the task at issue).
-    Unattributed = 5,
-    /// A start found its key already in flight (the older start was replaced).
-    Replaced = 6,
-    /// Tool-specific.
-    Other = 7,
+    Unattributed = 3,
+    /// A start whose previous entry never ended was replaced (a failed fault, a
+    /// requeued request, a stale in-flight slot).
+    Replaced = 4,
 }
 
-pub const NUM_COUNTERS: u32 = 8;
+pub const NUM_COUNTERS: u32 = 5;
 
 impl Counter {
     pub const ALL: [Counter; NUM_COUNTERS as usize] = [
         Counter::Lost,
         Counter::Unmatched,
-        Counter::Started,
-        Counter::Matched,
         Counter::MapFull,
         Counter::Unattributed,
         Counter::Replaced,
-        Counter::Other,
     ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Counter::Lost => "lost",
             Counter::Unmatched => "unmatched",
-            Counter::Started => "started",
-            Counter::Matched => "matched",
             Counter::MapFull => "map_full",
             Counter::Unattributed => "unattributed",
             Counter::Replaced => "replaced",
-            Counter::Other => "other",
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod biotop;
 pub mod bitesize;
 pub mod faultlat;
 pub mod faultsnoop;
+pub mod kvmexits;
 pub mod pagefaults;
 
 /// Asserts a shared type's size at compile time.

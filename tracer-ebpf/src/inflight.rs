@@ -97,3 +97,9 @@ impl<K: Copy + PartialEq + Default, V: Entry> Table<'_, K, V> {
         Some(v)
     }
 }
+
+impl Entry for tracer_common::kvmexits::Pending {
+    fn stamp(&self) -> u64 {
+        self.ts
+    }
+}

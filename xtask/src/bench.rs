@@ -507,6 +507,49 @@ fn faults(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
     )
 }
 
+// ---- KVM exits ----
+
+fn kvm(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
+    let guest = build_helper("tiny-guest")?;
+    const OUTS: u64 = 100_000;
+    let configs = vec![
+        Config {
+            name: "no tracing".into(),
+            tracing: Tracing::None,
+        },
+        tracer("tracer kvmexits", &["kvmexits"]),
+        tracer("tracer kvmexits --latency", &["kvmexits", "--latency"]),
+        bpftrace(
+            "bpftrace kvm_pio count by comm",
+            "tracepoint:kvm:kvm_pio { @[comm] = count(); }",
+        ),
+    ];
+    measure(
+        bin,
+        rounds,
+        Scenario {
+            title: &format!(
+                "KVM: a real-mode guest doing {OUTS} `out` instructions (one exit to the VMM each)"
+            ),
+            unit: "us",
+            ops: OUTS,
+            configs,
+            workload: Box::new(move || {
+                let t0 = Instant::now();
+                let st = Command::new(&guest)
+                    .args(["--outs", &OUTS.to_string()])
+                    .stdout(Stdio::null())
+                    .status()?;
+                if !st.success() {
+                    bail!("tiny-guest failed");
+                }
+                Ok(t0.elapsed().as_secs_f64() * 1e6 / OUTS as f64)
+            }),
+        },
+        report,
+    )
+}
+
 /// Builds a helper binary of the tests crate and returns its path.
 pub fn build_helper(name: &str) -> Result<PathBuf> {
     run_cmd(
@@ -559,6 +602,9 @@ pub fn run(bin: &Path, rounds: usize, only: &[String]) -> Result<()> {
     }
     if want("faults") {
         faults(bin, rounds, &mut report)?;
+    }
+    if want("kvm") {
+        kvm(bin, rounds, &mut report)?;
     }
     println!("{report}");
     let out = workspace_root().join("target/bench-report.md");

@@ -329,7 +329,6 @@ impl Loaded {
         if verbose {
             let mut parts: Vec<String> = Counter::ALL
                 .iter()
-                .filter(|c| **c != Counter::Other)
                 .map(|c| format!("{} {}", c.name(), counters[*c as usize]))
                 .collect();
             parts.extend(extra.iter().map(|(k, v)| format!("{k} {v}")));

@@ -81,6 +81,16 @@ impl Hist {
         })
     }
 
+    /// Adds another histogram's counts to this one.
+    pub fn merge(&mut self, other: &Hist) {
+        for (&b, &n) in &other.buckets {
+            *self.buckets.entry(b).or_default() += n;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+    }
+
     pub fn average(&self) -> u64 {
         self.sum.checked_div(self.count).unwrap_or(0)
     }

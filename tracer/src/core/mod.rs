@@ -8,6 +8,7 @@ pub mod ebpf;
 pub mod fault;
 pub mod hist;
 pub mod kernel;
+pub mod kvm;
 pub mod output;
 pub mod procmaps;
 pub mod run;

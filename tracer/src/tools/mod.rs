@@ -13,6 +13,7 @@ mod biotop;
 mod bitesize;
 mod faultlat;
 mod faultsnoop;
+mod kvmexits;
 mod pagefaults;
 
 /// A tool: its command line, its run function and the hooks it may use.
@@ -37,6 +38,7 @@ pub static TOOLS: &[&Tool] = &[
     &pagefaults::TOOL,
     &faultlat::TOOL,
     &faultsnoop::TOOL,
+    &kvmexits::TOOL,
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {
