@@ -161,8 +161,15 @@ impl Tracer {
     /// Starts `tracer <args>` and waits until it says it is tracing.
     #[track_caller]
     pub fn start(args: &[&str]) -> Tracer {
+        Tracer::start_with_env(args, &[])
+    }
+
+    /// Like `start`, with extra environment variables (e.g. TRACER_SKIP_HOOKS).
+    #[track_caller]
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
         let mut child = Command::new(tracer_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -205,3 +205,33 @@ fn min_latency_keeps_only_the_slow_ones() {
     );
     assert!((slow_rows.len() as u64) < N + M, "nothing was filtered");
 }
+
+#[test]
+fn bio_queue_fallback_attributes_the_same() {
+    require_tracing!();
+    // Kernels before 6.5 have no block_io_start: the submitter is then seen at
+    // block_bio_queue. Force that path here and expect the same rows.
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start_with_env(
+        &["biosnoop", "-d", &dev.name, "--json", "-v"],
+        &[("TRACER_SKIP_HOOKS", "block:block_io_start")],
+    );
+    block_workload(&dev, N, M);
+    let out = t.stop();
+    out.assert_success();
+    assert!(
+        out.stderr
+            .contains("tracepoint block:block_bio_queue -> block_submit (fallback"),
+        "{}",
+        out.stderr
+    );
+    let rows = rows_for(&out.json(), &dev.name);
+    assert_eq!(rows.len() as u64, N + M);
+    let comm = thread_comm();
+    assert!(
+        rows.iter()
+            .all(|r| r["pid"] == own_pid() && r["comm"] == comm.as_str()),
+        "{}",
+        out.stdout
+    );
+}

@@ -139,10 +139,23 @@ impl Choice {
 }
 
 impl HookChain {
-    /// Picks the first candidate the running kernel has.
+    /// Picks the first candidate the running kernel has. Hooks named in
+    /// TRACER_SKIP_HOOKS (comma-separated, e.g. `block:block_io_start`) are
+    /// passed over, so tests can exercise fallbacks on kernels that have the
+    /// preferred hook.
     pub fn choose(&self) -> Result<Choice> {
+        let skip = std::env::var("TRACER_SKIP_HOOKS").unwrap_or_default();
         let mut skipped = Vec::new();
         for hook in self.candidates {
+            let name = match hook {
+                Hook::Tracepoint { category, name } => format!("{category}:{name}"),
+                Hook::RawTracepoint { name } => name.to_string(),
+                Hook::PerfSoftware { event } => event.name().to_string(),
+            };
+            if skip.split(',').any(|s| s.trim() == name) {
+                skipped.push((*hook, "skipped by TRACER_SKIP_HOOKS".to_string()));
+                continue;
+            }
             match hook.probe() {
                 Ok(()) => {
                     return Ok(Choice {

@@ -331,6 +331,7 @@ fn run(m: &ArgMatches) -> Result<()> {
         deltas: Deltas::default(),
         hists: HistReader::default(),
         threads: HashMap::new(),
+        vm_names: HashMap::new(),
     };
     let what = if a.latency {
         "VM exits and their latency"
@@ -354,6 +355,8 @@ struct Report<'a> {
     hists: HistReader<LatGroup>,
     /// (pid, tid) → vCPU, from thread names (remembered after the thread exits).
     threads: HashMap<(u32, u32), Option<u32>>,
+    /// pid → VM name, remembered after the VM exits.
+    vm_names: HashMap<u32, String>,
 }
 
 /// Thread names the kernel side recorded, by tid.
@@ -442,6 +445,18 @@ impl Report<'_> {
             .map_or_else(|| format!("t{}", k.tid), |v| v.to_string())
     }
 
+    fn vm_name(&mut self, pid: u32) -> String {
+        let name = self
+            .vm_names
+            .entry(pid)
+            .or_insert_with(|| kvm::vm_name(pid));
+        if name.is_empty() {
+            "(exited)".into()
+        } else {
+            name.clone()
+        }
+    }
+
     fn report(&mut self, loaded: &mut Loaded) -> Result<()> {
         let counts = self.read_counts(loaded)?;
         let recorded = recorded_threads(loaded);
@@ -512,7 +527,7 @@ impl Report<'_> {
             let vcpus: Vec<Value> = rows
                 .iter()
                 .map(|((pid, vcpu), r)| {
-                    let mut v = json!({"pid": pid, "vm": kvm::vm_name(*pid), "vcpu": vcpu, "exits": r.exits, "inj": r.inj});
+                    let mut v = json!({"pid": pid, "vm": self.vm_name(*pid), "vcpu": vcpu, "exits": r.exits, "inj": r.inj});
                     for (c, name) in cols.iter().zip(col_names) {
                         v[name] = json!(r.columns.get(c).copied().unwrap_or(0));
                     }
@@ -563,7 +578,7 @@ impl Report<'_> {
             let c = |col: Column| r.columns.get(&col).copied().unwrap_or(0);
             println!(
                 "{pid:<7} {:<16.16} {vcpu:>5} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7} {:>7}",
-                kvm::vm_name(*pid),
+                self.vm_name(*pid),
                 r.exits,
                 c(Column::Halt),
                 c(Column::Irq),
