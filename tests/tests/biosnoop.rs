@@ -235,3 +235,47 @@ fn bio_queue_fallback_attributes_the_same() {
         out.stdout
     );
 }
+
+#[test]
+fn cgroup_filter_keeps_only_that_cgroup() {
+    require_tracing!();
+    let root = tracer_tests::sh("awk '$9 == \"cgroup2\" {print $5; exit}' /proc/self/mountinfo")
+        .trim()
+        .to_string();
+    assert!(!root.is_empty(), "no cgroup v2 mount");
+    let name = format!("tracer-test-{}", own_pid());
+    let dir = std::path::Path::new(&root).join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start(&["biosnoop", "-c", &name, "--json"]);
+    // A shell that joins the cgroup, then becomes dd: 50 writes from inside it.
+    let inside = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={} bs=4096 count=50 oflag=direct status=none",
+            dir.display(),
+            dev.path
+        ))
+        .status()
+        .unwrap();
+    assert!(inside.success());
+    block_workload(&dev, N, 0);
+    let out = t.stop();
+    out.assert_success();
+    // Everything reported comes from the cgroup's task (its exec may also read
+    // the dd binary from another disk); on our device, exactly its 50 writes.
+    let rows = out.json();
+    assert!(
+        rows.iter().all(|r| r["comm"] == "dd" || r["comm"] == "sh"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(rows_for(&rows, &dev.name).len(), 50, "{}", out.stdout);
+}
