@@ -19,6 +19,7 @@ use std::{
 use serde_json::Value;
 
 pub mod kvm;
+pub mod net;
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -9,6 +9,7 @@ pub mod block;
 pub mod counters;
 pub mod fault;
 pub mod hist;
+pub mod tcp;
 
 pub mod biolatency;
 pub mod biopattern;
@@ -19,6 +20,10 @@ pub mod faultlat;
 pub mod faultsnoop;
 pub mod kvmexits;
 pub mod pagefaults;
+pub mod tcpconnlat;
+pub mod tcpdrop;
+pub mod tcpretrans;
+pub mod tcprtt;
 
 /// Asserts a shared type's size at compile time.
 #[macro_export]

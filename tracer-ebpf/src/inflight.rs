@@ -103,3 +103,9 @@ impl Entry for tracer_common::kvmexits::Pending {
         self.ts
     }
 }
+
+impl Entry for tracer_common::tcpconnlat::ConnStart {
+    fn stamp(&self) -> u64 {
+        self.ts
+    }
+}

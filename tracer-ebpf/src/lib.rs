@@ -6,6 +6,7 @@
 pub mod block;
 pub mod fault;
 pub mod inflight;
+pub mod tcp;
 
 use aya_ebpf::{
     bindings::BPF_ANY,

@@ -64,6 +64,18 @@ enum Cmd {
         /// 6.1, 6.12 or all
         #[arg(long, default_value = "6.1")]
         kernel: String,
+        /// Only these test binaries (comma-separated names, e.g. kvmexits,faultlat)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// --test-threads for each test binary (default: the guest's 2 CPUs)
+        #[arg(long)]
+        test_threads: Option<usize>,
+        /// Limit per test binary inside the guest, in seconds
+        #[arg(long, default_value_t = 1800)]
+        binary_timeout: u64,
+        /// Extra arguments for every test binary (e.g. a test name filter)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -105,12 +117,31 @@ fn real_main() -> Result<()> {
             let bin = build_release()?;
             bench::run(&bin, rounds, &only)
         }
-        Cmd::VmTest { kernel } => {
+        Cmd::VmTest {
+            kernel,
+            only,
+            test_threads,
+            binary_timeout,
+            args,
+        } => {
+            if kernel != "all" && !vm::ALL.contains(&kernel.as_str()) {
+                eprintln!(
+                    "xtask: note: --kernel {kernel} is not one of {} (trying apt's linux-image-{kernel}*-amd64)",
+                    vm::ALL.join(", ")
+                );
+            }
             setup::build_prerequisites()?;
             setup::test_prerequisites()?;
+            setup::vm_prerequisites()?;
             let bin = build_release()?;
             let tests = build_integration_tests()?;
-            vm::run(&kernel, &bin, &tests)
+            let opts = vm::Options {
+                only,
+                test_threads,
+                binary_timeout: std::time::Duration::from_secs(binary_timeout),
+                test_args: args,
+            };
+            vm::run(&kernel, &bin, &tests, &opts)
         }
     }
 }

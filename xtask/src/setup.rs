@@ -203,3 +203,72 @@ pub fn bench_prerequisites() -> Result<()> {
     }
     apt_install(&["bpftrace", "bpftool"])
 }
+
+/// What `vm-test` needs on the host: qemu, kmod (depmod for the guest's modules),
+/// a static busybox (virtme-ng builds its initramfs from it) and virtme-ng.
+/// The kernels themselves are fetched by `vm::ensure_kernel`.
+pub fn vm_prerequisites() -> Result<()> {
+    let needed = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("depmod", "kmod"),
+        ("modprobe", "kmod"),
+        ("dpkg-deb", "dpkg"),
+    ];
+    let mut missing: Vec<&str> = needed
+        .iter()
+        .filter(|(cmd, _)| !have_command(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    // virtme-ng looks for busybox-static, busybox.static, then busybox.
+    if !["busybox-static", "busybox.static", "busybox"]
+        .iter()
+        .any(|b| have_command(b))
+    {
+        missing.push("busybox-static");
+    }
+    missing.dedup();
+    if missing.is_empty() {
+        step("qemu, kmod, busybox", "present");
+    } else {
+        apt_install(&missing)?;
+    }
+
+    match output("vng", &["--version"]) {
+        Some(v) => {
+            let v = v.trim();
+            if v.contains(VIRTME_NG_VERSION) {
+                step("virtme-ng", &format!("present ({v})"));
+            } else {
+                step(
+                    "virtme-ng",
+                    &format!("present ({v}; {VIRTME_NG_VERSION} is the version verified here)"),
+                );
+            }
+        }
+        None => {
+            step(
+                "virtme-ng",
+                &format!("missing, installing {VIRTME_NG_VERSION} with pip"),
+            );
+            let spec = format!("virtme-ng=={VIRTME_NG_VERSION}");
+            let pip = |extra: &[&str]| {
+                Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet"])
+                    .args(extra)
+                    .arg(&spec)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            // Debian's own python refuses system-wide pip installs (PEP 668).
+            if !pip(&[]) && !pip(&["--break-system-packages"]) {
+                bail!("pip install {spec} failed; install it by hand");
+            }
+            if output("vng", &["--version"]).is_none() {
+                bail!("virtme-ng installed but `vng` is not on PATH (pip's script directory)");
+            }
+        }
+    }
+    Ok(())
+}
+
+const VIRTME_NG_VERSION: &str = "1.42";

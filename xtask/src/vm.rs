@@ -1,8 +1,1144 @@
-//! Kernel matrix under qemu (filled in below).
-use std::path::{Path, PathBuf};
+//! `cargo xtask vm-test --kernel 6.1|6.12|all`: the integration tests inside
+//! Debian kernels booted under qemu (software emulation, `-cpu max`, which
+//! emulates SVM so that `kvm_amd` loads and `kvm:kvm_exit` fires) with virtme-ng.
+//!
+//! The guest sees this machine's root filesystem read-only, so the host-built
+//! binaries run as they are. They are copied to target/vm-test/stage first (the
+//! release binary may be rebuilt while a guest runs). A generated script
+//! (target/vm-test/<kernel>/guest.sh) loads the modules the tests need, records
+//! `tracer doctor --json` and kvmexits' backend, and runs each test binary with
+//! TRACER_BIN and CI=true, framing everything with `@@VMTEST` marker lines that
+//! the host parses from the console. Kernel messages are kept off the console
+//! while the script runs (`dmesg -n 1`), so markers stay whole; the dmesg of a
+//! failing binary is printed after it.
+//!
+//! Kernels are fetched with `apt-get download` (the newest `linux-image-<series>`
+//! for amd64 that apt offers), extracted with `dpkg-deb -x` and cached under
+//! target/vm-kernels. virtme-ng takes the modules from the extracted tree
+//! (`<tree>/lib/modules/<release>`, found from the kernel image's path and linked
+//! to /lib/modules/<release> inside the guest), so nothing is installed on the host.
+//!
+//! Results: a table per kernel (test binary, the hooks each tool chose on that
+//! kernel, pass/fail/not offered, time), printed and written to
+//! target/vm-test-<kernel>.md, with an excerpt of every failure; the full console
+//! is target/vm-test/<kernel>/console.log and each binary's output
+//! target/vm-test/<kernel>/<binary>.log.
 
-use anyhow::{Result, bail};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
-pub fn run(_kernel: &str, _bin: &Path, _tests: &[PathBuf]) -> Result<()> {
-    bail!("vm-test is not written yet")
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::{kernel_release, workspace_root};
+
+/// The kernel series `--kernel all` runs.
+pub const ALL: &[&str] = &["6.1", "6.12"];
+
+const MARK: &str = "@@VMTEST";
+
+/// Modules the tests need, loaded in the guest when not built in.
+const MODULES: &[&str] = &[
+    "loop",
+    "ext4",
+    "nf_tables",
+    "nft_numgen",
+    "nft_ct",
+    "veth",
+    "kvm_amd",
+];
+
+pub struct Options {
+    /// Only these test binaries (by name, e.g. `kvmexits`).
+    pub only: Vec<String>,
+    /// `--test-threads` for every test binary (libtest's default: the guest's CPUs).
+    pub test_threads: Option<usize>,
+    /// Per test binary, inside the guest.
+    pub binary_timeout: Duration,
+    /// Extra arguments for every test binary (e.g. a test name filter).
+    pub test_args: Vec<String>,
+}
+
+fn step(what: &str) {
+    eprintln!("xtask vm-test: {what}");
+}
+
+pub fn run(kernel: &str, bin: &Path, tests: &[PathBuf], opts: &Options) -> Result<()> {
+    let series: Vec<&str> = if kernel == "all" {
+        ALL.to_vec()
+    } else {
+        vec![kernel]
+    };
+    let stage = stage_binaries(bin, tests, &opts.only)?;
+    let mut outcomes = Vec::new();
+    for s in &series {
+        let k = ensure_kernel(s)?;
+        let run = boot_and_test(s, &k, &stage, opts)?;
+        let report = report(s, &k, &run, &stage);
+        println!("\n{report}");
+        let md = workspace_root().join(format!("target/vm-test-{s}.md"));
+        fs::write(&md, &report).with_context(|| format!("writing {}", md.display()))?;
+        step(&format!("{s}: report written to {}", md.display()));
+        if !run.ok() {
+            show_failures(s, &run);
+        }
+        outcomes.push((s.to_string(), run));
+    }
+    if outcomes.len() > 1 {
+        println!("\n{}", matrix(&outcomes, &stage));
+    }
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, r)| !r.ok())
+        .map(|(s, r)| format!("{s} ({})", r.verdict()))
+        .collect();
+    for (s, r) in &outcomes {
+        step(&format!(
+            "{s}: {} in {} s (boot {} s)",
+            r.verdict(),
+            r.wall.as_secs(),
+            r.boot.map_or("?".into(), |b| b.as_secs().to_string())
+        ));
+    }
+    if !failed.is_empty() {
+        bail!("vm-test failed on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Binaries
+
+struct Stage {
+    tracer: PathBuf,
+    /// (name, staged path), in the order they run.
+    tests: Vec<(String, PathBuf)>,
+}
+
+/// `biolatency-0123456789abcdef` -> `biolatency`.
+fn test_name(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match file.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => file,
+    }
+}
+
+/// Copies the tracer binary, the test executables and their helper binaries
+/// (found next to the test executables' deps/ directory) to target/vm-test/stage,
+/// keeping that layout.
+fn stage_binaries(bin: &Path, tests: &[PathBuf], only: &[String]) -> Result<Stage> {
+    let dir = workspace_root().join("target/vm-test/stage");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir.join("deps"))?;
+    let copy = |from: &Path, to: &Path| {
+        fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+    };
+    let tracer = dir.join("tracer");
+    copy(bin, &tracer)?;
+    let mut staged = Vec::new();
+    let mut helpers_from = None;
+    for t in tests {
+        let name = test_name(t);
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        let to = dir.join("deps").join(t.file_name().context("test path")?);
+        copy(t, &to)?;
+        staged.push((name, to));
+        helpers_from = t.parent().and_then(Path::parent).map(Path::to_path_buf);
+    }
+    if staged.is_empty() {
+        let names: Vec<String> = tests.iter().map(|t| test_name(t)).collect();
+        bail!(
+            "no test binary selected (--only {}); there are: {}",
+            only.join(","),
+            names.join(", ")
+        );
+    }
+    staged.sort();
+    if let Some(from) = helpers_from {
+        // The helper binaries of tracer-tests (src/bin): executables next to deps/.
+        for entry in fs::read_dir(&from)?.flatten() {
+            let p = entry.path();
+            let is_exec = fs::metadata(&p).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt as _;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            });
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_exec && name != "tracer" && !name.contains('.') {
+                copy(&p, &dir.join(&name))?;
+            }
+        }
+    }
+    step(&format!(
+        "staged tracer and {} test binaries in {}",
+        staged.len(),
+        dir.display()
+    ));
+    Ok(Stage {
+        tracer,
+        tests: staged,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Kernels
+
+struct Kernel {
+    package: String,
+    release: String,
+    vmlinuz: PathBuf,
+}
+
+/// The numbers in a package name, for ordering versions (6.12.9 < 6.12.117).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0))
+        .collect()
+}
+
+/// Whether `pkg` is the generic amd64 image of `series`: linux-image-6.1.0-56-amd64,
+/// linux-image-6.12.117+deb12-amd64; not -cloud, -rt, -unsigned or -dbg.
+fn is_series_image(pkg: &str, series: &str) -> bool {
+    let Some(rest) = pkg.strip_prefix("linux-image-") else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix(series) else {
+        return false;
+    };
+    let Some(mid) = rest.strip_suffix("-amd64") else {
+        return false;
+    };
+    // 6.1: ".0-56"; 6.12: ".117+deb12". The ABI part after ".0-" has no dash.
+    let mid = mid.strip_prefix(".0-").or_else(|| mid.strip_prefix('.'));
+    mid.is_some_and(|m| {
+        m.starts_with(|c: char| c.is_ascii_digit()) && !m.contains('-') && !m.contains("dbg")
+    })
+}
+
+fn apt_candidates(series: &str) -> Vec<String> {
+    let out = Command::new("apt-cache")
+        .args(["pkgnames", "linux-image-"])
+        .output();
+    let mut names: Vec<String> = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter(|p| is_series_image(p, series))
+        .map(str::to_string)
+        .collect();
+    names.sort_by_key(|n| version_key(n));
+    names
+}
+
+/// The extracted kernel image in `tree`, if extraction finished.
+fn extracted(tree: &Path) -> Option<(String, PathBuf)> {
+    let entries = fs::read_dir(tree.join("boot")).ok()?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            return Some((release.to_string(), e.path()));
+        }
+    }
+    None
+}
+
+/// The newest Debian kernel of `series`, downloaded and extracted once under
+/// target/vm-kernels (reused as long as apt offers nothing newer).
+fn ensure_kernel(series: &str) -> Result<Kernel> {
+    let dir = workspace_root().join("target/vm-kernels");
+    fs::create_dir_all(&dir)?;
+    let mut names = apt_candidates(series);
+    if names.is_empty() {
+        step("no package lists with kernels yet: apt-get update");
+        let _ = Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        names = apt_candidates(series);
+    }
+    let package = match names.last() {
+        Some(p) => p.clone(),
+        None => {
+            // Offline: any kernel of this series cached before.
+            let mut cached: Vec<String> = fs::read_dir(&dir)?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| is_series_image(n, series) && extracted(&dir.join(n)).is_some())
+                .collect();
+            cached.sort_by_key(|n| version_key(n));
+            match cached.pop() {
+                Some(p) => p,
+                None => bail!(
+                    "apt offers no linux-image-{series}*-amd64 (checked `apt-cache pkgnames linux-image-`); \
+                     known series: {}",
+                    ALL.join(", ")
+                ),
+            }
+        }
+    };
+    let tree = dir.join(&package);
+    if extracted(&tree).is_none() {
+        let deb = fs::read_dir(&dir)?.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .is_some_and(|f| f.starts_with(&format!("{package}_")) && f.ends_with(".deb"))
+        });
+        let deb = match deb {
+            Some(d) => {
+                step(&format!("{series}: {package}: cached {}", d.display()));
+                d
+            }
+            None => {
+                step(&format!(
+                    "{series}: downloading {package} (apt-get download) into {}",
+                    dir.display()
+                ));
+                crate::run(
+                    Command::new("apt-get")
+                        .arg("download")
+                        .arg(&package)
+                        .current_dir(&dir),
+                )
+                .with_context(|| format!("apt-get download {package}"))?;
+                fs::read_dir(&dir)?
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .is_some_and(|f| {
+                                f.starts_with(&format!("{package}_")) && f.ends_with(".deb")
+                            })
+                    })
+                    .context("apt-get download left no .deb")?
+            }
+        };
+        step(&format!(
+            "{series}: extracting {} (dpkg-deb -x)",
+            deb.display()
+        ));
+        let partial = dir.join(format!("{package}.partial"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial)?;
+        }
+        crate::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+        fs::rename(&partial, &tree)?;
+    }
+    let (release, vmlinuz) =
+        extracted(&tree).with_context(|| format!("no boot/vmlinuz-* in {}", tree.display()))?;
+    // Debian's packages leave modules.dep to their postinst; the guest's modprobe
+    // needs it (virtme-ng would run depmod on every boot otherwise).
+    let moddir = tree.join("lib/modules").join(&release);
+    if !moddir.join("modules.dep").exists() {
+        step(&format!("{series}: depmod for {}", moddir.display()));
+        crate::run(
+            Command::new("depmod")
+                .arg("-a")
+                .arg("-b")
+                .arg(&tree)
+                .arg(&release),
+        )?;
+    }
+    step(&format!(
+        "{series}: kernel {release} ({package}), modules from {}",
+        moddir.display()
+    ));
+    Ok(Kernel {
+        package,
+        release,
+        vmlinuz,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The guest
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn guest_script(stage: &Stage, opts: &Options) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"#!/bin/bash
+# Generated by `cargo xtask vm-test`: runs inside the guest, as root.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+M={MARK}
+T={tracer}
+TMO={timeout}
+echo "$M START $(uname -r)"
+# Keep kernel messages off the console so that marker lines stay whole.
+dmesg -n 1 2>/dev/null
+grep -q ' /sys/kernel/tracing tracefs ' /proc/mounts || mount -t tracefs nodev /sys/kernel/tracing
+grep -q ' /sys/kernel/tracing tracefs ' /proc/mounts && echo "$M TRACEFS mounted" || echo "$M TRACEFS missing"
+for m in {modules}; do
+  if [ -e /sys/module/$m ]; then s=present
+  elif modprobe $m 2>/dev/null; then s=loaded
+  else s=unavailable; fi
+  echo "$M MODULE $m $s"
+done
+[ -c /dev/kvm ] && echo "$M DEVKVM yes" || echo "$M DEVKVM no"
+echo "$M DOCTOR $("$T" doctor --json 2>&1 | tr -d '\n')"
+timeout 120 "$T" kvmexits -v 1 1 2>&1 >/dev/null | sed "s/^/$M KVMEXITS /"
+run() {{
+  name=$1; shift
+  echo "$M BEGIN $name"
+  dmesg -C 2>/dev/null
+  start=$SECONDS
+  (cd /tmp && TRACER_BIN="$T" CI=true timeout -k 10 "$TMO" "$@" </dev/null 2>&1)
+  rc=$?
+  echo
+  echo "$M END $name rc=$rc secs=$((SECONDS - start))"
+  if [ "$rc" -ne 0 ]; then
+    echo "$M DMESG $name"
+    dmesg | tail -n 60
+    echo "$M DMESG-END $name"
+  fi
+}}"#,
+        tracer = quote(&stage.tracer.to_string_lossy()),
+        timeout = opts.binary_timeout.as_secs(),
+        modules = MODULES.join(" "),
+    );
+    for (name, path) in &stage.tests {
+        // The console is a tty: without --color never, libtest colours its verdicts.
+        let mut args = vec![quote(&path.to_string_lossy()), "--color=never".into()];
+        if let Some(n) = opts.test_threads {
+            args.push(format!("--test-threads={n}"));
+        }
+        args.extend(opts.test_args.iter().map(|a| quote(a)));
+        let _ = writeln!(s, "run {name} {}", args.join(" "));
+    }
+    let _ = writeln!(s, "echo \"$M DONE\"");
+    s
+}
+
+#[derive(Default)]
+struct BinResult {
+    name: String,
+    rc: Option<i32>,
+    secs: Option<u64>,
+    output: Vec<String>,
+    dmesg: Vec<String>,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    /// Tests reported FAILED.
+    failures: Vec<String>,
+}
+
+impl BinResult {
+    fn ok(&self) -> bool {
+        self.rc == Some(0)
+    }
+
+    fn parse_output(&mut self) {
+        for l in &self.output {
+            if let Some(rest) = l.strip_prefix("test ")
+                && let Some((name, status)) = rest.rsplit_once(" ... ")
+            {
+                if status.trim() == "FAILED" {
+                    self.failures.push(name.to_string());
+                }
+            }
+            // "test result: FAILED. 3 passed; 1 failed; 0 ignored; ..."
+            if let Some(rest) = l.strip_prefix("test result: ") {
+                for part in rest.split(['.', ';']) {
+                    let mut w = part.split_whitespace();
+                    if let (Some(n), Some(what)) = (w.next(), w.next())
+                        && let Ok(n) = n.parse::<u64>()
+                    {
+                        match what {
+                            "passed" => self.passed += n,
+                            "failed" => self.failed += n,
+                            "ignored" => self.ignored += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn result(&self) -> String {
+        let total = self.passed + self.failed;
+        match self.rc {
+            Some(0) => format!("pass ({}/{total})", self.passed),
+            Some(124) | Some(137) => {
+                format!("FAIL: timed out ({} passed before)", self.passed)
+            }
+            Some(_) if self.failed > 0 => format!(
+                "FAIL ({} of {total}: {})",
+                self.failed,
+                self.failures.join(", ")
+            ),
+            Some(rc) => format!("FAIL (exit {rc})"),
+            None => "FAIL: no result (guest stopped)".into(),
+        }
+    }
+
+    /// libtest's `---- name stdout ----` section of a failed test.
+    fn failure_excerpt(&self, test: &str) -> Vec<String> {
+        let head = format!("---- {test} stdout ----");
+        let Some(start) = self.output.iter().position(|l| l.trim() == head) else {
+            return Vec::new();
+        };
+        self.output[start..]
+            .iter()
+            .skip(1)
+            .take_while(|l| !l.starts_with("---- ") && l.trim() != "failures:")
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct GuestRun {
+    release: Option<String>,
+    tracefs: Option<String>,
+    modules: Vec<(String, String)>,
+    devkvm: Option<String>,
+    doctor: Option<Value>,
+    doctor_raw: Option<String>,
+    kvmexits: Vec<String>,
+    bins: Vec<BinResult>,
+    done: bool,
+    timed_out: bool,
+    wall: Duration,
+    boot: Option<Duration>,
+    console: PathBuf,
+    tail: Vec<String>,
+}
+
+impl GuestRun {
+    fn ok(&self) -> bool {
+        self.done && self.bins.iter().all(BinResult::ok)
+    }
+
+    fn verdict(&self) -> String {
+        if self.timed_out {
+            return "guest timed out".into();
+        }
+        if !self.done && self.release.is_none() {
+            return "guest did not start the tests".into();
+        }
+        let failed = self.bins.iter().filter(|b| !b.ok()).count();
+        let mut v = if failed == 0 {
+            format!("{} test binaries passed", self.bins.len())
+        } else {
+            format!("{failed} of {} test binaries failed", self.bins.len())
+        };
+        if !self.done {
+            v.push_str(", guest stopped before the end");
+        }
+        v
+    }
+
+    fn kvm_backend(&self) -> Option<String> {
+        self.kvmexits
+            .iter()
+            .find_map(|l| l.strip_prefix("kvmexits: backend: "))
+            .map(str::to_string)
+    }
+
+    fn marker(&mut self, rest: &str, started: Instant) {
+        let (kind, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+        match kind {
+            "START" => {
+                self.release = Some(arg.trim().to_string());
+                self.boot = Some(started.elapsed());
+            }
+            "TRACEFS" => self.tracefs = Some(arg.trim().to_string()),
+            "MODULE" => {
+                if let Some((m, s)) = arg.split_once(' ') {
+                    self.modules.push((m.to_string(), s.trim().to_string()));
+                }
+            }
+            "DEVKVM" => self.devkvm = Some(arg.trim().to_string()),
+            "DOCTOR" => {
+                self.doctor_raw = Some(arg.to_string());
+                self.doctor = serde_json::from_str(arg.trim()).ok();
+            }
+            "KVMEXITS" => self.kvmexits.push(arg.trim().to_string()),
+            "BEGIN" => self.bins.push(BinResult {
+                name: arg.trim().to_string(),
+                ..Default::default()
+            }),
+            "END" => {
+                if let Some(b) = self.bins.last_mut() {
+                    for w in arg.split_whitespace() {
+                        if let Some(v) = w.strip_prefix("rc=") {
+                            b.rc = v.parse().ok();
+                        } else if let Some(v) = w.strip_prefix("secs=") {
+                            b.secs = v.parse().ok();
+                        }
+                    }
+                    b.parse_output();
+                }
+            }
+            "DONE" => self.done = true,
+            _ => {}
+        }
+    }
+}
+
+enum Line {
+    Out(String),
+    Err(String),
+}
+
+fn boot_and_test(series: &str, k: &Kernel, stage: &Stage, opts: &Options) -> Result<GuestRun> {
+    let root = workspace_root();
+    let work = root.join("target/vm-test").join(series);
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let tmp = work.join("tmp");
+    fs::create_dir_all(&tmp)?;
+    let script = work.join("guest.sh");
+    fs::write(&script, guest_script(stage, opts))?;
+    let console_path = work.join("console.log");
+    let mut console = fs::File::create(&console_path)?;
+
+    let mut cmd = Command::new("vng");
+    cmd.arg("--run")
+        .arg(&k.vmlinuz)
+        .args([
+            "--disable-kvm",
+            "--memory",
+            "2G",
+            "--cpus",
+            "2",
+            "--verbose",
+            "--qemu-opts=-cpu max",
+            // virtiofsd does not start here (vng waits for it, then falls back to 9p).
+            "--force-9p",
+            "--",
+        ])
+        .arg(format!("bash {}", quote(&script.to_string_lossy())))
+        .current_dir(&root)
+        // virtme-ng's temporary files (initramfs) stay under target/.
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a timeout stops vng and qemu together.
+        .process_group(0);
+    step(&format!(
+        "{series}: booting {} under qemu (software emulation); console: {}",
+        k.release,
+        console_path.display()
+    ));
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("starting vng (virtme-ng)")?;
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    let mut readers = Vec::new();
+    let out = child.stdout.take().context("vng stdout")?;
+    let err = child.stderr.take().context("vng stderr")?;
+    for (stream, is_err) in [
+        (Box::new(out) as Box<dyn std::io::Read + Send>, false),
+        (Box::new(err), true),
+    ] {
+        let tx = tx.clone();
+        readers.push(thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']));
+                let _ = tx.send(if is_err {
+                    Line::Err(line)
+                } else {
+                    Line::Out(line)
+                });
+                buf.clear();
+            }
+        }));
+    }
+    drop(tx);
+
+    // Boot and setup take about a minute; each binary has its own limit inside.
+    let limit = Duration::from_secs(600)
+        + (opts.binary_timeout + Duration::from_secs(60)) * stage.tests.len() as u32;
+    let deadline = started + limit;
+    let mut run = GuestRun {
+        console: console_path.clone(),
+        ..Default::default()
+    };
+    let mut in_bin = false;
+    let mut in_dmesg = false;
+    let mut tail: Vec<String> = Vec::new();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            run.timed_out = true;
+            step(&format!(
+                "{series}: no end after {} s: stopping the guest",
+                limit.as_secs()
+            ));
+            // SAFETY: signals the process group we created for vng and qemu.
+            unsafe { libc::killpg(pid, libc::SIGTERM) };
+            thread::sleep(Duration::from_secs(5));
+            // SAFETY: as above.
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+            break;
+        }
+        let line = match rx.recv_timeout(deadline - now) {
+            Ok(l) => l,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let (line, is_err) = match line {
+            Line::Out(l) => (l, false),
+            Line::Err(l) => (l, true),
+        };
+        let _ = writeln!(console, "{line}");
+        tail.push(line.clone());
+        if tail.len() > 200 {
+            tail.drain(..100);
+        }
+        if let Some(pos) = line.find(MARK) {
+            let rest = line[pos + MARK.len()..].trim_start();
+            if pos > 0 {
+                // Output without a final newline, then the marker.
+                if let Some(b) = run.bins.last_mut().filter(|_| in_bin) {
+                    b.output.push(line[..pos].to_string());
+                }
+            }
+            run.marker(rest, started);
+            let kind = rest.split_whitespace().next().unwrap_or("");
+            match kind {
+                "START" => eprintln!(
+                    "[{series}] booted {} in {} s",
+                    rest[5..].trim(),
+                    started.elapsed().as_secs()
+                ),
+                "MODULE" | "TRACEFS" | "DEVKVM" | "KVMEXITS" => {
+                    eprintln!("[{series}] {rest}")
+                }
+                "DOCTOR" => eprintln!(
+                    "[{series}] tracer doctor: {}",
+                    if run.doctor.is_some() {
+                        "recorded"
+                    } else {
+                        "unparsable (see the console log)"
+                    }
+                ),
+                "BEGIN" => {
+                    in_bin = true;
+                    eprintln!("[{series}] === {} ===", rest[5..].trim());
+                }
+                "END" => {
+                    in_bin = false;
+                    if let Some(b) = run.bins.last() {
+                        eprintln!(
+                            "[{series}] === {}: {} in {} s ===",
+                            b.name,
+                            b.result(),
+                            b.secs.unwrap_or(0)
+                        );
+                    }
+                }
+                "DMESG" => in_dmesg = true,
+                "DMESG-END" => in_dmesg = false,
+                "DONE" => eprintln!(
+                    "[{series}] guest done after {} s",
+                    started.elapsed().as_secs()
+                ),
+                _ => {}
+            }
+            continue;
+        }
+        if in_dmesg {
+            if let Some(b) = run.bins.last_mut() {
+                b.dmesg.push(line);
+            }
+        } else if in_bin {
+            eprintln!("[{series}]   {line}");
+            if let Some(b) = run.bins.last_mut() {
+                b.output.push(line);
+            }
+        } else if is_err && run.release.is_none() {
+            // vng's own complaints before the guest runs anything.
+            let l = line.to_lowercase();
+            if !line.starts_with('[')
+                && (l.starts_with("virtme") || l.contains("error") || l.contains("fail"))
+            {
+                eprintln!("[{series}] vng: {line}");
+            }
+        }
+    }
+    let _ = child.wait();
+    for r in readers {
+        let _ = r.join();
+    }
+    run.wall = started.elapsed();
+    run.tail = tail;
+    // A binary that never reached its END marker still gets its output parsed.
+    if let Some(b) = run.bins.last_mut()
+        && b.rc.is_none()
+    {
+        b.parse_output();
+    }
+    for b in &run.bins {
+        let mut text = b.output.join("\n");
+        if !b.dmesg.is_empty() {
+            text.push_str("\n\n--- guest dmesg ---\n");
+            text.push_str(&b.dmesg.join("\n"));
+        }
+        let _ = fs::write(work.join(format!("{}.log", b.name)), text + "\n");
+    }
+    // vng leaves nothing else behind; the scratch directory goes.
+    let _ = fs::remove_dir_all(&tmp);
+    Ok(run)
+}
+
+/// Drops carriage returns and ANSI escape sequences (CSI ... letter).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {}
+            '\x1b' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Reports
+
+/// Compact hook names for the table.
+fn short_hook(h: &str) -> String {
+    h.replace("raw tracepoint ", "raw_tp ")
+        .replace("tracepoint ", "tp ")
+        .replace("software perf event ", "perf ")
+        .replace(" (every CPU)", "")
+}
+
+/// The hooks a tool chose on the guest's kernel, from `tracer doctor --json`.
+fn tool_path(doctor: &Value, tool: &str) -> Option<(bool, String)> {
+    let t = doctor["tools"]
+        .as_array()?
+        .iter()
+        .find(|t| t["tool"] == tool)?;
+    let runs = t["runs"].as_bool().unwrap_or(false);
+    let mut parts = Vec::new();
+    for h in t["hooks"].as_array().into_iter().flatten() {
+        let role = h["role"].as_str().unwrap_or("?");
+        let hook = h["hook"].as_str().unwrap_or("");
+        let when = h["when"].as_str().unwrap_or("");
+        let detail = h["detail"].as_str().unwrap_or("");
+        let mut p = format!("{role}: ");
+        if hook.is_empty() {
+            p.push_str("none");
+        } else {
+            p.push_str(&short_hook(hook));
+        }
+        if detail.contains("(fallback") {
+            p.push_str(" (fallback)");
+        }
+        if !when.is_empty() {
+            p.push_str(&format!(" [{when}]"));
+        }
+        parts.push(p);
+    }
+    if let Some(e) = t["error"].as_str().or(t["why"].as_str()) {
+        parts.push(format!("({e})"));
+    }
+    Some((runs, parts.join("; ")))
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn report(series: &str, k: &Kernel, run: &GuestRun, stage: &Stage) -> String {
+    let mut s = String::new();
+    let release = run.release.as_deref().unwrap_or(&k.release);
+    let _ = writeln!(s, "# vm-test: kernel {series} ({release})\n");
+    let _ = writeln!(
+        s,
+        "Debian package `{}`, booted with virtme-ng under qemu software emulation \
+         (`-cpu max`, 2 vCPUs, 2 GiB) on host kernel {}.",
+        k.package,
+        kernel_release()
+    );
+    let _ = writeln!(
+        s,
+        "Wall time {} s: boot to the test script {} s, then the tests. Result: {}.\n",
+        run.wall.as_secs(),
+        run.boot.map_or("?".into(), |b| b.as_secs().to_string()),
+        run.verdict()
+    );
+    if let Some(d) = &run.doctor {
+        let yn = |v: &Value| match v.as_bool() {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "?",
+        };
+        let _ = writeln!(
+            s,
+            "Guest: kprobes {}, BTF {}, tracefs {}, /dev/kvm {}.",
+            yn(&d["kprobes"]),
+            yn(&d["btf"]),
+            run.tracefs.as_deref().unwrap_or("?"),
+            run.devkvm.as_deref().unwrap_or("?"),
+        );
+    } else if run.release.is_some() {
+        let _ = writeln!(
+            s,
+            "`tracer doctor --json` gave no JSON in the guest: {}",
+            run.doctor_raw.as_deref().unwrap_or("(nothing)")
+        );
+    }
+    if !run.modules.is_empty() {
+        let m: Vec<String> = run
+            .modules
+            .iter()
+            .map(|(m, st)| format!("{m} {st}"))
+            .collect();
+        let _ = writeln!(s, "Modules: {}.", m.join(", "));
+    }
+    if let Some(b) = run.kvm_backend() {
+        let _ = writeln!(s, "kvmexits backend chosen by probing: {b}.");
+    } else if !run.kvmexits.is_empty() {
+        let _ = writeln!(s, "kvmexits probe: {}.", run.kvmexits.join(" / "));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| test binary | path: hook chosen per role on this kernel | result | time |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    let null = Value::Null;
+    let doctor = run.doctor.as_ref().unwrap_or(&null);
+    let tools: Vec<String> = doctor["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["tool"].as_str().map(str::to_string))
+        .collect();
+    for (name, _) in &stage.tests {
+        let b = run.bins.iter().find(|b| &b.name == name);
+        let (offered, mut path) = match tool_path(doctor, name) {
+            Some((runs, p)) => (runs, p),
+            None if tools.is_empty() => (true, "?".into()),
+            None => (true, "(not a tool)".into()),
+        };
+        if name == "kvmexits"
+            && let Some(backend) = run.kvm_backend()
+        {
+            path = format!("**backend: {backend}**; {path}");
+        }
+        let result = match b {
+            None => "not run".to_string(),
+            Some(b) if !offered => format!("not offered (tests: {})", b.result()),
+            Some(b) => b.result(),
+        };
+        let time = b
+            .and_then(|b| b.secs)
+            .map_or("".into(), |t| format!("{t} s"));
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {time} |",
+            cell(&path),
+            cell(&result)
+        );
+    }
+    // Tools without a test binary of their own name.
+    for t in &tools {
+        if stage.tests.iter().any(|(n, _)| n == t) {
+            continue;
+        }
+        if let Some((runs, p)) = tool_path(doctor, t) {
+            let r = if runs {
+                "offered, no test binary selected"
+            } else {
+                "not offered"
+            };
+            let _ = writeln!(s, "| ({t}) | {} | {r} | |", cell(&p));
+        }
+    }
+    let failing: Vec<&BinResult> = run.bins.iter().filter(|b| !b.ok()).collect();
+    if !failing.is_empty() || !run.done {
+        let _ = writeln!(s, "\n## Failures\n");
+        if !run.done {
+            let _ = writeln!(
+                s,
+                "The guest did not finish ({}); last console lines:\n\n```\n{}\n```\n",
+                run.verdict(),
+                run.tail[run.tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        for b in failing {
+            let _ = writeln!(s, "### {}: {}\n", b.name, b.result());
+            let mut shown = false;
+            for t in &b.failures {
+                let ex = b.failure_excerpt(t);
+                if ex.is_empty() {
+                    continue;
+                }
+                shown = true;
+                let _ = writeln!(s, "`{t}`:\n\n```");
+                for l in ex.iter().take(60) {
+                    let _ = writeln!(s, "{l}");
+                }
+                if ex.len() > 60 {
+                    let _ = writeln!(s, "... ({} more lines)", ex.len() - 60);
+                }
+                let _ = writeln!(s, "```\n");
+            }
+            if !shown {
+                let n = b.output.len();
+                let _ = writeln!(s, "```");
+                for l in &b.output[n.saturating_sub(40)..] {
+                    let _ = writeln!(s, "{l}");
+                }
+                let _ = writeln!(s, "```\n");
+            }
+            let relevant: Vec<&String> = b
+                .dmesg
+                .iter()
+                .filter(|l| {
+                    let l = l.to_lowercase();
+                    [
+                        "bpf",
+                        "bug",
+                        "warn",
+                        "oops",
+                        "call trace",
+                        "error",
+                        "kvm",
+                        "svm",
+                    ]
+                    .iter()
+                    .any(|w| l.contains(w))
+                })
+                .collect();
+            if !relevant.is_empty() {
+                let _ = writeln!(s, "Guest dmesg during {}:\n\n```", b.name);
+                for l in relevant.iter().take(30) {
+                    let _ = writeln!(s, "{l}");
+                }
+                let _ = writeln!(s, "```\n");
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nFull console: `{}`; each binary's output: `target/vm-test/{series}/<binary>.log`.",
+        run.console
+            .strip_prefix(workspace_root())
+            .unwrap_or(&run.console)
+            .display()
+    );
+    s
+}
+
+/// On failure, the relevant part of the guest's log on the terminal.
+fn show_failures(series: &str, run: &GuestRun) {
+    eprintln!("\nxtask vm-test: {series}: {}", run.verdict());
+    if !run.done {
+        eprintln!("--- last console lines ({}) ---", run.console.display());
+        for l in &run.tail[run.tail.len().saturating_sub(60)..] {
+            eprintln!("{l}");
+        }
+    }
+    for b in run.bins.iter().filter(|b| !b.ok()) {
+        eprintln!("--- {series}: {} ({}) ---", b.name, b.result());
+        // libtest's failures section, else the end of the output.
+        let start = b
+            .output
+            .iter()
+            .position(|l| l.trim() == "failures:")
+            .unwrap_or(b.output.len().saturating_sub(60));
+        for l in &b.output[start..] {
+            eprintln!("{l}");
+        }
+        if !b.dmesg.is_empty() {
+            eprintln!("--- guest dmesg during {} (last lines) ---", b.name);
+            for l in &b.dmesg[b.dmesg.len().saturating_sub(20)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Test binaries × kernels.
+fn matrix(outcomes: &[(String, GuestRun)], stage: &Stage) -> String {
+    let mut s = String::from("# vm-test: kernel matrix\n\n| test binary |");
+    for (k, r) in outcomes {
+        let _ = write!(s, " {k} ({}) |", r.release.as_deref().unwrap_or("?"));
+    }
+    s.push_str("\n| --- |");
+    for _ in outcomes {
+        s.push_str(" --- |");
+    }
+    s.push('\n');
+    let mut rows: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, _) in &stage.tests {
+        let cells = outcomes
+            .iter()
+            .map(|(_, r)| {
+                r.bins
+                    .iter()
+                    .find(|b| &b.name == name)
+                    .map_or("not run".into(), |b| {
+                        let t = b.secs.map_or(String::new(), |t| format!(", {t} s"));
+                        format!("{}{t}", b.result())
+                    })
+            })
+            .collect();
+        rows.insert(name, cells);
+    }
+    for (name, cells) in rows {
+        let _ = writeln!(
+            s,
+            "| {name} | {} |",
+            cells
+                .iter()
+                .map(|c| cell(c))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    s.push_str("| (wall time) |");
+    for (_, r) in outcomes {
+        let _ = write!(s, " {} s |", r.wall.as_secs());
+    }
+    s.push('\n');
+    s
 }

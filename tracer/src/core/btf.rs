@@ -159,6 +159,13 @@ struct Type {
     extra: usize,
 }
 
+/// A bitfield's position: bits from the start of the struct, and width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bitfield {
+    pub bit_offset: u32,
+    pub bits: u32,
+}
+
 /// A struct member as found: bit offset from the start of the struct searched,
 /// its type and its bitfield size (0 when not a bitfield).
 struct FoundMember {
@@ -304,8 +311,9 @@ impl Btf {
         agree(&format!("{struct_name}.{path}"), answers)
     }
 
-    fn member_of(&self, top: Type, struct_name: &str, path: &str) -> Result<Member> {
-        let what = format!("{} {struct_name}", kind_word(top.kind));
+    /// Walks `path` from struct `top`: the member found and its bit offset from
+    /// the start of `top`.
+    fn locate(&self, top: Type, what: &str, path: &str) -> Result<(u64, FoundMember)> {
         let mut container = top;
         let mut bit_offset = 0u64;
         let mut found: Option<FoundMember> = None;
@@ -329,6 +337,41 @@ impl Btf {
         let Some(m) = found else {
             bail!("{what}: empty member path");
         };
+        Ok((bit_offset, m))
+    }
+
+    /// Bit offset and width of a bitfield member (e.g. `icsk_ca_state`); a member
+    /// that is not a bitfield is reported with its full width.
+    pub fn bitfield(&self, struct_name: &str, path: &str) -> Result<Bitfield> {
+        let answers = self
+            .composites(struct_name)?
+            .into_iter()
+            .map(|top| {
+                let what = format!("{} {struct_name}", kind_word(top.kind));
+                let (bit_offset, m) = self.locate(top, &what, path)?;
+                let bits = if m.bitfield_size != 0 {
+                    m.bitfield_size
+                } else {
+                    let t = self.resolve(m.type_id)?;
+                    if t.kind == KIND_INT {
+                        self.u32_at(t.extra) & 0xff
+                    } else {
+                        u32::try_from(self.size_of(m.type_id, 0)? * 8)
+                            .context("member size overflows")?
+                    }
+                };
+                Ok(Bitfield {
+                    bit_offset: u32::try_from(bit_offset).context("offset overflows")?,
+                    bits,
+                })
+            })
+            .collect();
+        agree(&format!("{struct_name}.{path}"), answers)
+    }
+
+    fn member_of(&self, top: Type, struct_name: &str, path: &str) -> Result<Member> {
+        let what = format!("{} {struct_name}", kind_word(top.kind));
+        let (bit_offset, m) = self.locate(top, &what, path)?;
         if m.bitfield_size != 0
             || !bit_offset.is_multiple_of(8)
             || self.is_int_bitfield(m.type_id)?
@@ -1213,6 +1256,26 @@ mod tests {
         assert!(
             err(btf.member("sock", "__sk_common.skc_reuse")).contains("bitfield"),
             "skc_reuse is a 4-bit bitfield"
+        );
+        assert_eq!(
+            btf.bitfield("sock", "__sk_common.skc_reuse").unwrap().bits,
+            4
+        );
+        let ca = btf
+            .bitfield("inet_connection_sock", "icsk_ca_state")
+            .unwrap();
+        assert_eq!(ca.bits, 5);
+        let pending = btf.member("inet_connection_sock", "icsk_pending").unwrap();
+        assert_eq!(
+            ca.bit_offset / 8 + 2,
+            pending.offset,
+            "icsk_ca_state sits two bytes before icsk_pending"
+        );
+        assert_eq!(
+            btf.bitfield("inet_connection_sock", "icsk_pending")
+                .unwrap()
+                .bits,
+            8
         );
         assert!(btf.struct_size("tcp_sock").unwrap() > btf.struct_size("sock").unwrap());
         assert!(btf.has_struct("request") && !btf.has_struct("no_such_struct_here"));

@@ -7,7 +7,7 @@ use std::{
     hash::Hash,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use aya::{
     Ebpf, Pod,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
@@ -244,25 +244,21 @@ where
         Ok(())
     }
 
-    pub fn read(
-        &mut self,
-        ebpf: &Ebpf,
-        hist_map: &str,
-        stats_map: &str,
-    ) -> Result<BTreeMap<G, Hist>> {
-        let hist: PerCpuHashMap<&MapData, HistKey<G>, u64> = PerCpuHashMap::try_from(
-            ebpf.map(hist_map)
-                .with_context(|| format!("map {hist_map} missing"))?,
-        )?;
-        let stats: PerCpuHashMap<&MapData, G, HistStats> = PerCpuHashMap::try_from(
-            ebpf.map(stats_map)
-                .with_context(|| format!("map {stats_map} missing"))?,
-        )?;
-
+    /// This interval's histograms from the tool's `HIST_SLOTS`, `HIST` and
+    /// `HIST_STATS` maps (whichever it has).
+    pub fn read(&mut self, ebpf: &Ebpf) -> Result<BTreeMap<G, Hist>> {
         let mut totals: Vec<(G, HistStats)> = Vec::new();
         let mut bucket_totals: Vec<(G, u32, u64)> = Vec::new();
         self.read_slots(ebpf, &mut totals, &mut bucket_totals)?;
-        for entry in stats.iter() {
+        let stats = match ebpf.map("HIST_STATS") {
+            Some(m) => Some(PerCpuHashMap::<&MapData, G, HistStats>::try_from(m)?),
+            None => None,
+        };
+        let hist = match ebpf.map("HIST") {
+            Some(m) => Some(PerCpuHashMap::<&MapData, HistKey<G>, u64>::try_from(m)?),
+            None => None,
+        };
+        for entry in stats.iter().flat_map(|m| m.iter()) {
             let (group, per_cpu) = entry?;
             let mut total = HistStats::default();
             for s in per_cpu.iter() {
@@ -272,7 +268,7 @@ where
             }
             totals.push((group, total));
         }
-        for entry in hist.iter() {
+        for entry in hist.iter().flat_map(|m| m.iter()) {
             let (key, per_cpu) = entry?;
             bucket_totals.push((key.group, key.bucket, per_cpu.iter().sum()));
         }

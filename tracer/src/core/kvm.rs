@@ -10,6 +10,8 @@ use std::{collections::BTreeMap, fs};
 
 use tracer_common::kvmexits::kind;
 
+use crate::core::tracefs::symbolic_tables;
+
 /// kvmstat's columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Column {
@@ -244,50 +246,6 @@ pub const KVM_EXIT: &[&str] = &[
 pub const KVM_EXIT_IO: u32 = 2;
 pub const KVM_EXIT_HLT: u32 = 5;
 pub const KVM_EXIT_MMIO: u32 = 6;
-
-/// Parses every `__print_symbolic(..., { value, "name" }, ...)` table of a print
-/// fmt, in order (values may be expressions like `0x040 + 13` or `-1`).
-pub fn symbolic_tables(print_fmt: &str) -> Vec<Vec<(i64, String)>> {
-    let mut tables = Vec::new();
-    for part in print_fmt.split("__print_symbolic(").skip(1) {
-        let mut table = Vec::new();
-        let mut rest = part;
-        // Entries continue while the next non-space text is "{ ".
-        while let Some(open) = rest.find('{') {
-            let before = &rest[..open];
-            if before.contains(')') && !before.trim_start_matches([',', ' ']).is_empty() {
-                break;
-            }
-            let Some(close) = rest[open..].find('}') else {
-                break;
-            };
-            let entry = &rest[open + 1..open + close];
-            if let Some((value, name)) = entry.split_once(',')
-                && let Some(v) = eval(value.trim())
-            {
-                table.push((v, name.trim().trim_matches('"').to_string()));
-            }
-            rest = &rest[open + close + 1..];
-        }
-        tables.push(table);
-    }
-    tables
-}
-
-/// Evaluates `0x040 + 13`, `42`, `-1`.
-fn eval(expr: &str) -> Option<i64> {
-    expr.split('+').map(|t| parse_int(t.trim())).sum()
-}
-
-fn parse_int(s: &str) -> Option<i64> {
-    if let Some(neg) = s.strip_prefix('-') {
-        return parse_int(neg).map(|v| -v);
-    }
-    match s.strip_prefix("0x") {
-        Some(hex) => i64::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
 
 /// Exit-reason names: built in, overridden by the running kernel's tables.
 #[derive(Clone, Debug)]
@@ -553,12 +511,5 @@ mod tests {
         assert_eq!(vcpu_of_thread_name("vcpu11"), Some(11));
         assert_eq!(vcpu_of_thread_name("worker7"), None);
         assert_eq!(vcpu_of_thread_name("qemu-system-x86"), None);
-    }
-
-    #[test]
-    fn expressions() {
-        assert_eq!(eval("0x040 + 13"), Some(0x4d));
-        assert_eq!(eval("-1"), Some(-1));
-        assert_eq!(eval("abc"), None);
     }
 }

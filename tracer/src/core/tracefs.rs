@@ -190,6 +190,50 @@ impl Format {
     }
 }
 
+/// Parses every `__print_symbolic(..., { value, "name" }, ...)` table of a print
+/// fmt, in order (values may be expressions like `0x040 + 13` or `-1`).
+pub fn symbolic_tables(print_fmt: &str) -> Vec<Vec<(i64, String)>> {
+    let mut tables = Vec::new();
+    for part in print_fmt.split("__print_symbolic(").skip(1) {
+        let mut table = Vec::new();
+        let mut rest = part;
+        // Entries continue while the next non-space text is "{ ".
+        while let Some(open) = rest.find('{') {
+            let before = &rest[..open];
+            if before.contains(')') && !before.trim_start_matches([',', ' ']).is_empty() {
+                break;
+            }
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            let entry = &rest[open + 1..open + close];
+            if let Some((value, name)) = entry.split_once(',')
+                && let Some(v) = eval(value.trim())
+            {
+                table.push((v, name.trim().trim_matches('"').to_string()));
+            }
+            rest = &rest[open + close + 1..];
+        }
+        tables.push(table);
+    }
+    tables
+}
+
+/// Evaluates `0x040 + 13`, `42`, `-1`.
+fn eval(expr: &str) -> Option<i64> {
+    expr.split('+').map(|t| parse_int(t.trim())).sum()
+}
+
+fn parse_int(s: &str) -> Option<i64> {
+    if let Some(neg) = s.strip_prefix('-') {
+        return parse_int(neg).map(|v| -v);
+    }
+    match s.strip_prefix("0x") {
+        Some(hex) => i64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
 fn parse_field(line: &str) -> Result<Field> {
     let mut decl = None;
     let (mut offset, mut size, mut signed) = (None, None, false);
@@ -260,6 +304,17 @@ mod tests {
             f.offset("sector", 4).is_err(),
             "size mismatch must be an error"
         );
+    }
+
+    #[test]
+    fn symbolic_table_expressions() {
+        assert_eq!(eval("0x040 + 13"), Some(0x4d));
+        assert_eq!(eval("-1"), Some(-1));
+        assert_eq!(eval("abc"), None);
+        let kfree = Format::parse(include_str!("../../tests/fixtures/kfree_skb.format")).unwrap();
+        let tables = symbolic_tables(&kfree.print_fmt);
+        assert_eq!(tables.len(), 1);
+        assert!(tables[0].contains(&(12, "NETFILTER_DROP".to_string())));
     }
 
     #[test]

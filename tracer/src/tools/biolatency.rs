@@ -100,7 +100,7 @@ fn run(m: &ArgMatches) -> Result<()> {
         a.interval.schedule(),
         run::Start::new("block device I/O"),
         |last| {
-            let hists = reader.read(&loaded.ebpf, "HIST", "HIST_STATS")?;
+            let hists = reader.read(&loaded.ebpf)?;
             let time = a.out.timestamp.then(output::local_time);
             if a.out.json {
                 let grouped = a.per_disk || a.per_flags;

@@ -94,7 +94,7 @@ fn run(m: &ArgMatches) -> Result<()> {
         a.interval.schedule(),
         run::Start::new("block I/O"),
         |last| {
-            let hists = reader.read(&loaded.ebpf, "HIST", "HIST_STATS")?;
+            let hists = reader.read(&loaded.ebpf)?;
             if a.out.timestamp && !a.out.json {
                 println!("{}", output::local_time());
             }

@@ -492,7 +492,7 @@ impl Report<'_> {
         // Latency per reason, merged over the vCPU threads (or one vCPU's).
         let mut hists: BTreeMap<(u32, u32), Hist> = BTreeMap::new();
         if self.a.latency {
-            for (g, h) in self.hists.read(&loaded.ebpf, "HIST", "HIST_STATS")? {
+            for (g, h) in self.hists.read(&loaded.ebpf)? {
                 let pid = counts
                     .iter()
                     .find(|(k, _)| k.tid == g.tid)

@@ -15,6 +15,10 @@ mod faultlat;
 mod faultsnoop;
 mod kvmexits;
 mod pagefaults;
+mod tcpconnlat;
+mod tcpdrop;
+mod tcpretrans;
+mod tcprtt;
 
 /// A tool: its command line, its run function and the hooks it may use.
 pub struct Tool {
@@ -39,6 +43,10 @@ pub static TOOLS: &[&Tool] = &[
     &faultlat::TOOL,
     &faultsnoop::TOOL,
     &kvmexits::TOOL,
+    &tcpretrans::TOOL,
+    &tcprtt::TOOL,
+    &tcpconnlat::TOOL,
+    &tcpdrop::TOOL,
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {

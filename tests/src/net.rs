@@ -1,0 +1,142 @@
+//! Network namespaces for the TCP tools' tests: made by the test, with loopback up
+//! and an nftables input chain to drop packets on, deleted on drop. All traffic
+//! stays inside them.
+
+use std::{
+    collections::HashMap,
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::sh;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    #[track_caller]
+    #[allow(clippy::new_without_default, reason = "making a namespace is not a default value")]
+    pub fn new() -> Netns {
+        let name = format!(
+            "tracer-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        sh(&format!("ip -n {} link set lo up", ns.name));
+        ns.exec("nft add table inet tracer");
+        ns.exec(
+            "nft add chain inet tracer in '{ type filter hook input priority 0; policy accept; }'",
+        );
+        ns
+    }
+
+    /// Runs a shell command inside the namespace.
+    #[track_caller]
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!(
+            "ip netns exec {} sh -c \"{}\"",
+            self.name,
+            cmd.replace('"', "\\\"")
+        ))
+    }
+
+    /// Adds a rule to the input chain (e.g. `tcp dport 80 drop`).
+    #[track_caller]
+    pub fn drop_rule(&self, rule: &str) {
+        self.exec(&format!("nft add rule inet tracer in '{rule}'"));
+    }
+
+    #[track_caller]
+    pub fn flush_rules(&self) {
+        self.exec("nft flush chain inet tracer in");
+    }
+
+    /// The namespace's inode number (what tracer's --netns shows).
+    pub fn inode(&self) -> u32 {
+        std::fs::metadata(format!("/var/run/netns/{}", self.name))
+            .unwrap()
+            .ino() as u32
+    }
+
+    /// Runs `f` on a thread that has entered the namespace: sockets it makes
+    /// belong to the namespace (and may be used from any thread afterwards).
+    pub fn run<T: Send + 'static>(&self, name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let ns = std::fs::File::open(&path).unwrap();
+                // SAFETY: setns on this thread only, with a valid namespace fd.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// A connected pair on loopback (`127.0.0.1` or `::1`): (client, server, port).
+    pub fn connect(&self, loopback: &'static str) -> (TcpStream, TcpStream, u16) {
+        self.run("ns-connect", move || {
+            let listener = TcpListener::bind((loopback, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let client = TcpStream::connect((loopback, port)).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            client.set_nodelay(true).unwrap();
+            server.set_nodelay(true).unwrap();
+            (client, server, port)
+        })
+    }
+
+    /// TCP counters of the namespace, as "Tcp:RetransSegs", "TcpExt:TCPLossProbes".
+    pub fn snmp(&self) -> HashMap<String, u64> {
+        let text = self.exec("cat /proc/net/snmp /proc/net/netstat");
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = HashMap::new();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut names = names.split_whitespace();
+            let mut values = values.split_whitespace();
+            let prefix = names.next().unwrap_or("").to_string();
+            values.next();
+            for (n, v) in names.zip(values) {
+                if let Ok(v) = v.parse() {
+                    out.insert(format!("{prefix}{n}"), v);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Sends `n` bytes and has the peer read them.
+pub fn transfer(from: &mut TcpStream, to: &mut TcpStream, n: usize) {
+    from.write_all(&vec![7u8; n]).unwrap();
+    let mut buf = vec![0u8; n];
+    to.read_exact(&mut buf).unwrap();
+}
+
+/// `rounds` request/response exchanges of `size` bytes.
+pub fn ping_pong(client: &mut TcpStream, server: &mut TcpStream, rounds: usize, size: usize) {
+    for _ in 0..rounds {
+        transfer(client, server, size);
+        transfer(server, client, size);
+    }
+}

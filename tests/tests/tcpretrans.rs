@@ -1,0 +1,181 @@
+//! tcpretrans against the real kernel, in network namespaces the tests make, with
+//! nftables dropping packets on the input hook.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tracer_tests::{
+    Tracer,
+    net::{Netns, ping_pong},
+    require_tracing, run_tracer,
+};
+
+fn flow_rows<'a>(rows: &'a [Value], ns: &Netns, lport: u16, rport: u16) -> Vec<&'a Value> {
+    rows.iter()
+        .filter(|r| r["netns"] == ns.inode() && r["lport"] == lport && r["rport"] == rport)
+        .collect()
+}
+
+/// An established loopback connection; everything to the server port dropped for
+/// 1.5 s while 100 bytes wait: the kernel sends one tail loss probe, then RTOs
+/// (verified: TCPLossProbes 1, TCPTimeouts 3, RetransSegs 4).
+fn loss_probe_then_rtos(loopback: &'static str) {
+    let ns = Netns::new();
+    let (mut client, mut server, port) = ns.connect(loopback);
+    let lport = client.local_addr().unwrap().port();
+    ping_pong(&mut client, &mut server, 5, 100);
+    let t = Tracer::start(&["tcpretrans", "-l", "--netns", "--json"]);
+    let before = ns.snmp();
+    ns.drop_rule(&format!("tcp dport {port} drop"));
+    std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.flush_rules();
+    let mut buf = [0u8; 100];
+    std::io::Read::read_exact(&mut server, &mut buf).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = ns.snmp();
+    let out = t.stop();
+    out.assert_success();
+    let rows = out.json();
+    let flow = flow_rows(&rows, &ns, lport, port);
+    let kinds: Vec<&str> = flow.iter().map(|r| r["type"].as_str().unwrap()).collect();
+    let delta = |k: &str| after[k] - before[k];
+    let counters = format!(
+        "kernel: TCPLossProbes {} TCPTimeouts {} RetransSegs {}; rows: {kinds:?}",
+        delta("TcpExt:TCPLossProbes"),
+        delta("TcpExt:TCPTimeouts"),
+        delta("Tcp:RetransSegs")
+    );
+    // Exactly one probe, first; every other retransmit is an RTO (three when the
+    // rule goes before the fourth RTO at ~1.7 s, as it normally does).
+    assert_eq!(delta("TcpExt:TCPLossProbes"), 1, "{counters}");
+    assert_eq!(kinds.iter().filter(|k| **k == "L").count(), 1, "{counters}");
+    assert_eq!(kinds.first(), Some(&"L"), "{counters}");
+    assert_eq!(kinds.len() as u64, delta("Tcp:RetransSegs"), "{counters}");
+    let rtos = kinds.iter().filter(|k| **k == "R").count() as u64;
+    assert_eq!(rtos, delta("Tcp:RetransSegs") - 1, "{counters}");
+    assert!(rtos >= 3, "{counters}");
+    for r in &flow {
+        assert_eq!(r["ip"], if loopback == "::1" { 6 } else { 4 });
+        assert_eq!(r["laddr"], loopback);
+        assert_eq!(r["state"], "ESTABLISHED");
+    }
+}
+
+#[test]
+fn tail_loss_probe_is_told_from_rtos_ipv4() {
+    require_tracing!();
+    loss_probe_then_rtos("127.0.0.1");
+}
+
+#[test]
+fn tail_loss_probe_is_told_from_rtos_ipv6() {
+    require_tracing!();
+    loss_probe_then_rtos("::1");
+}
+
+#[test]
+fn probes_are_hidden_without_l() {
+    require_tracing!();
+    let ns = Netns::new();
+    let (mut client, mut server, port) = ns.connect("127.0.0.1");
+    ping_pong(&mut client, &mut server, 5, 100);
+    let t = Tracer::start(&["tcpretrans", "--netns", "--json"]);
+    ns.drop_rule(&format!("tcp dport {port} drop"));
+    std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    ns.flush_rules();
+    let mut buf = [0u8; 100];
+    std::io::Read::read_exact(&mut server, &mut buf).unwrap();
+    let out = t.stop();
+    let rows = out.json();
+    let flow = flow_rows(&rows, &ns, client.local_addr().unwrap().port(), port);
+    assert!(!flow.is_empty(), "{}", out.stdout);
+    assert!(flow.iter().all(|r| r["type"] == "R"), "{}", out.stdout);
+}
+
+/// 30% random drops on input during a 3 MB transfer: the per-flow counts (-c)
+/// add up to the namespace's TcpRetransSegs. Both directions count (the server
+/// may retransmit its FIN), and SYN-ACK retransmits would too (T = S); tail loss
+/// probes are included with -l.
+#[test]
+fn per_flow_counts_match_the_kernel() {
+    require_tracing!();
+    let ns = Netns::new();
+    let (mut client, mut server, port) = ns.connect("127.0.0.1");
+    let t = Tracer::start(&["tcpretrans", "-c", "-l", "--netns", "--json", "600"]);
+    let before = ns.snmp();
+    ns.drop_rule(&format!("tcp dport {port} numgen random mod 10 < 3 drop"));
+    let reader = std::thread::spawn(move || {
+        let mut total = 0;
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = std::io::Read::read(&mut server, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    std::io::Write::write_all(&mut client, &vec![9u8; 3 << 20]).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(reader.join().unwrap(), 3 << 20);
+    ns.flush_rules();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = ns.snmp();
+    let out = t.stop();
+    out.assert_success();
+    let mut segs = 0;
+    for rec in out.json() {
+        for f in rec["flows"].as_array().unwrap() {
+            if f["netns"] == ns.inode() {
+                segs += f["segs"].as_u64().unwrap();
+            }
+        }
+    }
+    let kernel = after["Tcp:RetransSegs"] - before["Tcp:RetransSegs"];
+    assert!(kernel > 0, "no retransmits happened");
+    assert_eq!(segs, kernel, "{}", out.stdout);
+}
+
+#[test]
+fn text_columns() {
+    require_tracing!();
+    let ns = Netns::new();
+    let (mut client, mut server, port) = ns.connect("127.0.0.1");
+    ping_pong(&mut client, &mut server, 3, 10);
+    let t = Tracer::start(&["tcpretrans", "-l"]);
+    ns.drop_rule(&format!("tcp dport {port} drop"));
+    std::io::Write::write_all(&mut client, &[1u8; 10]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ns.flush_rules();
+    let out = t.stop();
+    let header: Vec<&str> = out
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "TIME",
+            "PID",
+            "IP",
+            "LADDR:LPORT",
+            "T>",
+            "RADDR:RPORT",
+            "STATE"
+        ]
+    );
+    let needle = format!("L> 127.0.0.1:{port}");
+    assert!(out.stdout.contains(&needle), "{}", out.stdout);
+}
+
+#[test]
+fn bad_input() {
+    run_tracer(&["tcpretrans", "-4", "-6"]).assert_one_line_error("cannot be used with");
+    run_tracer(&["tcpretrans", "0"])
+        .assert_one_line_error("interval must be a positive whole number");
+}

@@ -1,0 +1,49 @@
+//! tcpdrop: TCP packets the kernel drops, with its drop reason.
+use crate::{assert_size, pod, tcp::SockOffsets};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropConfig {
+    /// skb:kfree_skb offsets (rx_sk is NO_FIELD before 6.12).
+    pub skbaddr: u16,
+    pub location: u16,
+    pub rx_sk: u16,
+    pub protocol: u16,
+    pub reason: u16,
+    pub _pad: u16,
+    pub sock: SockOffsets,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+}
+assert_size!(DropConfig, 40);
+pod!(DropConfig);
+
+/// Record the kernel stack (--stack).
+pub const FLAG_STACK: u32 = 1 << 0;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub ts: u64,
+    /// Where the packet was freed (a kernel text address).
+    pub location: u64,
+    pub pid: u32,
+    pub reason: u32,
+    /// TCP state of the socket the packet belonged to, 0 if none.
+    pub state: u32,
+    /// Stack id in STACKS, or negative.
+    pub stack_id: i32,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags byte.
+    pub tcp_flags: u8,
+    pub _pad: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+assert_size!(DropEvent, 72);
+pod!(DropEvent);

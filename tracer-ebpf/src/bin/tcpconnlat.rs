@@ -1,0 +1,125 @@
+//! tcpconnlat: active TCP connect latency, from the socket's move to SYN_SENT (in
+//! the connecting task) to ESTABLISHED, via sock:inet_sock_set_state.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    helpers::bpf_get_current_comm,
+    macros::{map, tracepoint},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use tracer_common::{
+    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
+    counters::NUM_COUNTERS,
+    hist::SlotHist,
+    tcpconnlat::{ConnConfig, ConnEvent, ConnStart, FLAG_HIST},
+};
+use tracer_ebpf::{
+    NO_COMMON_LRU, current_tgid, emit, hist_record_slot, inflight::Table, now_ns, task_passes,
+    tcp::flow, tp_field,
+};
+
+tracer_ebpf::license!();
+
+#[unsafe(no_mangle)]
+static CONFIG: Global<ConnConfig> = Global::new(ConnConfig::INITIAL);
+
+#[map]
+static INFLIGHT_SLOTS: Array<Slot<u64, ConnStart>> = Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
+#[map]
+static INFLIGHT: LruHashMap<u64, ConnStart> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+
+fn connects() -> Table<'static, u64, ConnStart> {
+    Table {
+        slots: &INFLIGHT_SLOTS,
+        overflow: &INFLIGHT,
+        counters: &COUNTERS,
+    }
+}
+
+/// Sockets are at least 64-byte aligned: drop the low bits for the slot index.
+#[inline(always)]
+fn slot_of(sk: u64) -> u32 {
+    ((sk >> 6) ^ (sk >> 16)) as u32 & (INFLIGHT_SLOTS_LEN - 1)
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let cfg = CONFIG.load();
+    if tp_field::<u16>(&ctx, cfg.protocol) != Some(IPPROTO_TCP) {
+        return 0;
+    }
+    let (Some(old), Some(new), Some(sk)) = (
+        tp_field::<i32>(&ctx, cfg.oldstate),
+        tp_field::<i32>(&ctx, cfg.newstate),
+        tp_field::<u64>(&ctx, cfg.skaddr),
+    ) else {
+        return 0;
+    };
+    if old == TCP_CLOSE && new == TCP_SYN_SENT {
+        // Inside connect(): the current task is the one connecting.
+        if !task_passes(&cfg.task) {
+            return 0;
+        }
+        let now = now_ns();
+        let start = ConnStart {
+            ts: now,
+            tgid: current_tgid(),
+            _pad: 0,
+            comm: bpf_get_current_comm().unwrap_or_default(),
+        };
+        let _ = connects().insert(&sk, slot_of(sk), &start, now);
+        return 0;
+    }
+    if old != TCP_SYN_SENT {
+        return 0;
+    }
+    // Established, or failed (SYN_SENT -> CLOSE): the attempt is over.
+    let Some(start) = connects().take(&sk, slot_of(sk)) else {
+        return 0;
+    };
+    if new != TCP_ESTABLISHED {
+        return 0;
+    }
+    let now = now_ns();
+    let lat_ns = now.saturating_sub(start.ts);
+    if cfg.flags & FLAG_HIST != 0 {
+        hist_record_slot(
+            &HIST_SLOTS,
+            0,
+            lat_ns.checked_div(cfg.unit_div).unwrap_or(0),
+        );
+        return 0;
+    }
+    if lat_ns < cfg.min_latency_ns {
+        return 0;
+    }
+    let Some(f) = flow(&ctx, &cfg.addrs) else {
+        return 0;
+    };
+    let e = ConnEvent {
+        ts: now,
+        lat_ns,
+        tgid: start.tgid,
+        family: f.family,
+        dport: f.rport,
+        saddr: f.laddr,
+        daddr: f.raddr,
+        comm: start.comm,
+    };
+    emit(&EVENTS, &COUNTERS, &e);
+    0
+}

@@ -1,0 +1,114 @@
+//! tcpdrop: TCP packets freed as drops (skb:kfree_skb with a drop reason), with
+//! the packet's addresses and ports read from its headers.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{map, tracepoint},
+    maps::{PerCpuArray, RingBuf, StackTrace},
+    programs::{TracePointContext, tracing::StackIdContext as _},
+};
+use tracer_common::{
+    block::NO_FIELD,
+    counters::NUM_COUNTERS,
+    tcp::{AF_INET, AF_INET6},
+    tcpdrop::{DropConfig, DropEvent, ETH_P_IP, ETH_P_IPV6, FLAG_STACK},
+};
+use tracer_ebpf::{emit, now_ns, tcp::kread, tp_field};
+
+tracer_ebpf::license!();
+
+#[unsafe(no_mangle)]
+static CONFIG: Global<DropConfig> = Global::new(DropConfig {
+    skbaddr: 8,
+    location: 16,
+    rx_sk: NO_FIELD,
+    protocol: 32,
+    reason: 36,
+    _pad: 0,
+    sock: tracer_common::tcpretrans::RetransConfig::INITIAL.sock,
+    flags: 0,
+});
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+const IPPROTO_TCP: u8 = 6;
+const UNSET: u16 = 0xffff;
+
+#[tracepoint]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    let cfg = CONFIG.load();
+    let Some(proto) = tp_field::<u16>(&ctx, cfg.protocol) else {
+        return 0;
+    };
+    if proto != ETH_P_IP && proto != ETH_P_IPV6 {
+        return 0;
+    }
+    let Some(skb) = tp_field::<u64>(&ctx, cfg.skbaddr) else {
+        return 0;
+    };
+    let s = &cfg.sock;
+    let head: u64 = kread(skb, s.skb_head).unwrap_or(0);
+    let nh: u16 = kread(skb, s.skb_network_header).unwrap_or(UNSET);
+    let th: u16 = kread(skb, s.skb_transport_header).unwrap_or(UNSET);
+    if head == 0 || nh == UNSET {
+        return 0;
+    }
+    let ip = head + nh as u64;
+    let Some(first) = kread::<u8>(ip, 0) else {
+        return 0;
+    };
+    let mut e = DropEvent::default();
+    let header_len = match first >> 4 {
+        4 => {
+            if kread::<u8>(ip, 9) != Some(IPPROTO_TCP) {
+                return 0;
+            }
+            e.family = AF_INET;
+            e.saddr[..4].copy_from_slice(&kread::<[u8; 4]>(ip, 12).unwrap_or_default());
+            e.daddr[..4].copy_from_slice(&kread::<[u8; 4]>(ip, 16).unwrap_or_default());
+            (first & 0xf) as u64 * 4
+        }
+        6 => {
+            if kread::<u8>(ip, 6) != Some(IPPROTO_TCP) {
+                return 0;
+            }
+            e.family = AF_INET6;
+            e.saddr = kread(ip, 8).unwrap_or_default();
+            e.daddr = kread(ip, 24).unwrap_or_default();
+            40
+        }
+        _ => return 0,
+    };
+    let tcp = if th != UNSET && th > nh {
+        head + th as u64
+    } else {
+        ip + header_len
+    };
+    e.sport = u16::from_be(kread(tcp, 0).unwrap_or(0));
+    e.dport = u16::from_be(kread(tcp, 2).unwrap_or(0));
+    e.tcp_flags = kread(tcp, 13).unwrap_or(0);
+    let sk: u64 = match tp_field::<u64>(&ctx, cfg.rx_sk) {
+        Some(sk) if sk != 0 => sk,
+        _ => kread(skb, s.skb_sk).unwrap_or(0),
+    };
+    e.state = kread::<u8>(sk, s.skc_state).unwrap_or(0) as u32;
+    e.reason = tp_field(&ctx, cfg.reason).unwrap_or(0);
+    e.location = tp_field(&ctx, cfg.location).unwrap_or(0);
+    e.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    e.stack_id = if cfg.flags & FLAG_STACK != 0 {
+        ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32)
+    } else {
+        -1
+    };
+    e.ts = now_ns();
+    emit(&EVENTS, &COUNTERS, &e);
+    0
+}

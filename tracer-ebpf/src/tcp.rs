@@ -1,0 +1,47 @@
+//! Helpers the TCP programs share: reading flows from tracepoint records and
+//! fields of kernel structs at offsets found in BTF.
+
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
+use tracer_common::{
+    block::NO_FIELD,
+    tcp::{AF_INET, AF_INET6, AddrFields, Flow},
+};
+
+use crate::tp_field;
+
+/// Reads a `T` at kernel address `base + off`.
+#[inline(always)]
+pub fn kread<T>(base: u64, off: u16) -> Option<T> {
+    if base == 0 || off == NO_FIELD {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+}
+
+/// The flow of a tcp_retransmit_skb / tcp_retransmit_synack / inet_sock_set_state
+/// record (source = local).
+#[inline(always)]
+pub fn flow(ctx: &TracePointContext, f: &AddrFields) -> Option<Flow> {
+    let family: u16 = tp_field(ctx, f.family)?;
+    let mut flow = Flow {
+        family,
+        lport: tp_field(ctx, f.sport)?,
+        rport: tp_field(ctx, f.dport)?,
+        ..Flow::default()
+    };
+    match family {
+        AF_INET => {
+            let s: [u8; 4] = tp_field(ctx, f.saddr)?;
+            let d: [u8; 4] = tp_field(ctx, f.daddr)?;
+            flow.laddr[..4].copy_from_slice(&s);
+            flow.raddr[..4].copy_from_slice(&d);
+        }
+        AF_INET6 => {
+            flow.laddr = tp_field(ctx, f.saddr_v6)?;
+            flow.raddr = tp_field(ctx, f.daddr_v6)?;
+        }
+        _ => return None,
+    }
+    Some(flow)
+}
