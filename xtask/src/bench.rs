@@ -550,6 +550,93 @@ fn kvm(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
     )
 }
 
+// ---- TCP ----
+
+/// A network namespace for the stream, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Result<Netns> {
+        let name = format!("tracer-bench-{}", std::process::id());
+        run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns(name);
+        run_cmd(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Streams `mb` MiB over loopback inside the namespace; µs per MiB.
+fn tcp_stream(ns: &str, mb: u64) -> Result<f64> {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd as _,
+    };
+    let path = format!("/var/run/netns/{ns}");
+    let handle = thread::spawn(move || -> Result<f64> {
+        let f = File::open(&path)?;
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let mut client = TcpStream::connect(("127.0.0.1", port))?;
+        let (mut server, _) = listener.accept()?;
+        let reader = thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = server.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let chunk = vec![1u8; 1 << 16];
+        let t0 = Instant::now();
+        for _ in 0..mb * 16 {
+            client.write_all(&chunk)?;
+        }
+        client.shutdown(std::net::Shutdown::Write)?;
+        let _ = reader.join();
+        Ok(t0.elapsed().as_secs_f64() * 1e6 / mb as f64)
+    });
+    handle.join().map_err(|_| anyhow::anyhow!("stream thread panicked"))?
+}
+
+fn tcp(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
+    let ns = Netns::new()?;
+    const MB: u64 = 512;
+    let configs = vec![
+        Config { name: "no tracing".into(), tracing: Tracing::None },
+        tracer("tracer tcprtt", &["tcprtt"]),
+        bpftrace("bpftrace tcp_probe srtt hist", "tracepoint:tcp:tcp_probe { @us = hist(args->srtt); }"),
+        tracer("tracer tcpretrans", &["tcpretrans"]),
+        bpftrace(
+            "bpftrace tcpretrans (tracepoint)",
+            "tracepoint:tcp:tcp_retransmit_skb { printf(\"%d %d %d\\n\", pid, args->sport, args->dport); }",
+        ),
+    ];
+    let name = ns.0.clone();
+    measure(
+        bin,
+        rounds,
+        Scenario {
+            title: &format!("TCP: a {MB} MiB loopback stream in a network namespace (bpftrace's packaged tcpretrans.bt needs kprobes, absent here)"),
+            unit: "us/MiB",
+            ops: MB,
+            configs,
+            workload: Box::new(move || tcp_stream(&name, MB)),
+        },
+        report,
+    )
+}
+
 /// Builds a helper binary of the tests crate and returns its path.
 pub fn build_helper(name: &str) -> Result<PathBuf> {
     run_cmd(
@@ -605,6 +692,9 @@ pub fn run(bin: &Path, rounds: usize, only: &[String]) -> Result<()> {
     }
     if want("kvm") {
         kvm(bin, rounds, &mut report)?;
+    }
+    if want("tcp") {
+        tcp(bin, rounds, &mut report)?;
     }
     println!("{report}");
     let out = workspace_root().join("target/bench-report.md");

@@ -55,7 +55,7 @@ enum Cmd {
         /// Rounds per configuration
         #[arg(long, default_value_t = 7)]
         rounds: usize,
-        /// Only these benchmarks (block, faults, kvm)
+        /// Only these benchmarks (block, faults, kvm, tcp)
         #[arg(long)]
         only: Vec<String>,
     },
