@@ -21,7 +21,10 @@ pub struct Netns {
 
 impl Netns {
     #[track_caller]
-    #[allow(clippy::new_without_default, reason = "making a namespace is not a default value")]
+    #[allow(
+        clippy::new_without_default,
+        reason = "making a namespace is not a default value"
+    )]
     pub fn new() -> Netns {
         let name = format!(
             "tracer-{}-{}",

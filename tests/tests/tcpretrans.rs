@@ -16,6 +16,13 @@ fn flow_rows<'a>(rows: &'a [Value], ns: &Netns, lport: u16, rport: u16) -> Vec<&
         .collect()
 }
 
+/// Lets delayed ACKs of the warm-up go out (at most 200 ms) before the drop rule:
+/// otherwise the rule also eats the client's ACK of the last reply and the server
+/// retransmits too.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 /// An established loopback connection; everything to the server port dropped for
 /// 1.5 s while 100 bytes wait: the kernel sends one tail loss probe, then RTOs
 /// (verified: TCPLossProbes 1, TCPTimeouts 3, RetransSegs 4).
@@ -24,6 +31,7 @@ fn loss_probe_then_rtos(loopback: &'static str) {
     let (mut client, mut server, port) = ns.connect(loopback);
     let lport = client.local_addr().unwrap().port();
     ping_pong(&mut client, &mut server, 5, 100);
+    settle();
     let t = Tracer::start(&["tcpretrans", "-l", "--netns", "--json"]);
     let before = ns.snmp();
     ns.drop_rule(&format!("tcp dport {port} drop"));
@@ -40,8 +48,18 @@ fn loss_probe_then_rtos(loopback: &'static str) {
     let flow = flow_rows(&rows, &ns, lport, port);
     let kinds: Vec<&str> = flow.iter().map(|r| r["type"].as_str().unwrap()).collect();
     let delta = |k: &str| after[k] - before[k];
+    let in_ns: Vec<String> = rows
+        .iter()
+        .filter(|r| r["netns"] == ns.inode())
+        .map(|r| {
+            format!(
+                "{}:{}>{}:{} {}",
+                r["laddr"], r["lport"], r["raddr"], r["rport"], r["type"]
+            )
+        })
+        .collect();
     let counters = format!(
-        "kernel: TCPLossProbes {} TCPTimeouts {} RetransSegs {}; rows: {kinds:?}",
+        "kernel: TCPLossProbes {} TCPTimeouts {} RetransSegs {}; rows: {kinds:?}; all rows in the namespace: {in_ns:?}",
         delta("TcpExt:TCPLossProbes"),
         delta("TcpExt:TCPTimeouts"),
         delta("Tcp:RetransSegs")
@@ -80,6 +98,7 @@ fn probes_are_hidden_without_l() {
     let ns = Netns::new();
     let (mut client, mut server, port) = ns.connect("127.0.0.1");
     ping_pong(&mut client, &mut server, 5, 100);
+    settle();
     let t = Tracer::start(&["tcpretrans", "--netns", "--json"]);
     ns.drop_rule(&format!("tcp dport {port} drop"));
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
@@ -135,7 +154,11 @@ fn per_flow_counts_match_the_kernel() {
     }
     let kernel = after["Tcp:RetransSegs"] - before["Tcp:RetransSegs"];
     assert!(kernel > 0, "no retransmits happened");
-    assert_eq!(segs, kernel, "{}", out.stdout);
+    assert_eq!(
+        segs, kernel,
+        "tracer {segs} segments, kernel {kernel}; {}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -144,6 +167,7 @@ fn text_columns() {
     let ns = Netns::new();
     let (mut client, mut server, port) = ns.connect("127.0.0.1");
     ping_pong(&mut client, &mut server, 3, 10);
+    settle();
     let t = Tracer::start(&["tcpretrans", "-l"]);
     ns.drop_rule(&format!("tcp dport {port} drop"));
     std::io::Write::write_all(&mut client, &[1u8; 10]).unwrap();

@@ -606,16 +606,24 @@ fn tcp_stream(ns: &str, mb: u64) -> Result<f64> {
         let _ = reader.join();
         Ok(t0.elapsed().as_secs_f64() * 1e6 / mb as f64)
     });
-    handle.join().map_err(|_| anyhow::anyhow!("stream thread panicked"))?
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("stream thread panicked"))?
 }
 
 fn tcp(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
     let ns = Netns::new()?;
     const MB: u64 = 512;
     let configs = vec![
-        Config { name: "no tracing".into(), tracing: Tracing::None },
+        Config {
+            name: "no tracing".into(),
+            tracing: Tracing::None,
+        },
         tracer("tracer tcprtt", &["tcprtt"]),
-        bpftrace("bpftrace tcp_probe srtt hist", "tracepoint:tcp:tcp_probe { @us = hist(args->srtt); }"),
+        bpftrace(
+            "bpftrace tcp_probe srtt hist",
+            "tracepoint:tcp:tcp_probe { @us = hist(args->srtt); }",
+        ),
         tracer("tracer tcpretrans", &["tcpretrans"]),
         bpftrace(
             "bpftrace tcpretrans (tracepoint)",
@@ -627,7 +635,9 @@ fn tcp(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
         bin,
         rounds,
         Scenario {
-            title: &format!("TCP: a {MB} MiB loopback stream in a network namespace (bpftrace's packaged tcpretrans.bt needs kprobes, absent here)"),
+            title: &format!(
+                "TCP: a {MB} MiB loopback stream in a network namespace (bpftrace's packaged tcpretrans.bt needs kprobes, absent here)"
+            ),
             unit: "us/MiB",
             ops: MB,
             configs,
