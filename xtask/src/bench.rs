@@ -58,6 +58,8 @@ fn bpftrace(name: &str, script: &str) -> Config {
 struct Running {
     child: Child,
     startup: Duration,
+    /// Records the tracer said it lost ("WARNING: N records lost").
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn start(bin: &Path, tracing: &Tracing) -> Result<Option<Running>> {
@@ -90,6 +92,8 @@ fn start(bin: &Path, tracing: &Tracing) -> Result<Option<Running>> {
         Box::new(child.stderr.take().unwrap())
     };
     // Watch for the marker, then keep draining so the child never blocks.
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let lost_seen = lost.clone();
     thread::spawn(move || {
         let mut seen = false;
         for line in BufReader::new(stream).lines() {
@@ -97,6 +101,13 @@ fn start(bin: &Path, tracing: &Tracing) -> Result<Option<Running>> {
             if !seen && line.contains(marker) {
                 seen = true;
                 let _ = tx.send(());
+            }
+            if let Some(n) = line
+                .split("WARNING: ")
+                .nth(1)
+                .and_then(|w| w.split_whitespace().next()?.parse().ok())
+            {
+                lost_seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
@@ -115,6 +126,7 @@ fn start(bin: &Path, tracing: &Tracing) -> Result<Option<Running>> {
     Ok(Some(Running {
         child,
         startup: t0.elapsed(),
+        lost,
     }))
 }
 
@@ -129,22 +141,27 @@ fn vm_hwm_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Stops a run; returns its peak RSS in KiB.
-fn stop(r: Option<Running>) -> u64 {
-    let Some(mut r) = r else { return 0 };
+/// Stops a run; returns its peak RSS in KiB and the records it said it lost.
+fn stop(r: Option<Running>) -> (u64, u64) {
+    let Some(mut r) = r else { return (0, 0) };
+    let lost = || {
+        // The warning is printed at exit; give the reader thread a moment.
+        thread::sleep(Duration::from_millis(50));
+        r.lost.load(std::sync::atomic::Ordering::Relaxed)
+    };
     let hwm = vm_hwm_kb(r.child.id());
     // SAFETY: signalling our own child.
     unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = r.child.try_wait() {
-            return hwm;
+            return (hwm, lost());
         }
         thread::sleep(Duration::from_millis(10));
     }
     let _ = r.child.kill();
     let _ = r.child.wait();
-    hwm
+    (hwm, lost())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -205,7 +222,7 @@ fn bpf_cost(
     thread::sleep(Duration::from_millis(200));
     workload()?;
     let stats = prog_stats()?;
-    stop(running);
+    let _ = stop(running);
     let mut programs = Vec::new();
     let mut total = 0u64;
     for (id, (name, ns, cnt)) in stats {
@@ -245,6 +262,7 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
     let mut times: HashMap<String, Vec<f64>> = HashMap::new();
     let mut startups: HashMap<String, Vec<f64>> = HashMap::new();
     let mut rss: HashMap<String, u64> = HashMap::new();
+    let mut lost: HashMap<String, u64> = HashMap::new();
     for round in 0..rounds {
         for cfg in &s.configs {
             let running = start(bin, &cfg.tracing)?;
@@ -255,10 +273,11 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
                     .push(r.startup.as_secs_f64() * 1e3);
             }
             let per_op = (s.workload)()?;
-            let hwm = stop(running);
+            let (hwm, n) = stop(running);
             rss.entry(cfg.name.clone())
                 .and_modify(|m| *m = (*m).max(hwm))
                 .or_insert(hwm);
+            *lost.entry(cfg.name.clone()).or_default() += n;
             times.entry(cfg.name.clone()).or_default().push(per_op);
             eprintln!(
                 "bench:   round {round} {:<28} {per_op:10.2} {}/op",
@@ -289,10 +308,10 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
     let _ = writeln!(report, "\n### {}\n", s.title);
     let _ = writeln!(
         report,
-        "| configuration | median {unit}/op | overhead {unit}/op | ratio | BPF ns per op | start-up ms | peak RSS MB |",
+        "| configuration | median {unit}/op | overhead {unit}/op | ratio | BPF ns per op | start-up ms | peak RSS MB | lost |",
         unit = s.unit
     );
-    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for cfg in &s.configs {
         let m = median(times.get_mut(&cfg.name).unwrap());
         let cost = costs
@@ -306,9 +325,13 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
             .get(&cfg.name)
             .filter(|&&k| k > 0)
             .map(|k| format!("{:.1}", *k as f64 / 1024.0));
+        let lost = match cfg.tracing {
+            Tracing::Tracer(_) => lost.get(&cfg.name).copied().unwrap_or(0).to_string(),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             report,
-            "| {} | {m:.2} | {:+.2} | {:.2} | {} | {} | {} |",
+            "| {} | {m:.2} | {:+.2} | {:.2} | {} | {} | {} | {lost} |",
             cfg.name,
             m - base,
             m / base,
@@ -638,7 +661,7 @@ fn tcp(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
             title: &format!(
                 "TCP: a {MB} MiB loopback stream in a network namespace (bpftrace's packaged tcpretrans.bt needs kprobes, absent here)"
             ),
-            unit: "us/MiB",
+            unit: "us",
             ops: MB,
             configs,
             workload: Box::new(move || tcp_stream(&name, MB)),
