@@ -75,3 +75,25 @@ pub fn user_mode(ctx: &PerfEventContext) -> bool {
     // SAFETY: the perf event context is readable at constant offsets.
     unsafe { (*ctx.ctx).regs.cs & 3 == 3 }
 }
+
+/// Declares the in-flight faults table (`faults()`) and the two programs that
+/// start timing a fault, for a tool with a `CONFIG: Global<FaultConfig>` and
+/// `COUNTERS`.
+#[macro_export]
+macro_rules! fault_start_programs {
+    () => {
+        $crate::inflight_table!(fn faults, INFLIGHT_SLOTS, INFLIGHT: u64 => tracer_common::fault::FaultStart);
+
+        #[aya_ebpf::macros::tracepoint]
+        pub fn fault_start_user(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::fault::on_start(&ctx, &CONFIG.load(), &faults(), 0);
+            0
+        }
+
+        #[aya_ebpf::macros::tracepoint]
+        pub fn fault_start_kernel(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::fault::on_start(&ctx, &CONFIG.load(), &faults(), 1);
+            0
+        }
+    };
+}

@@ -109,3 +109,25 @@ impl Entry for tracer_common::tcpconnlat::ConnStart {
         self.ts
     }
 }
+
+/// Declares an in-flight table of a tool: its array of slots, its overflow map
+/// and a function returning the `Table` over them (with the tool's `COUNTERS`).
+/// `inflight_table!(fn requests, INFLIGHT_SLOTS, INFLIGHT: RqKey => Inflight);`
+#[macro_export]
+macro_rules! inflight_table {
+    (fn $table:ident, $slots:ident, $overflow:ident: $key:ty => $value:ty) => {
+        #[aya_ebpf::macros::map]
+        static $slots: aya_ebpf::maps::Array<tracer_common::Slot<$key, $value>> =
+            aya_ebpf::maps::Array::with_max_entries(tracer_common::INFLIGHT_SLOTS, 0);
+        #[aya_ebpf::macros::map]
+        static $overflow: aya_ebpf::maps::LruHashMap<$key, $value> =
+            aya_ebpf::maps::LruHashMap::with_max_entries(8192, $crate::NO_COMMON_LRU);
+        fn $table() -> $crate::inflight::Table<'static, $key, $value> {
+            $crate::inflight::Table {
+                slots: &$slots,
+                overflow: &$overflow,
+                counters: &COUNTERS,
+            }
+        }
+    };
+}

@@ -6,36 +6,24 @@
 use aya_ebpf::{
     Global,
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use tracer_common::{
-    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
     biosnoop::BioEvent,
     block::{BlockConfig, Inflight, RqKey},
     counters::NUM_COUNTERS,
 };
-use tracer_ebpf::{NO_COMMON_LRU, block, emit, tp_field};
+use tracer_ebpf::{block, emit, tp_field};
 
 tracer_ebpf::license!();
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 
-/// In-flight requests: array slots, and the overflow map for collisions.
-#[map]
-static INFLIGHT_SLOTS: Array<Slot<RqKey, Inflight>> =
-    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
-#[map]
-static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+// In-flight requests: array slots, and the overflow map for collisions.
+tracer_ebpf::inflight_table!(fn requests, INFLIGHT_SLOTS, INFLIGHT: RqKey => Inflight);
 
-fn requests() -> block::Requests<'static> {
-    block::Requests {
-        slots: &INFLIGHT_SLOTS,
-        overflow: &INFLIGHT,
-        counters: &COUNTERS,
-    }
-}
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]

@@ -6,17 +6,16 @@ use aya_ebpf::{
     Global,
     helpers::bpf_get_current_comm,
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
 };
 use tracer_common::{
-    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
     bitesize::{CommFilter, SizeGroup},
     block::{BlockConfig, Inflight, RqKey},
     counters::{Counter, NUM_COUNTERS},
     hist::{HistKey, HistStats},
 };
-use tracer_ebpf::{NO_COMMON_LRU, block, count, hist_record};
+use tracer_ebpf::{block, count, hist_record};
 
 tracer_ebpf::license!();
 
@@ -25,20 +24,9 @@ static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 #[unsafe(no_mangle)]
 static COMM: Global<CommFilter> = Global::new(CommFilter { comm: [1; 16] });
 
-/// In-flight requests: array slots, and the overflow map for collisions.
-#[map]
-static INFLIGHT_SLOTS: Array<Slot<RqKey, Inflight>> =
-    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
-#[map]
-static INFLIGHT: LruHashMap<RqKey, Inflight> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+// In-flight requests: array slots, and the overflow map for collisions.
+tracer_ebpf::inflight_table!(fn requests, INFLIGHT_SLOTS, INFLIGHT: RqKey => Inflight);
 
-fn requests() -> block::Requests<'static> {
-    block::Requests {
-        slots: &INFLIGHT_SLOTS,
-        overflow: &INFLIGHT,
-        counters: &COUNTERS,
-    }
-}
 #[map]
 static HIST: PerCpuHashMap<HistKey<SizeGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 #[map]

@@ -5,38 +5,23 @@
 
 use aya_ebpf::{
     Global,
-    macros::{map, perf_event, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
-    programs::{PerfEventContext, TracePointContext},
+    macros::{map, perf_event},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::PerfEventContext,
 };
 use tracer_common::{
-    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
     counters::NUM_COUNTERS,
-    fault::{FLAG_PER_PROCESS, FaultConfig, FaultStart},
+    fault::{FLAG_PER_PROCESS, FaultConfig},
     faultlat::FaultGroup,
     hist::{HistKey, HistStats, SlotHist},
 };
-use tracer_ebpf::{NO_COMMON_LRU, current_tgid, fault, hist_record, hist_record_slot};
+use tracer_ebpf::{current_tgid, fault, hist_record, hist_record_slot};
 
 tracer_ebpf::license!();
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<FaultConfig> = Global::new(FaultConfig::INITIAL);
 
-/// In-flight faults by thread: array slots, and the overflow map for collisions.
-#[map]
-static INFLIGHT_SLOTS: Array<Slot<u64, FaultStart>> =
-    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
-#[map]
-static INFLIGHT: LruHashMap<u64, FaultStart> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
-
-fn faults() -> fault::Faults<'static> {
-    fault::Faults {
-        slots: &INFLIGHT_SLOTS,
-        overflow: &INFLIGHT,
-        counters: &COUNTERS,
-    }
-}
 #[map]
 static HIST: PerCpuHashMap<HistKey<FaultGroup>, u64> = PerCpuHashMap::with_max_entries(65536, 0);
 #[map]
@@ -47,17 +32,7 @@ static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(2, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-#[tracepoint]
-pub fn fault_start_user(ctx: TracePointContext) -> u32 {
-    fault::on_start(&ctx, &CONFIG.load(), &faults(), 0);
-    0
-}
-
-#[tracepoint]
-pub fn fault_start_kernel(ctx: TracePointContext) -> u32 {
-    fault::on_start(&ctx, &CONFIG.load(), &faults(), 1);
-    0
-}
+tracer_ebpf::fault_start_programs!();
 
 #[inline(always)]
 fn end(major: u32) {

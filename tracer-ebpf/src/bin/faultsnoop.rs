@@ -6,53 +6,24 @@
 use aya_ebpf::{
     Global,
     helpers::bpf_get_current_comm,
-    macros::{map, perf_event, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
-    programs::{PerfEventContext, TracePointContext},
+    macros::{map, perf_event},
+    maps::{PerCpuArray, RingBuf},
+    programs::PerfEventContext,
 };
-use tracer_common::{
-    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
-    counters::NUM_COUNTERS,
-    fault::{FaultConfig, FaultStart},
-    faultsnoop::FaultEvent,
-};
-use tracer_ebpf::{NO_COMMON_LRU, current_tgid, emit, fault};
+use tracer_common::{counters::NUM_COUNTERS, fault::FaultConfig, faultsnoop::FaultEvent};
+use tracer_ebpf::{current_tgid, emit, fault};
 
 tracer_ebpf::license!();
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<FaultConfig> = Global::new(FaultConfig::INITIAL);
 
-/// In-flight faults by thread: array slots, and the overflow map for collisions.
-#[map]
-static INFLIGHT_SLOTS: Array<Slot<u64, FaultStart>> =
-    Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
-#[map]
-static INFLIGHT: LruHashMap<u64, FaultStart> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
-
-fn faults() -> fault::Faults<'static> {
-    fault::Faults {
-        slots: &INFLIGHT_SLOTS,
-        overflow: &INFLIGHT,
-        counters: &COUNTERS,
-    }
-}
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-#[tracepoint]
-pub fn fault_start_user(ctx: TracePointContext) -> u32 {
-    fault::on_start(&ctx, &CONFIG.load(), &faults(), 0);
-    0
-}
-
-#[tracepoint]
-pub fn fault_start_kernel(ctx: TracePointContext) -> u32 {
-    fault::on_start(&ctx, &CONFIG.load(), &faults(), 1);
-    0
-}
+tracer_ebpf::fault_start_programs!();
 
 #[inline(always)]
 fn end(major: u32) {

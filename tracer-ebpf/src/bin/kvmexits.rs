@@ -9,11 +9,11 @@ use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
 };
 use tracer_common::{
-    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
+    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN,
     counters::{Counter, NUM_COUNTERS},
     hist::{HistKey, HistStats},
     kvmexits::{
@@ -21,9 +21,7 @@ use tracer_common::{
         Pending, SYS_IOCTL, ThreadName, kind, layout,
     },
 };
-use tracer_ebpf::{
-    NO_COMMON_LRU, count, hist_record, inflight::Table, now_ns, task_passes, tp_read,
-};
+use tracer_ebpf::{NO_COMMON_LRU, count, hist_record, now_ns, task_passes, tp_read};
 
 tracer_ebpf::license!();
 
@@ -34,16 +32,10 @@ static CONFIG: Global<KvmConfig> = Global::new(KvmConfig::INITIAL);
 static COUNT_CACHE: PerCpuArray<CountSlots> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTS: PerCpuHashMap<ExitKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
-/// Exits awaiting re-entry (--latency), by vCPU thread.
-#[map]
-static PENDING_SLOTS: Array<Slot<u64, Pending>> = Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
-#[map]
-static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
-/// MMIO reads sent to userspace (their completion must not count twice).
-#[map]
-static MMIO_READS_SLOTS: Array<Slot<u64, Pending>> = Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
-#[map]
-static MMIO_READS: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+// Exits awaiting re-entry (--latency), and MMIO reads sent to userspace (their
+// completion must not count twice), by vCPU thread.
+tracer_ebpf::inflight_table!(fn pending, PENDING_SLOTS, PENDING: u64 => Pending);
+tracer_ebpf::inflight_table!(fn mmio_reads, MMIO_READS_SLOTS, MMIO_READS: u64 => Pending);
 /// Names of the vCPU threads seen, by tid.
 #[map]
 static THREADS: LruHashMap<u32, ThreadName> = LruHashMap::with_max_entries(4096, NO_COMMON_LRU);
@@ -53,22 +45,6 @@ static HIST: PerCpuHashMap<HistKey<LatGroup>, u64> = PerCpuHashMap::with_max_ent
 static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> = PerCpuHashMap::with_max_entries(1024, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
-
-fn pending() -> Table<'static, u64, Pending> {
-    Table {
-        slots: &PENDING_SLOTS,
-        overflow: &PENDING,
-        counters: &COUNTERS,
-    }
-}
-
-fn mmio_reads() -> Table<'static, u64, Pending> {
-    Table {
-        slots: &MMIO_READS_SLOTS,
-        overflow: &MMIO_READS,
-        counters: &COUNTERS,
-    }
-}
 
 #[inline(always)]
 fn slot_of(tid: u64) -> u32 {

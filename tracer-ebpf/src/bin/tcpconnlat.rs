@@ -7,29 +7,23 @@ use aya_ebpf::{
     Global,
     helpers::bpf_get_current_comm,
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use tracer_common::{
-    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN, Slot,
+    INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN,
     counters::NUM_COUNTERS,
     hist::SlotHist,
     tcpconnlat::{ConnConfig, ConnEvent, ConnStart, FLAG_HIST},
 };
-use tracer_ebpf::{
-    NO_COMMON_LRU, current_tgid, emit, hist_record_slot, inflight::Table, now_ns, task_passes,
-    tcp::flow, tp_field,
-};
+use tracer_ebpf::{current_tgid, emit, hist_record_slot, now_ns, task_passes, tcp::flow, tp_field};
 
 tracer_ebpf::license!();
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<ConnConfig> = Global::new(ConnConfig::INITIAL);
 
-#[map]
-static INFLIGHT_SLOTS: Array<Slot<u64, ConnStart>> = Array::with_max_entries(INFLIGHT_SLOTS_LEN, 0);
-#[map]
-static INFLIGHT: LruHashMap<u64, ConnStart> = LruHashMap::with_max_entries(8192, NO_COMMON_LRU);
+tracer_ebpf::inflight_table!(fn connects, INFLIGHT_SLOTS, INFLIGHT: u64 => ConnStart);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
@@ -41,14 +35,6 @@ const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
-
-fn connects() -> Table<'static, u64, ConnStart> {
-    Table {
-        slots: &INFLIGHT_SLOTS,
-        overflow: &INFLIGHT,
-        counters: &COUNTERS,
-    }
-}
 
 /// Sockets are at least 64-byte aligned: drop the low bits for the slot index.
 #[inline(always)]

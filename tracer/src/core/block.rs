@@ -2,9 +2,9 @@
 //! tracking, field offsets from the format files, and decoding of rwbs flags.
 
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use tracer_common::{
-    TaskFilter,
+    Slot, TaskFilter,
     block::{BlockConfig, FLAG_ATTRIBUTE, Inflight, RqFields, RqKey},
 };
 
@@ -108,18 +108,29 @@ impl Plan {
     }
 }
 
-/// Requests issued and not completed, left in the in-flight map.
+/// Requests issued and not completed, left in the in-flight table (array slots
+/// and overflow map).
 pub fn inflight_at_exit(loaded: &Loaded) -> usize {
-    let Some(map) = loaded.ebpf.map("INFLIGHT") else {
-        return 0;
-    };
-    let Ok(map) = BpfHashMap::<&MapData, RqKey, Inflight>::try_from(map) else {
-        return 0;
-    };
-    map.iter()
-        .flatten()
-        .filter(|(_, v)| v.ts_issue != 0)
-        .count()
+    let mut n = 0;
+    if let Some(map) = loaded.ebpf.map("INFLIGHT_SLOTS")
+        && let Ok(slots) = Array::<&MapData, Slot<RqKey, Inflight>>::try_from(map)
+    {
+        n += slots
+            .iter()
+            .flatten()
+            .filter(|s| s.key.dev != 0 && s.value.ts_issue != 0)
+            .count();
+    }
+    if let Some(map) = loaded.ebpf.map("INFLIGHT")
+        && let Ok(map) = BpfHashMap::<&MapData, RqKey, Inflight>::try_from(map)
+    {
+        n += map
+            .iter()
+            .flatten()
+            .filter(|(_, v)| v.ts_issue != 0)
+            .count();
+    }
+    n
 }
 
 /// The I/O direction letter of BCC's T column: R, W, D (discard), F (flush), N.

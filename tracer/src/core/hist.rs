@@ -109,6 +109,14 @@ impl Hist {
         out
     }
 
+    /// `fields` (an object: tool, labels) with this histogram's fields added.
+    pub fn json_with(&self, mut fields: Value, unit: &str) -> Value {
+        if let (Some(obj), Value::Object(h)) = (fields.as_object_mut(), self.to_json(unit)) {
+            obj.extend(h);
+        }
+        fields
+    }
+
     /// JSON object with explicit bucket bounds (in `unit`) and the percentiles.
     pub fn to_json(&self, unit: &str) -> Value {
         let buckets: Vec<Value> = self

@@ -84,8 +84,7 @@ pub fn addr_fields(f: &Format) -> Result<AddrFields> {
 /// Struct offsets the TCP programs read, from the running kernel's BTF.
 pub fn sock_offsets(btf: &Btf) -> Result<SockOffsets> {
     let off = |s: &str, p: &str| -> Result<u16> {
-        Ok(u16::try_from(btf.member(s, p)?.offset)
-            .with_context(|| format!("{s}.{p} offset too large"))?)
+        u16::try_from(btf.member(s, p)?.offset).with_context(|| format!("{s}.{p} offset too large"))
     };
     let ca = btf.bitfield("inet_connection_sock", "icsk_ca_state")?;
     let cb = off("sk_buff", "cb")?;

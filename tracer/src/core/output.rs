@@ -70,6 +70,33 @@ impl Clock {
     pub fn unix_ns(&self, mono_ns: u64) -> u64 {
         (mono_ns as i128 + self.unix_minus_mono).max(0) as u64
     }
+
+    /// An event's time column: seconds since tracing began (BCC's TIME(s)), or
+    /// with -T the local wall-clock time.
+    pub fn column(&self, mono_ns: u64, wall: bool) -> String {
+        if wall {
+            format!("{:<15}", format_local(self.unix_ns(mono_ns), true))
+        } else {
+            format!("{:<11.6}", self.since_start(mono_ns))
+        }
+    }
+
+    /// The heading of `column`.
+    pub fn header(wall: bool) -> String {
+        if wall {
+            format!("{:<15}", "TIME")
+        } else {
+            format!("{:<11}", "TIME(s)")
+        }
+    }
+
+    /// JSON time fields of an event: seconds since start, and local time with -T.
+    pub fn json_fields(&self, v: &mut Value, mono_ns: u64, wall: bool) {
+        v["time_s"] = serde_json::json!(self.since_start(mono_ns));
+        if wall {
+            v["time"] = serde_json::json!(format_local(self.unix_ns(mono_ns), true));
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, for JSON records.

@@ -113,15 +113,15 @@ pub fn periodic(
 /// enough bytes are pending, to batch wake-ups).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
-/// Event tools: every record in `ring` goes to `on_record`; `report(last)` is
-/// called every interval (or once at the end). With a schedule, the run ends
-/// after interval * count.
-pub fn stream(
+/// Event tools: every record in `ring` is decoded as a `T` and goes to
+/// `on_event` (a record shorter than `T` is skipped); `at_end` runs when the run
+/// ends: at Ctrl-C/SIGTERM, or after interval * count with a schedule.
+pub fn stream<T: aya::Pod>(
     schedule: Schedule,
     start: Start<'_>,
     ring: RingBuf<MapData>,
-    mut on_record: impl FnMut(&[u8]) -> Result<()>,
-    mut report: impl FnMut(bool) -> Result<()>,
+    mut on_event: impl FnMut(T) -> Result<()>,
+    at_end: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     block_on(async move {
         let mut signals = Signals::new()?;
@@ -138,7 +138,11 @@ pub fn stream(
         let mut done = 0u64;
         let mut drain = |ring: &mut RingBuf<MapData>| -> Result<()> {
             while let Some(item) = ring.next() {
-                on_record(&item)?;
+                if item.len() >= size_of::<T>() {
+                    // SAFETY: T is plain data, the kernel wrote one; read_unaligned
+                    // copes with the ring's 8-byte alignment.
+                    on_event(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) })?;
+                }
             }
             Ok(())
         };
@@ -153,15 +157,13 @@ pub fn stream(
                 _ = ticks.tick(), if schedule.interval.is_some() => {
                     drain(ring.get_mut())?;
                     done += 1;
-                    let last = schedule.count.is_some_and(|c| done >= c);
-                    report(last)?;
-                    if last {
-                        return Ok(());
+                    if schedule.count.is_some_and(|c| done >= c) {
+                        return at_end();
                     }
                 }
                 _ = signals.recv() => {
                     drain(ring.get_mut())?;
-                    return report(true);
+                    return at_end();
                 }
             }
         }

@@ -14,7 +14,7 @@ use crate::core::{
     cli::{self, IntervalArgs, OutputArgs, TaskArgs},
     disks::Disks,
     ebpf,
-    hist::HistReader,
+    hist::{Hist, HistReader},
     kernel,
     output::{self, cstr},
     run,
@@ -105,16 +105,17 @@ fn run(m: &ArgMatches) -> Result<()> {
             if a.out.json {
                 let grouped = a.per_disk || a.per_flags;
                 if hists.is_empty() && !grouped {
-                    let empty = crate::core::hist::Hist::default();
+                    // Nothing happened: still one record for the interval.
                     output::json_line(&record(
                         &a,
                         &mut disks,
                         &LatGroup::default(),
-                        &empty.to_json(unit),
+                        &Hist::default(),
+                        unit,
                     ));
                 }
                 for (group, h) in &hists {
-                    output::json_line(&record(&a, &mut disks, group, &h.to_json(unit)));
+                    output::json_line(&record(&a, &mut disks, group, h, unit));
                 }
             } else {
                 if let Some(t) = &time {
@@ -160,7 +161,8 @@ fn record(
     a: &Args,
     disks: &mut Disks,
     group: &LatGroup,
-    hist: &serde_json::Value,
+    hist: &Hist,
+    unit: &str,
 ) -> serde_json::Value {
     let mut v = json!({"tool": "biolatency", "ts": output::unix_time()});
     if a.out.timestamp {
@@ -172,8 +174,5 @@ fn record(
     if a.per_flags {
         v["flags"] = json!(block::flags_name(&cstr(&group.rwbs)));
     }
-    if let (Some(obj), Some(h)) = (v.as_object_mut(), hist.as_object()) {
-        obj.extend(h.clone());
-    }
-    v
+    hist.json_with(v, unit)
 }

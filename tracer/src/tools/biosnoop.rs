@@ -89,11 +89,7 @@ fn run(m: &ArgMatches) -> Result<()> {
 
     let clock = Clock::now();
     let header = (!a.out.json).then(|| {
-        let time = if a.out.timestamp {
-            format!("{:<15}", "TIME")
-        } else {
-            format!("{:<11}", "TIME(s)")
-        };
+        let time = Clock::header(a.out.timestamp);
         let queue = if a.queued {
             format!(" {:>7}", "QUE(ms)")
         } else {
@@ -104,34 +100,23 @@ fn run(m: &ArgMatches) -> Result<()> {
             "COMM", "PID", "DISK", "T", "SECTOR", "BYTES", "LAT(ms)"
         )
     });
-    let on_record = |bytes: &[u8]| -> Result<()> {
-        if bytes.len() < size_of::<BioEvent>() {
-            return Ok(());
-        }
-        // SAFETY: the kernel wrote a BioEvent; read_unaligned copes with alignment.
-        let e: BioEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let on_event = |e: BioEvent| -> Result<()> {
         let rwbs = cstr(&e.rwbs);
         let disk = disks.name(e.dev);
         let (lat_ms, que_ms) = (e.lat_ns as f64 / 1e6, e.queue_ns as f64 / 1e6);
         if a.out.json {
             let mut v = json!({
-                "tool": "biosnoop", "time_s": clock.since_start(e.ts), "comm": cstr(&e.comm), "pid": e.tgid,
+                "tool": "biosnoop", "comm": cstr(&e.comm), "pid": e.tgid,
                 "disk": disk, "t": block::op_letter(&rwbs).to_string(), "rwbs": rwbs, "sector": e.sector,
                 "bytes": e.bytes, "lat_ms": lat_ms, "lat_ns": e.lat_ns,
             });
             if a.queued {
                 v["que_ms"] = json!(que_ms);
             }
-            if a.out.timestamp {
-                v["time"] = json!(output::format_local(clock.unix_ns(e.ts), true));
-            }
+            clock.json_fields(&mut v, e.ts, a.out.timestamp);
             output::json_line(&v);
         } else {
-            let time = if a.out.timestamp {
-                format!("{:<15}", output::format_local(clock.unix_ns(e.ts), true))
-            } else {
-                format!("{:<11.6}", clock.since_start(e.ts))
-            };
+            let time = clock.column(e.ts, a.out.timestamp);
             let queue = if a.queued {
                 format!(" {que_ms:>7.2}")
             } else {
@@ -154,12 +139,10 @@ fn run(m: &ArgMatches) -> Result<()> {
         a.interval.duration_schedule(),
         run::Start::with_header("block I/O", header),
         ring,
-        on_record,
-        |last| {
-            if last {
-                let inflight = block::inflight_at_exit(&loaded) as u64;
-                loaded.report_counters(TOOL.name, verbose, &[("in_flight_at_exit", inflight)]);
-            }
+        on_event,
+        || {
+            let inflight = block::inflight_at_exit(&loaded) as u64;
+            loaded.report_counters(TOOL.name, verbose, &[("in_flight_at_exit", inflight)]);
             Ok(())
         },
     )

@@ -101,13 +101,8 @@ fn run(m: &ArgMatches) -> Result<()> {
             for (group, h) in &hists {
                 let name = cstr(&group.comm);
                 if a.out.json {
-                    let mut v =
-                        json!({"tool": "bitesize", "ts": output::unix_time(), "comm": name});
-                    if let (Some(obj), Some(h)) =
-                        (v.as_object_mut(), h.to_json("kbytes").as_object())
-                    {
-                        obj.extend(h.clone());
-                    }
+                    let v = json!({"tool": "bitesize", "ts": output::unix_time(), "comm": name});
+                    let v = h.json_with(v, "kbytes");
                     output::json_line(&v);
                 } else {
                     println!("\nProcess Name = {name}");

@@ -91,9 +91,7 @@ fn run(m: &ArgMatches) -> Result<()> {
                         v["pid"] = json!(g.tgid);
                         v["comm"] = json!(kernel::process_comm(g.tgid));
                     }
-                    if let (Some(obj), Some(h)) = (v.as_object_mut(), h.to_json(unit).as_object()) {
-                        obj.extend(h.clone());
-                    }
+                    let v = h.json_with(v, unit);
                     output::json_line(&v);
                 } else {
                     if a.per_process {

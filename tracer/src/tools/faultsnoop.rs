@@ -73,41 +73,26 @@ fn run(m: &ArgMatches) -> Result<()> {
     let clock = Clock::now();
     let mut maps = ProcMaps::default();
     let header = (!a.out.json).then(|| {
-        let time = if a.out.timestamp {
-            format!("{:<15}", "TIME")
-        } else {
-            format!("{:<11}", "TIME(s)")
-        };
+        let time = Clock::header(a.out.timestamp);
         format!(
             "{time} {:<16} {:<7} {:<7} {:<18} {:<18} {:<18} {:>9} MAPPING",
             "COMM", "PID", "TID", "ADDR", "IP", "TYPE", "LAT(us)"
         )
     });
-    let on_record = |bytes: &[u8]| -> Result<()> {
-        if bytes.len() < size_of::<FaultEvent>() {
-            return Ok(());
-        }
-        // SAFETY: the kernel wrote a FaultEvent; read_unaligned copes with alignment.
-        let e: FaultEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let on_event = |e: FaultEvent| -> Result<()> {
         let kind = fault::type_name(e.error_code, e.kernel != 0, e.major != 0);
         let mapping = maps.lookup(e.tgid, e.address).unwrap_or_else(|| "?".into());
         let lat_us = e.lat_ns as f64 / 1e3;
         if a.out.json {
             let mut v = json!({
-                "tool": "faultsnoop", "time_s": clock.since_start(e.ts), "comm": cstr(&e.comm), "pid": e.tgid,
+                "tool": "faultsnoop", "comm": cstr(&e.comm), "pid": e.tgid,
                 "tid": e.tid, "addr": format!("{:#x}", e.address), "ip": format!("{:#x}", e.ip), "type": kind,
                 "lat_us": lat_us, "lat_ns": e.lat_ns, "mapping": mapping,
             });
-            if a.out.timestamp {
-                v["time"] = json!(output::format_local(clock.unix_ns(e.ts), true));
-            }
+            clock.json_fields(&mut v, e.ts, a.out.timestamp);
             output::json_line(&v);
         } else {
-            let time = if a.out.timestamp {
-                format!("{:<15}", output::format_local(clock.unix_ns(e.ts), true))
-            } else {
-                format!("{:<11.6}", clock.since_start(e.ts))
-            };
+            let time = clock.column(e.ts, a.out.timestamp);
             println!(
                 "{time} {:<16} {:<7} {:<7} {:<#18x} {:<#18x} {kind:<18} {lat_us:>9.2} {mapping}",
                 cstr(&e.comm),
@@ -124,11 +109,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         a.interval.duration_schedule(),
         run::Start::with_header("page faults", header),
         ring,
-        on_record,
-        |last| {
-            if last {
-                loaded.report_counters(TOOL.name, verbose, &[]);
-            }
+        on_event,
+        || {
+            loaded.report_counters(TOOL.name, verbose, &[]);
             Ok(())
         },
     )

@@ -547,10 +547,8 @@ impl Report<'_> {
                 "tool": "kvmexits", "ts": output::unix_time(), "backend": backend, "vcpus": vcpus, "reasons": reasons,
             }));
             for ((kind, code), h) in &hists {
-                let mut v = json!({"tool": "kvmexits", "type": "latency", "reason": self.names.name(*kind as u16, *code)});
-                if let (Some(obj), Some(h)) = (v.as_object_mut(), h.to_json(unit).as_object()) {
-                    obj.extend(h.clone());
-                }
+                let v = json!({"tool": "kvmexits", "type": "latency", "reason": self.names.name(*kind as u16, *code)});
+                let v = h.json_with(v, unit);
                 output::json_line(&v);
             }
             return Ok(());

@@ -97,10 +97,8 @@ fn run(m: &ArgMatches) -> Result<()> {
                 let hists = reader.read(&loaded.ebpf)?;
                 let h = hists.into_values().next().unwrap_or_default();
                 if a.out.json {
-                    let mut v = json!({"tool": "tcpconnlat", "ts": output::unix_time()});
-                    if let (Some(o), Some(h)) = (v.as_object_mut(), h.to_json(unit).as_object()) {
-                        o.extend(h.clone());
-                    }
+                    let v = json!({"tool": "tcpconnlat", "ts": output::unix_time()});
+                    let v = h.json_with(v, unit);
                     output::json_line(&v);
                 } else {
                     print!("{}", h.render(unit));
@@ -131,12 +129,7 @@ fn run(m: &ArgMatches) -> Result<()> {
             "PID", "COMM", "IP", "SADDR", "DADDR", "DPORT", "LAT(ms)"
         )
     });
-    let on_record = |bytes: &[u8]| -> Result<()> {
-        if bytes.len() < size_of::<ConnEvent>() {
-            return Ok(());
-        }
-        // SAFETY: the kernel wrote a ConnEvent; read_unaligned copes with alignment.
-        let e: ConnEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let on_event = |e: ConnEvent| -> Result<()> {
         let lat_ms = e.lat_ns as f64 / 1e6;
         if a.out.json {
             output::json_line(&json!({
@@ -168,11 +161,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         a.interval.duration_schedule(),
         run::Start::with_header("TCP connects", header),
         ring,
-        on_record,
-        |last| {
-            if last {
-                loaded.report_counters(TOOL.name, verbose, &[]);
-            }
+        on_event,
+        || {
+            loaded.report_counters(TOOL.name, verbose, &[]);
             Ok(())
         },
     )

@@ -119,12 +119,7 @@ fn run(m: &ArgMatches) -> Result<()> {
             "TIME", "PID", "IP", "SADDR:SPORT", "DADDR:DPORT", "STATE"
         )
     });
-    let on_record = |bytes: &[u8]| -> Result<()> {
-        if bytes.len() < size_of::<DropEvent>() {
-            return Ok(());
-        }
-        // SAFETY: the kernel wrote a DropEvent; read_unaligned copes with alignment.
-        let e: DropEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let on_event = |e: DropEvent| -> Result<()> {
         let reason = names
             .get(&e.reason)
             .cloned()
@@ -173,11 +168,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         a.interval.duration_schedule(),
         run::Start::with_header("TCP drops", header),
         ring,
-        on_record,
-        |last| {
-            if last {
-                loaded.report_counters(TOOL.name, verbose, &[]);
-            }
+        on_event,
+        || {
+            loaded.report_counters(TOOL.name, verbose, &[]);
             Ok(())
         },
     )

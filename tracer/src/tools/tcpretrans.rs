@@ -166,12 +166,7 @@ fn run(m: &ArgMatches) -> Result<()> {
             "TIME", "PID", "IP", "LADDR:LPORT", "T", "RADDR:RPORT"
         )
     });
-    let on_record = |bytes: &[u8]| -> Result<()> {
-        if bytes.len() < size_of::<RetransEvent>() {
-            return Ok(());
-        }
-        // SAFETY: the kernel wrote a RetransEvent; read_unaligned copes with alignment.
-        let e: RetransEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let on_event = |e: RetransEvent| -> Result<()> {
         if e.kind == KIND_LOSS_PROBE && !a.loss_probes {
             return Ok(());
         }
@@ -209,11 +204,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         a.interval.duration_schedule(),
         start,
         ring,
-        on_record,
-        |last| {
-            if last {
-                loaded.report_counters(TOOL.name, verbose, &[]);
-            }
+        on_event,
+        || {
+            loaded.report_counters(TOOL.name, verbose, &[]);
             Ok(())
         },
     )

@@ -124,12 +124,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         };
         let grouped = a.by_laddr || a.by_raddr;
         if a.out.json && hists.is_empty() && !grouped {
-            let empty = crate::core::hist::Hist::default().to_json(unit);
-            let mut v = json!({"tool": "tcprtt", "ts": output::unix_time()});
-            if let (Some(o), Some(h)) = (v.as_object_mut(), empty.as_object()) {
-                o.extend(h.clone());
-            }
-            output::json_line(&v);
+            // Nothing happened: still one record for the interval.
+            let v = json!({"tool": "tcprtt", "ts": output::unix_time()});
+            output::json_line(&crate::core::hist::Hist::default().json_with(v, unit));
         }
         for (g, h) in &hists {
             if a.out.json {
@@ -138,9 +135,7 @@ fn run(m: &ArgMatches) -> Result<()> {
                     v[if a.by_laddr { "laddr" } else { "raddr" }] =
                         json!(fmt_addr(g.family, &g.addr));
                 }
-                if let (Some(o), Some(h)) = (v.as_object_mut(), h.to_json(unit).as_object()) {
-                    o.extend(h.clone());
-                }
+                let v = h.json_with(v, unit);
                 output::json_line(&v);
             } else {
                 if grouped {
