@@ -14,7 +14,7 @@ use tracer_common::{
     counters::NUM_COUNTERS,
     hist::{HistKey, HistStats, SlotHist},
 };
-use tracer_ebpf::{block, hist_record, hist_record_slot, tp_field};
+use tracer_ebpf::{NO_PREALLOC, block, hist_record, hist_record_slot, tp_field};
 
 tracer_ebpf::license!();
 
@@ -25,9 +25,11 @@ static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 tracer_ebpf::inflight_table!(fn requests, INFLIGHT_SLOTS, INFLIGHT: RqKey => Inflight);
 
 #[map]
-static HIST: PerCpuHashMap<HistKey<LatGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static HIST: PerCpuHashMap<HistKey<LatGroup>, u64> =
+    PerCpuHashMap::with_max_entries(16384, NO_PREALLOC);
 #[map]
-static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> = PerCpuHashMap::with_max_entries(1024, 0);
+static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> =
+    PerCpuHashMap::with_max_entries(1024, NO_PREALLOC);
 /// The ungrouped histogram (no -D/-F): one array slot.
 #[map]
 static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(1, 0);

@@ -14,7 +14,7 @@ use tracer_common::{
     block::{BlockConfig, layout},
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{count, tp_read};
+use tracer_ebpf::{NO_PREALLOC, count, tp_read};
 
 tracer_ebpf::license!();
 
@@ -24,9 +24,10 @@ static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 /// Sector just after each disk's previous I/O; shared across CPUs, since
 /// sequentiality is about the order the disk sees.
 #[map]
-static NEXT_SECTOR: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
+static NEXT_SECTOR: HashMap<u32, u64> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
-static PATTERN: PerCpuHashMap<u32, PatternValue> = PerCpuHashMap::with_max_entries(1024, 0);
+static PATTERN: PerCpuHashMap<u32, PatternValue> =
+    PerCpuHashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 

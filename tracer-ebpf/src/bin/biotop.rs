@@ -14,7 +14,7 @@ use tracer_common::{
     block::{BlockConfig, Inflight, RqKey},
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{block, count, tp_field};
+use tracer_ebpf::{NO_PREALLOC, block, count, tp_field};
 
 tracer_ebpf::license!();
 
@@ -25,7 +25,8 @@ static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 tracer_ebpf::inflight_table!(fn requests, INFLIGHT_SLOTS, INFLIGHT: RqKey => Inflight);
 
 #[map]
-static TOTALS: PerCpuHashMap<TopKey, TopValue> = PerCpuHashMap::with_max_entries(10240, 0);
+static TOTALS: PerCpuHashMap<TopKey, TopValue> =
+    PerCpuHashMap::with_max_entries(10240, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 

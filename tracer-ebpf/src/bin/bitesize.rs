@@ -15,7 +15,7 @@ use tracer_common::{
     counters::{Counter, NUM_COUNTERS},
     hist::{HistKey, HistStats},
 };
-use tracer_ebpf::{block, count, hist_record};
+use tracer_ebpf::{NO_PREALLOC, block, count, hist_record};
 
 tracer_ebpf::license!();
 
@@ -28,9 +28,11 @@ static COMM: Global<CommFilter> = Global::new(CommFilter { comm: [1; 16] });
 tracer_ebpf::inflight_table!(fn requests, INFLIGHT_SLOTS, INFLIGHT: RqKey => Inflight);
 
 #[map]
-static HIST: PerCpuHashMap<HistKey<SizeGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static HIST: PerCpuHashMap<HistKey<SizeGroup>, u64> =
+    PerCpuHashMap::with_max_entries(16384, NO_PREALLOC);
 #[map]
-static HIST_STATS: PerCpuHashMap<SizeGroup, HistStats> = PerCpuHashMap::with_max_entries(4096, 0);
+static HIST_STATS: PerCpuHashMap<SizeGroup, HistStats> =
+    PerCpuHashMap::with_max_entries(4096, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 

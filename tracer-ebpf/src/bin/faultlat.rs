@@ -23,9 +23,9 @@ tracer_ebpf::license!();
 static CONFIG: Global<FaultConfig> = Global::new(FaultConfig::INITIAL);
 
 #[map]
-static HIST: PerCpuHashMap<HistKey<FaultGroup>, u64> = PerCpuHashMap::with_max_entries(65536, 0);
+static HIST: PerCpuHashMap<HistKey<FaultGroup>, u64> = PerCpuHashMap::with_max_entries(8192, 0);
 #[map]
-static HIST_STATS: PerCpuHashMap<FaultGroup, HistStats> = PerCpuHashMap::with_max_entries(8192, 0);
+static HIST_STATS: PerCpuHashMap<FaultGroup, HistStats> = PerCpuHashMap::with_max_entries(512, 0);
 /// Without -P: slot 0 minor, slot 1 major.
 #[map]
 static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(2, 0);

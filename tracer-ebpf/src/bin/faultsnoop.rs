@@ -19,7 +19,7 @@ tracer_ebpf::license!();
 static CONFIG: Global<FaultConfig> = Global::new(FaultConfig::INITIAL);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 21, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 

@@ -21,7 +21,7 @@ use tracer_common::{
         Pending, SYS_IOCTL, ThreadName, kind, layout,
     },
 };
-use tracer_ebpf::{NO_COMMON_LRU, count, hist_record, now_ns, task_passes, tp_read};
+use tracer_ebpf::{NO_COMMON_LRU, NO_PREALLOC, count, hist_record, now_ns, task_passes, tp_read};
 
 tracer_ebpf::license!();
 
@@ -31,7 +31,7 @@ static CONFIG: Global<KvmConfig> = Global::new(KvmConfig::INITIAL);
 #[map]
 static COUNT_CACHE: PerCpuArray<CountSlots> = PerCpuArray::with_max_entries(1, 0);
 #[map]
-static COUNTS: PerCpuHashMap<ExitKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static COUNTS: PerCpuHashMap<ExitKey, u64> = PerCpuHashMap::with_max_entries(16384, NO_PREALLOC);
 // Exits awaiting re-entry (--latency), and MMIO reads sent to userspace (their
 // completion must not count twice), by vCPU thread.
 tracer_ebpf::inflight_table!(fn pending, PENDING_SLOTS, PENDING: u64 => Pending);
@@ -40,9 +40,11 @@ tracer_ebpf::inflight_table!(fn mmio_reads, MMIO_READS_SLOTS, MMIO_READS: u64 =>
 #[map]
 static THREADS: LruHashMap<u32, ThreadName> = LruHashMap::with_max_entries(4096, NO_COMMON_LRU);
 #[map]
-static HIST: PerCpuHashMap<HistKey<LatGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static HIST: PerCpuHashMap<HistKey<LatGroup>, u64> =
+    PerCpuHashMap::with_max_entries(16384, NO_PREALLOC);
 #[map]
-static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> = PerCpuHashMap::with_max_entries(1024, 0);
+static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> =
+    PerCpuHashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 

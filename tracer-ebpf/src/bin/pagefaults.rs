@@ -25,7 +25,7 @@ static CONFIG: Global<FaultConfig> = Global::new(FaultConfig::INITIAL);
 
 /// Faults per process, flushed from CACHE.
 #[map]
-static PROCS: PerCpuHashMap<u32, ProcFaults> = PerCpuHashMap::with_max_entries(16384, 0);
+static PROCS: PerCpuHashMap<u32, ProcFaults> = PerCpuHashMap::with_max_entries(8192, 0);
 #[map]
 static CACHE: PerCpuArray<ProcCache> = PerCpuArray::with_max_entries(1, 0);
 #[map]

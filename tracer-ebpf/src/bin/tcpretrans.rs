@@ -21,7 +21,7 @@ use tracer_common::{
     },
 };
 use tracer_ebpf::{
-    count, emit, now_ns,
+    NO_PREALLOC, count, emit, now_ns,
     tcp::{flow, kread},
     tp_field,
 };
@@ -34,7 +34,7 @@ static CONFIG: Global<RetransConfig> = Global::new(RetransConfig::INITIAL);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
-static COUNTS: PerCpuHashMap<RetransKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static COUNTS: PerCpuHashMap<RetransKey, u64> = PerCpuHashMap::with_max_entries(16384, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 

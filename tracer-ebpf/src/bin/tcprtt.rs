@@ -18,7 +18,7 @@ use tracer_common::{
         RttGroup,
     },
 };
-use tracer_ebpf::{hist_record, hist_record_slot, tp_field, tp_read};
+use tracer_ebpf::{NO_PREALLOC, hist_record, hist_record_slot, tp_field, tp_read};
 
 tracer_ebpf::license!();
 
@@ -28,9 +28,11 @@ static CONFIG: Global<RttConfig> = Global::new(RttConfig::INITIAL);
 #[map]
 static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(1, 0);
 #[map]
-static HIST: PerCpuHashMap<HistKey<RttGroup>, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static HIST: PerCpuHashMap<HistKey<RttGroup>, u64> =
+    PerCpuHashMap::with_max_entries(16384, NO_PREALLOC);
 #[map]
-static HIST_STATS: PerCpuHashMap<RttGroup, HistStats> = PerCpuHashMap::with_max_entries(4096, 0);
+static HIST_STATS: PerCpuHashMap<RttGroup, HistStats> =
+    PerCpuHashMap::with_max_entries(4096, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 

@@ -1,41 +1,51 @@
-//! Kernel addresses to symbols, from /proc/kallsyms (for drop locations and stacks).
+//! Kernel addresses to symbols, from /proc/kallsyms (for drop locations and
+//! stacks). Loaded on first use: reading kallsyms takes tens of milliseconds.
 
-use std::fs;
+use std::io::{BufRead as _, BufReader};
 
 #[derive(Default)]
 pub struct Ksyms {
-    /// (address, name), sorted by address.
-    syms: Vec<(u64, String)>,
+    /// (address, offset of the name in `names`), sorted by address.
+    syms: Vec<(u64, u32)>,
+    /// All names, NUL-separated: one allocation instead of one per symbol.
+    names: String,
+    loaded: bool,
 }
 
 impl Ksyms {
-    pub fn load() -> Ksyms {
-        let text = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-        Ksyms::parse(&text)
+    pub fn parse(text: impl std::io::Read) -> Ksyms {
+        let mut k = Ksyms { loaded: true, ..Ksyms::default() };
+        for line in BufReader::new(text).lines().map_while(Result::ok) {
+            let mut it = line.split_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            if addr == 0 || !matches!(kind, "t" | "T") {
+                continue;
+            }
+            k.syms.push((addr, k.names.len() as u32));
+            k.names.push_str(name);
+            k.names.push('\0');
+        }
+        k.syms.sort_unstable();
+        k
     }
 
-    pub fn parse(text: &str) -> Ksyms {
-        let mut syms: Vec<(u64, String)> = text
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let kind = it.next()?;
-                let name = it.next()?;
-                (addr != 0 && matches!(kind, "t" | "T")).then(|| (addr, name.to_string()))
-            })
-            .collect();
-        syms.sort();
-        Ksyms { syms }
+    fn name_at(&self, off: u32) -> &str {
+        let rest = &self.names[off as usize..];
+        &rest[..rest.find('\0').unwrap_or(rest.len())]
     }
 
     /// "name+0xoff", or the address in hex.
-    pub fn name(&self, addr: u64) -> String {
+    pub fn name(&mut self, addr: u64) -> String {
+        if !self.loaded {
+            *self = std::fs::File::open("/proc/kallsyms").map(Ksyms::parse).unwrap_or_default();
+            self.loaded = true;
+        }
         match self.syms.partition_point(|(a, _)| *a <= addr) {
             0 => format!("{addr:#x}"),
             i => {
-                let (base, name) = &self.syms[i - 1];
-                format!("{name}+{:#x}", addr - base)
+                let (base, off) = self.syms[i - 1];
+                format!("{}+{:#x}", self.name_at(off), addr - base)
             }
         }
     }
@@ -47,9 +57,8 @@ mod tests {
 
     #[test]
     fn resolves_addresses() {
-        let k = Ksyms::parse(
-            "ffffffff81000000 T _stext\nffffffff81000100 t foo\nffffffff81000200 d data\n0000000000000000 T zero\n",
-        );
+        let text = "ffffffff81000000 T _stext\nffffffff81000100 t foo\nffffffff81000200 d data\n0000000000000000 T zero\n";
+        let mut k = Ksyms::parse(text.as_bytes());
         assert_eq!(k.name(0xffffffff81000104), "foo+0x4");
         assert_eq!(k.name(0xffffffff81000000), "_stext+0x0");
         assert_eq!(k.name(0x10), "0x10");

@@ -111,7 +111,7 @@ fn run(m: &ArgMatches) -> Result<()> {
             .take_map("STACKS")
             .context("STACKS map missing")?,
     )?;
-    let ksyms = Ksyms::load();
+    let mut ksyms = Ksyms::default();
     let clock = Clock::now();
     let header = (!a.out.json).then(|| {
         format!(
