@@ -73,6 +73,9 @@ enum Cmd {
         /// Limit per test binary inside the guest, in seconds
         #[arg(long, default_value_t = 1800)]
         binary_timeout: u64,
+        /// More qemu options (after `-cpu max`), e.g. "-accel tcg,thread=single"
+        #[arg(long, default_value = "")]
+        qemu_opts: String,
         /// Extra arguments for every test binary (e.g. a test name filter)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -122,6 +125,7 @@ fn real_main() -> Result<()> {
             only,
             test_threads,
             binary_timeout,
+            qemu_opts,
             args,
         } => {
             if kernel != "all" && !vm::ALL.contains(&kernel.as_str()) {
@@ -139,6 +143,7 @@ fn real_main() -> Result<()> {
                 only,
                 test_threads,
                 binary_timeout: std::time::Duration::from_secs(binary_timeout),
+                qemu_opts,
                 test_args: args,
             };
             vm::run(&kernel, &bin, &tests, &opts)
@@ -196,16 +201,23 @@ pub fn build_integration_tests() -> Result<Vec<PathBuf>> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Only the integration tests (tests/tests/*.rs, target kind "test"), built
+    // with the test profile: not the helper binaries nor the lib's and bins' own
+    // (unit-test) harnesses.
     let mut bins = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.contains("\"reason\":\"compiler-artifact\"")
-            && line.contains("\"test\":true")
-            && let Some(start) = line.find("\"executable\":\"")
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test_target = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if msg["reason"] == "compiler-artifact"
+            && is_test_target
+            && msg["profile"]["test"] == true
+            && let Some(exe) = msg["executable"].as_str()
         {
-            let rest = &line[start + 14..];
-            if let Some(end) = rest.find('"') {
-                bins.push(PathBuf::from(&rest[..end]));
-            }
+            bins.push(PathBuf::from(exe));
         }
     }
     Ok(bins)
