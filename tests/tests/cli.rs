@@ -146,3 +146,31 @@ fn sigterm_prints_the_final_result() {
     out.assert_success();
     assert_eq!(out.json().len(), 1, "{}", out.stdout);
 }
+
+#[test]
+fn every_tool_rejects_bad_intervals_and_pids() {
+    let names = run_tracer(&["list", "--names"]);
+    names.assert_success();
+    for tool in names.stdout.split_whitespace() {
+        run_tracer(&[tool, "0"]).assert_one_line_error("interval must be a positive whole number");
+        run_tracer(&[tool, "abc"])
+            .assert_one_line_error("interval must be a positive whole number");
+        run_tracer(&[tool, "1", "-1"])
+            .assert_one_line_error("count must be a positive whole number");
+    }
+    for tool in [
+        "biolatency",
+        "biosnoop",
+        "biotop",
+        "bitesize",
+        "pagefaults",
+        "faultlat",
+        "faultsnoop",
+        "kvmexits",
+        "tcpconnlat",
+    ] {
+        run_tracer(&[tool, "-p", "999999999"]).assert_one_line_error("no such process: 999999999");
+    }
+    run_tracer(&["faultsnoop", "--min-latency", "-5"]).assert_one_line_error("--min-latency");
+    run_tracer(&["faultlat", "-m", "-n"]).assert_one_line_error("cannot be used with");
+}

@@ -14,11 +14,18 @@ pub struct Ksyms {
 
 impl Ksyms {
     pub fn parse(text: impl std::io::Read) -> Ksyms {
-        let mut k = Ksyms { loaded: true, ..Ksyms::default() };
+        let mut k = Ksyms {
+            loaded: true,
+            ..Ksyms::default()
+        };
         for line in BufReader::new(text).lines().map_while(Result::ok) {
             let mut it = line.split_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
             if addr == 0 || !matches!(kind, "t" | "T") {
                 continue;
             }
@@ -38,7 +45,9 @@ impl Ksyms {
     /// "name+0xoff", or the address in hex.
     pub fn name(&mut self, addr: u64) -> String {
         if !self.loaded {
-            *self = std::fs::File::open("/proc/kallsyms").map(Ksyms::parse).unwrap_or_default();
+            *self = std::fs::File::open("/proc/kallsyms")
+                .map(Ksyms::parse)
+                .unwrap_or_default();
             self.loaded = true;
         }
         match self.syms.partition_point(|(a, _)| *a <= addr) {

@@ -505,6 +505,17 @@ mod tests {
     }
 
     #[test]
+    fn qemu_names() {
+        assert_eq!(
+            qemu_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\04G"),
+            Some("web1".into())
+        );
+        assert_eq!(qemu_name(b"qemu\0-name\0db2\0"), Some("db2".into()));
+        assert_eq!(qemu_name(b"qemu\0-m\04G"), None);
+        assert_eq!(qemu_name(b"qemu\0-name"), None);
+    }
+
+    #[test]
     fn thread_names() {
         assert_eq!(vcpu_of_thread_name("CPU 3/KVM"), Some(3));
         assert_eq!(vcpu_of_thread_name("fc_vcpu 2"), Some(2));

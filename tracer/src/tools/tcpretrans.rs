@@ -58,7 +58,7 @@ struct Args {
     loss_probes: bool,
     /// Count retransmitted segments per flow every interval instead of printing each
     #[arg(short = 'c', long = "count")]
-    count: bool,
+    per_flow: bool,
     /// IPv4 only
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     ipv4: bool,
@@ -119,7 +119,7 @@ fn config(a: &Args, notes: &mut Vec<String>) -> Result<RetransConfig> {
         0
     };
     for (on, flag) in [
-        (a.count, FLAG_COUNT),
+        (a.per_flow, FLAG_COUNT),
         (a.netns, FLAG_NETNS),
         (a.failed, FLAG_FAILED),
     ] {
@@ -145,7 +145,7 @@ fn run(m: &ArgMatches) -> Result<()> {
     loaded.notes.extend(notes);
     loaded.report_hooks(TOOL.name, a.out.verbose);
 
-    if a.count {
+    if a.per_flow {
         return run_counts(&a, loaded);
     }
     let ring = RingBuf::try_from(
