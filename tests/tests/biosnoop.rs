@@ -180,9 +180,10 @@ fn min_latency_keeps_only_the_slow_ones() {
         slow.stdout
     );
     // Each tracer times the I/O itself, a few µs apart (more if an interrupt lands
-    // between their programs): rows clear of the threshold by 50 µs must agree,
-    // allowing 2% for such interruptions.
-    let margin = 50_000;
+    // between their programs, much more under software emulation): rows clear of
+    // the threshold by 50 µs (or half of it) must agree, allowing 5% (at least
+    // two rows) for such interruptions.
+    let margin = (threshold_ns / 2).max(50_000);
     let (mut checked, mut disagree) = (0, Vec::new());
     for r in all.json() {
         let key = (
@@ -199,7 +200,7 @@ fn min_latency_keeps_only_the_slow_ones() {
         }
     }
     assert!(
-        disagree.len() * 50 <= checked,
+        disagree.len() <= (checked / 20).max(2),
         "{} of {checked} rows disagree: {disagree:?}",
         disagree.len()
     );

@@ -23,13 +23,23 @@ pub fn kread<T>(base: u64, off: u16) -> Option<T> {
 /// record (source = local).
 #[inline(always)]
 pub fn flow(ctx: &TracePointContext, f: &AddrFields) -> Option<Flow> {
+    let mut flow = Flow::default();
+    read_flow(ctx, f, &mut flow).then_some(flow)
+}
+
+/// Like `flow`, into `flow` (which must be zeroed): saves a copy on the 512-byte
+/// stack.
+#[inline(always)]
+pub fn read_flow(ctx: &TracePointContext, f: &AddrFields, flow: &mut Flow) -> bool {
+    read_flow_inner(ctx, f, flow).is_some()
+}
+
+#[inline(always)]
+fn read_flow_inner(ctx: &TracePointContext, f: &AddrFields, flow: &mut Flow) -> Option<()> {
     let family: u16 = tp_field(ctx, f.family)?;
-    let mut flow = Flow {
-        family,
-        lport: tp_field(ctx, f.sport)?,
-        rport: tp_field(ctx, f.dport)?,
-        ..Flow::default()
-    };
+    flow.family = family;
+    flow.lport = tp_field(ctx, f.sport)?;
+    flow.rport = tp_field(ctx, f.dport)?;
     match family {
         AF_INET => {
             let s: [u8; 4] = tp_field(ctx, f.saddr)?;
@@ -43,5 +53,5 @@ pub fn flow(ctx: &TracePointContext, f: &AddrFields) -> Option<Flow> {
         }
         _ => return None,
     }
-    Some(flow)
+    Some(())
 }

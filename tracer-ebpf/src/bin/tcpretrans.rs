@@ -22,7 +22,7 @@ use tracer_common::{
 };
 use tracer_ebpf::{
     NO_PREALLOC, count, emit, now_ns,
-    tcp::{flow, kread},
+    tcp::{kread, read_flow},
     tp_field,
 };
 
@@ -50,8 +50,10 @@ fn netns(cfg: &RetransConfig, sk: u64) -> u32 {
     kread(net, cfg.sock.net_inum).unwrap_or(0)
 }
 
+/// Inlined: as a BPF-to-BPF call its frame plus the caller's exceeded the
+/// 512-byte stack on 6.1 ("combined stack size of 2 calls is 544").
 #[inline(always)]
-fn report(cfg: &RetransConfig, mut e: RetransEvent) {
+fn report(cfg: &RetransConfig, e: &mut RetransEvent) {
     if cfg.flags & FLAG_COUNT != 0 {
         let key = RetransKey {
             flow: e.flow,
@@ -71,21 +73,20 @@ fn report(cfg: &RetransConfig, mut e: RetransEvent) {
     }
     e.ts = now_ns();
     e.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    emit(&EVENTS, &COUNTERS, &e);
+    emit(&EVENTS, &COUNTERS, e);
 }
 
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
-    let Some(flow) = flow(&ctx, &cfg.addrs) else {
-        return 0;
-    };
-    if cfg.family != 0 && flow.family != cfg.family {
+    let mut e = RetransEvent::default();
+    if !read_flow(&ctx, &cfg.addrs, &mut e.flow) || (cfg.family != 0 && e.flow.family != cfg.family)
+    {
         return 0;
     }
-    let err: i32 = tp_field(&ctx, cfg.err).unwrap_or(0);
+    e.err = tp_field(&ctx, cfg.err).unwrap_or(0);
     let sk: u64 = tp_field(&ctx, cfg.skaddr).unwrap_or(0);
-    let kind = if err != 0 {
+    e.kind = if e.err != 0 {
         // Kernels >= 6.17 report failed attempts too: not retransmits.
         if cfg.flags & FLAG_FAILED == 0 {
             return 0;
@@ -106,19 +107,10 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
         }
     };
     let skb: u64 = tp_field(&ctx, cfg.skbaddr).unwrap_or(0);
-    let segs = kread::<u16>(skb, cfg.sock.skb_gso_segs).unwrap_or(1).max(1) as u32;
-    let e = RetransEvent {
-        ts: 0,
-        flow,
-        pid: 0,
-        netns: netns(&cfg, sk),
-        state: tp_field(&ctx, cfg.state).unwrap_or(0),
-        err,
-        segs,
-        kind,
-        _pad: [0; 3],
-    };
-    report(&cfg, e);
+    e.segs = kread::<u16>(skb, cfg.sock.skb_gso_segs).unwrap_or(1).max(1) as u32;
+    e.netns = netns(&cfg, sk);
+    e.state = tp_field(&ctx, cfg.state).unwrap_or(0);
+    report(&cfg, &mut e);
     0
 }
 
@@ -127,24 +119,17 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
-    let Some(flow) = flow(&ctx, &cfg.synack) else {
-        return 0;
-    };
-    if cfg.family != 0 && flow.family != cfg.family {
+    let mut e = RetransEvent::default();
+    if !read_flow(&ctx, &cfg.synack, &mut e.flow)
+        || (cfg.family != 0 && e.flow.family != cfg.family)
+    {
         return 0;
     }
     let sk: u64 = tp_field(&ctx, cfg.skaddr).unwrap_or(0);
-    let e = RetransEvent {
-        ts: 0,
-        flow,
-        pid: 0,
-        netns: netns(&cfg, sk),
-        state: TCP_NEW_SYN_RECV,
-        err: 0,
-        segs: 1,
-        kind: KIND_SYNACK,
-        _pad: [0; 3],
-    };
-    report(&cfg, e);
+    e.netns = netns(&cfg, sk);
+    e.state = TCP_NEW_SYN_RECV;
+    e.segs = 1;
+    e.kind = KIND_SYNACK;
+    report(&cfg, &mut e);
     0
 }
