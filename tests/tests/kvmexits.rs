@@ -207,3 +207,47 @@ fn bad_input() {
     run_tracer(&["kvmexits", "--top", "0"]).assert_one_line_error("kvmexits:");
     run_tracer(&["kvmexits", "--backend", "magic"]).assert_one_line_error("invalid value 'magic'");
 }
+
+#[test]
+fn raw_syscalls_fallback_times_the_same_exits() {
+    require_tracing!();
+    require_kvm!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Kernels without syscall tracepoints per syscall (CONFIG_FTRACE_SYSCALLS off)
+    // time KVM_RUN with raw_syscalls:sys_enter instead: force that path.
+    let _vm = hold_vm().expect("creating a VM");
+    let pid = own_pid().to_string();
+    let t = Tracer::start_with_env(
+        &[
+            "kvmexits",
+            "-p",
+            &pid,
+            "--json",
+            "-v",
+            "--latency",
+            "--backend",
+            "generic",
+        ],
+        &[("TRACER_SKIP_HOOKS", "syscalls:sys_enter_ioctl")],
+    );
+    let run = run_guest(&PROGRAM).expect("guest run");
+    let out = t.stop();
+    out.assert_success();
+    assert!(
+        out.stderr
+            .contains("tracepoint raw_syscalls:sys_enter -> kvm_run_enter (fallback"),
+        "{}",
+        out.stderr
+    );
+    let recs = out.json();
+    let io = recs
+        .iter()
+        .find(|r| r["type"] == "latency" && r["reason"] == "to VMM: IO")
+        .expect("IO latency");
+    assert_eq!(io["count"], PROGRAM.outs as u64);
+    let mmio = recs
+        .iter()
+        .find(|r| r["type"] == "latency" && r["reason"] == "to VMM: MMIO")
+        .expect("MMIO latency");
+    assert_eq!(mmio["count"], run.mmio_exits);
+}
