@@ -113,7 +113,9 @@ fn probes_are_hidden_without_l() {
     assert!(flow.iter().all(|r| r["type"] == "R"), "{}", out.stdout);
 }
 
-/// 30% random drops on input during a 3 MB transfer: the per-flow counts (-c)
+/// 10% random drops on input during a 1 MB transfer (with a 1500-byte MTU, so
+/// about 700 segments and 70 drops; heavier drop rates can chain RTO backoffs
+/// into stalls of minutes under emulation): the per-flow counts (-c)
 /// add up to the namespace's TcpRetransSegs. Both directions count (the server
 /// may retransmit its FIN), and SYN-ACK retransmits would too (T = S); tail loss
 /// probes are included with -l.
@@ -121,24 +123,28 @@ fn probes_are_hidden_without_l() {
 fn per_flow_counts_match_the_kernel() {
     require_tracing!();
     let ns = Netns::new();
+    ns.exec("ip link set lo mtu 1500");
     let (mut client, mut server, port) = ns.connect("127.0.0.1");
+    // Fail rather than hang if the transfer stalls.
+    server.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    client.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
     let t = Tracer::start(&["tcpretrans", "-c", "-l", "--netns", "--json", "600"]);
     let before = ns.snmp();
-    ns.drop_rule(&format!("tcp dport {port} numgen random mod 10 < 3 drop"));
+    ns.drop_rule(&format!("tcp dport {port} numgen random mod 10 < 1 drop"));
     let reader = std::thread::spawn(move || {
         let mut total = 0;
         let mut buf = vec![0u8; 65536];
-        while let Ok(n) = std::io::Read::read(&mut server, &mut buf) {
-            if n == 0 {
-                break;
+        loop {
+            match std::io::Read::read(&mut server, &mut buf) {
+                Ok(0) => break total,
+                Ok(n) => total += n,
+                Err(e) => panic!("transfer stalled after {total} bytes: {e}"),
             }
-            total += n;
         }
-        total
     });
-    std::io::Write::write_all(&mut client, &vec![9u8; 3 << 20]).unwrap();
+    std::io::Write::write_all(&mut client, &vec![9u8; 1 << 20]).unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(reader.join().unwrap(), 3 << 20);
+    assert_eq!(reader.join().unwrap(), 1 << 20);
     ns.flush_rules();
     std::thread::sleep(Duration::from_millis(500));
     let after = ns.snmp();
