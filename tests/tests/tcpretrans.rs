@@ -126,8 +126,12 @@ fn per_flow_counts_match_the_kernel() {
     ns.exec("ip link set lo mtu 1500");
     let (mut client, mut server, port) = ns.connect("127.0.0.1");
     // Fail rather than hang if the transfer stalls.
-    server.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    client.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    client
+        .set_write_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let t = Tracer::start(&["tcpretrans", "-c", "-l", "--netns", "--json", "600"]);
     let before = ns.snmp();
     ns.drop_rule(&format!("tcp dport {port} numgen random mod 10 < 1 drop"));

@@ -391,23 +391,21 @@ pub fn vm_processes() -> Vec<u32> {
 /// The VM's name: qemu's `-name` (`guest=NAME,...` or `NAME,...`), else the comm.
 pub fn vm_name(pid: u32) -> String {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    qemu_name(&cmdline).unwrap_or_else(|| crate::core::kernel::process_comm(pid))
+}
+
+/// qemu's `-name` from a NUL-separated command line.
+fn qemu_name(cmdline: &[u8]) -> Option<String> {
     let args: Vec<String> = cmdline
         .split(|&b| b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    if let Some(i) = args.iter().position(|a| a == "-name")
-        && let Some(v) = args.get(i + 1)
-    {
-        let first = v
-            .split(',')
-            .find(|p| p.starts_with("guest="))
-            .map(|p| &p[6..])
-            .unwrap_or(v.split(',').next().unwrap_or(v));
-        if !first.is_empty() {
-            return first.to_string();
-        }
-    }
-    crate::core::kernel::process_comm(pid)
+    let value = args.get(args.iter().position(|a| a == "-name")? + 1)?;
+    let name = match value.split(',').find_map(|p| p.strip_prefix("guest=")) {
+        Some(guest) => guest,
+        None => value.split(',').next().unwrap_or(value),
+    };
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The vCPU a thread runs, from its name: qemu's "CPU 3/KVM", or a trailing number
@@ -507,11 +505,11 @@ mod tests {
     #[test]
     fn qemu_names() {
         assert_eq!(
-            qemu_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\04G"),
+            qemu_name(b"qemu-system-x86_64\0-name\0guest=web1,debug-threads=on\0-m\0big"),
             Some("web1".into())
         );
         assert_eq!(qemu_name(b"qemu\0-name\0db2\0"), Some("db2".into()));
-        assert_eq!(qemu_name(b"qemu\0-m\04G"), None);
+        assert_eq!(qemu_name(b"qemu\0-m\0big"), None);
         assert_eq!(qemu_name(b"qemu\0-name"), None);
     }
 
