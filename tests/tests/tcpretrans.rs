@@ -113,9 +113,10 @@ fn probes_are_hidden_without_l() {
     assert!(flow.iter().all(|r| r["type"] == "R"), "{}", out.stdout);
 }
 
-/// 10% random drops on input during a 1 MB transfer (with a 1500-byte MTU, so
-/// about 700 segments and 70 drops; heavier drop rates can chain RTO backoffs
-/// into stalls of minutes under emulation): the per-flow counts (-c)
+/// Every tenth data packet dropped on input during a 1 MB transfer (a counter,
+/// not `numgen random`: loopback's TSO packets can number only a few dozen, and
+/// a random 10% then sometimes drops none; heavier drop rates can chain RTO
+/// backoffs into stalls of minutes under emulation): the per-flow counts (-c)
 /// add up to the namespace's TcpRetransSegs. Both directions count (the server
 /// may retransmit its FIN), and SYN-ACK retransmits would too (T = S); tail loss
 /// probes are included with -l.
@@ -134,7 +135,7 @@ fn per_flow_counts_match_the_kernel() {
         .unwrap();
     let t = Tracer::start(&["tcpretrans", "-c", "-l", "--netns", "--json", "600"]);
     let before = ns.snmp();
-    ns.drop_rule(&format!("tcp dport {port} numgen random mod 10 < 1 drop"));
+    ns.drop_rule(&format!("tcp dport {port} numgen inc mod 10 == 0 drop"));
     let reader = std::thread::spawn(move || {
         let mut total = 0;
         let mut buf = vec![0u8; 65536];
