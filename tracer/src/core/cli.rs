@@ -106,6 +106,23 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A `--min-latency` threshold in milliseconds, as nanoseconds.
+pub fn parse_threshold_ms(s: &str) -> Result<u64, String> {
+    parse_threshold(s, 1e6, "milliseconds")
+}
+
+/// A `--min-latency` threshold in microseconds, as nanoseconds.
+pub fn parse_threshold_us(s: &str) -> Result<u64, String> {
+    parse_threshold(s, 1e3, "microseconds")
+}
+
+fn parse_threshold(s: &str, ns_per_unit: f64, unit: &str) -> Result<u64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * ns_per_unit).round() as u64),
+        _ => Err(format!("must be a number of {unit} >= 0")),
+    }
+}
+
 fn root_command() -> Command {
     let mut cmd = Command::new("tracer")
         .about("eBPF tracing tools: block I/O, TCP, KVM exits, page faults")
@@ -257,6 +274,12 @@ mod tests {
         }
         assert!(parse_count("0").is_err());
         assert_eq!(parse_count("3"), Ok(3));
+        assert_eq!(parse_threshold_ms("1.5"), Ok(1_500_000));
+        assert_eq!(parse_threshold_us("0"), Ok(0));
+        assert_eq!(parse_threshold_us("2.25"), Ok(2250));
+        for bad in ["-1", "nan", "inf", "x", ""] {
+            assert!(parse_threshold_ms(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

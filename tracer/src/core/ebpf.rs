@@ -7,7 +7,7 @@ use std::fmt;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use tracer_common::counters::{Counter, NUM_COUNTERS};
@@ -290,6 +290,12 @@ impl Loaded {
     pub fn attach_chain(&mut self, chain: &HookChain) -> Result<()> {
         let choice = chain.choose()?;
         self.attach(&choice)
+    }
+
+    /// The event tools' ring buffer, `EVENTS`, for `run::stream`.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
+        Ok(RingBuf::try_from(map)?)
     }
 
     /// Sums the per-CPU `COUNTERS` array.

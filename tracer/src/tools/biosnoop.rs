@@ -1,8 +1,7 @@
 //! biosnoop (iosnoop): one line per block I/O, attributed to the task that
 //! submitted it, with outliers filtered in the kernel.
 
-use anyhow::{Context as _, Result, bail};
-use aya::maps::RingBuf;
+use anyhow::Result;
 use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::biosnoop::BioEvent;
@@ -37,8 +36,8 @@ struct Args {
     #[arg(short = 'd', long = "disk", value_name = "DISK")]
     disk: Option<String>,
     /// Only I/O slower than this, in milliseconds (filtered in the kernel)
-    #[arg(long = "min-latency", value_name = "MS")]
-    min_latency: Option<f64>,
+    #[arg(long = "min-latency", value_name = "MS", value_parser = cli::parse_threshold_ms, allow_negative_numbers = true)]
+    min_latency_ns: Option<u64>,
     #[command(flatten)]
     task: TaskArgs,
     #[command(flatten)]
@@ -58,13 +57,6 @@ fn run(m: &ArgMatches) -> Result<()> {
         .map(|d| disks.lookup(d))
         .transpose()?
         .unwrap_or(0);
-    let min_latency_ns = match a.min_latency {
-        Some(ms) if !(ms >= 0.0 && ms.is_finite()) => {
-            bail!("--min-latency must be a number of milliseconds >= 0")
-        }
-        Some(ms) => (ms * 1e6).round() as u64,
-        None => 0,
-    };
     kernel::require_privileges()?;
 
     let needs = Needs {
@@ -74,18 +66,13 @@ fn run(m: &ArgMatches) -> Result<()> {
         complete: true,
     };
     let mut plan = block::plan(needs, task, dev)?;
-    plan.config.min_latency_ns = min_latency_ns;
+    plan.config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
     let mut loaded = ebpf::load(crate::ebpf_object!("biosnoop"), |l| {
         l.override_global("CONFIG", &plan.config, true);
     })?;
     plan.attach(&mut loaded)?;
     loaded.report_hooks(TOOL.name, a.out.verbose);
-    let ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map("EVENTS")
-            .context("EVENTS map missing")?,
-    )?;
+    let ring = loaded.take_events()?;
 
     let clock = Clock::now();
     let header = (!a.out.json).then(|| {

@@ -1,8 +1,7 @@
 //! faultsnoop: one line per page fault: address, instruction, type, handling time
 //! and the mapping the address falls in; outliers filtered in the kernel.
 
-use anyhow::{Context as _, Result, bail};
-use aya::maps::RingBuf;
+use anyhow::Result;
 use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::faultsnoop::FaultEvent;
@@ -32,8 +31,8 @@ pub const TOOL: Tool = Tool {
 #[derive(clap::Parser, Debug)]
 struct Args {
     /// Only faults slower than this, in microseconds (filtered in the kernel)
-    #[arg(long = "min-latency", value_name = "US")]
-    min_latency: Option<f64>,
+    #[arg(long = "min-latency", value_name = "US", value_parser = cli::parse_threshold_us, allow_negative_numbers = true)]
+    min_latency_ns: Option<u64>,
     #[command(flatten)]
     task: TaskArgs,
     #[command(flatten)]
@@ -46,16 +45,9 @@ struct Args {
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let task = a.task.resolve()?;
-    let min_latency_ns = match a.min_latency {
-        Some(us) if !(us >= 0.0 && us.is_finite()) => {
-            bail!("--min-latency must be a number of microseconds >= 0")
-        }
-        Some(us) => (us * 1e3).round() as u64,
-        None => 0,
-    };
     kernel::require_privileges()?;
     let mut config = fault::config(task, true)?;
-    config.min_latency_ns = min_latency_ns;
+    config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
     let mut loaded = ebpf::load(crate::ebpf_object!("faultsnoop"), |l| {
         l.override_global("CONFIG", &config, true);
     })?;
@@ -63,12 +55,7 @@ fn run(m: &ArgMatches) -> Result<()> {
         loaded.attach_chain(chain)?;
     }
     loaded.report_hooks(TOOL.name, a.out.verbose);
-    let ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map("EVENTS")
-            .context("EVENTS map missing")?,
-    )?;
+    let ring = loaded.take_events()?;
 
     let clock = Clock::now();
     let mut maps = ProcMaps::default();

@@ -1,8 +1,7 @@
 //! tcpconnlat: active TCP connect latency, one line per connect (or a histogram),
 //! attributed to the task that called connect().
 
-use anyhow::{Context as _, Result, bail};
-use aya::maps::RingBuf;
+use anyhow::{Context as _, Result};
 use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::tcpconnlat::{ConnConfig, ConnEvent, FLAG_HIST};
@@ -39,8 +38,8 @@ pub const TOOL: Tool = Tool {
 #[derive(clap::Parser, Debug)]
 struct Args {
     /// Only connects slower than this, in milliseconds (filtered in the kernel)
-    #[arg(long = "min-latency", value_name = "MS")]
-    min_latency: Option<f64>,
+    #[arg(long = "min-latency", value_name = "MS", value_parser = cli::parse_threshold_ms, allow_negative_numbers = true)]
+    min_latency_ns: Option<u64>,
     /// A latency histogram instead of one line per connect
     #[arg(long)]
     hist: bool,
@@ -62,13 +61,7 @@ fn run(m: &ArgMatches) -> Result<()> {
         task: a.task.resolve()?,
         ..ConnConfig::INITIAL
     };
-    cfg.min_latency_ns = match a.min_latency {
-        Some(ms) if !(ms >= 0.0 && ms.is_finite()) => {
-            bail!("--min-latency must be a number of milliseconds >= 0")
-        }
-        Some(ms) => (ms * 1e6).round() as u64,
-        None => 0,
-    };
+    cfg.min_latency_ns = a.min_latency_ns.unwrap_or(0);
     if a.hist {
         cfg.flags |= FLAG_HIST;
         cfg.unit_div = if a.milliseconds { 1_000_000 } else { 1000 };
@@ -111,12 +104,7 @@ fn run(m: &ArgMatches) -> Result<()> {
             },
         );
     }
-    let ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map("EVENTS")
-            .context("EVENTS map missing")?,
-    )?;
+    let ring = loaded.take_events()?;
     let clock = Clock::now();
     let header = (!a.out.json).then(|| {
         let time = if a.out.timestamp {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, RingBuf, StackTraceMap};
+use aya::maps::{MapData, StackTraceMap};
 use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
@@ -99,12 +99,7 @@ fn run(m: &ArgMatches) -> Result<()> {
             .push("skb:kfree_skb has no reason field on this kernel".into());
     }
     loaded.report_hooks(TOOL.name, a.out.verbose);
-    let ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map("EVENTS")
-            .context("EVENTS map missing")?,
-    )?;
+    let ring = loaded.take_events()?;
     let stacks: StackTraceMap<MapData> = StackTraceMap::try_from(
         loaded
             .ebpf

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::RingBuf;
 use clap::{ArgMatches, CommandFactory as _};
 use serde_json::{Value, json};
 use tracer_common::{
@@ -148,12 +147,7 @@ fn run(m: &ArgMatches) -> Result<()> {
     if a.per_flow {
         return run_counts(&a, loaded);
     }
-    let ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map("EVENTS")
-            .context("EVENTS map missing")?,
-    )?;
+    let ring = loaded.take_events()?;
     let clock = Clock::now();
     let header = (!a.out.json).then(|| {
         let netns = if a.netns {
