@@ -386,11 +386,22 @@ pub fn run_guest(p: &GuestProgram) -> anyhow::Result<GuestRun> {
 /// each `hlt` the vCPU is sent back to the start. Counts are totals over all
 /// rounds (exit_counts[KVM_EXIT_HLT] == repeat).
 pub fn run_guest_repeated(p: &GuestProgram, repeat: u32) -> anyhow::Result<GuestRun> {
+    run_guest_with(p, repeat, |_| {})
+}
+
+/// Like `run_guest_repeated`, calling `on_io_exit(n)` on the vCPU thread while it
+/// handles its n-th port I/O exit (n from 1): the VMM's handling time of that exit,
+/// and a point where the test knows the vCPU thread is alive and inside its run.
+pub fn run_guest_with(
+    p: &GuestProgram,
+    repeat: u32,
+    mut on_io_exit: impl FnMut(u64) + Send + 'static,
+) -> anyhow::Result<GuestRun> {
     ensure!(repeat > 0, "repeat must be at least 1");
     let code = guest_code(p);
     let vcpu = thread::Builder::new()
         .name(VCPU_THREAD_NAME.to_string())
-        .spawn(move || run_vm(&code, repeat))
+        .spawn(move || run_vm(&code, repeat, &mut on_io_exit))
         .context("spawning the vCPU thread")?;
     match vcpu.join() {
         Ok(run) => run,
@@ -401,7 +412,7 @@ pub fn run_guest_repeated(p: &GuestProgram, repeat: u32) -> anyhow::Result<Guest
 /// Builds the VM and runs its only vCPU on the calling thread. Everything is
 /// closed and unmapped on return (locals drop in reverse order: the run page,
 /// the vCPU, the VM, then guest memory).
-fn run_vm(code: &[u8], repeat: u32) -> anyhow::Result<GuestRun> {
+fn run_vm(code: &[u8], repeat: u32, on_io_exit: &mut dyn FnMut(u64)) -> anyhow::Result<GuestRun> {
     let kvm = open_kvm().map_err(anyhow::Error::msg)?;
     let memory = Mapping::new(
         CODE_SIZE,
@@ -510,6 +521,7 @@ fn run_vm(code: &[u8], repeat: u32) -> anyhow::Result<GuestRun> {
                         rip()?
                     );
                     out.io_exits += 1;
+                    on_io_exit(out.io_exits);
                 }
                 KVM_EXIT_MMIO => {
                     let (addr, is_write) = (

@@ -18,6 +18,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod fuse;
 pub mod kvm;
 pub mod net;
 
@@ -324,40 +325,66 @@ static LOSETUP: Mutex<()> = Mutex::new(());
 pub struct LoopDevice {
     pub path: String,
     pub name: String,
-    backing: PathBuf,
+    /// The backing file, removed on drop when the device made it.
+    made_backing: Option<PathBuf>,
 }
 
 impl LoopDevice {
     #[track_caller]
     pub fn new(size_mb: u64) -> LoopDevice {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let backing = PathBuf::from(format!(
-            "/dev/shm/tracer-test-{}-{:?}.img",
+            "/dev/shm/tracer-test-{}-{}.img",
             std::process::id(),
-            thread::current().id()
-        ))
-        .to_string_lossy()
-        .replace(['(', ')'], "")
-        .into();
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let file = File::create(&backing).expect("creating the backing file");
         file.set_len(size_mb << 20).unwrap();
         drop(file);
+        match LoopDevice::attach(&backing) {
+            Ok(mut dev) => {
+                dev.made_backing = Some(backing);
+                dev
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&backing);
+                panic!("{e}");
+            }
+        }
+    }
+
+    /// A loop device on an existing file (e.g. on a `fuse::SlowFs`).
+    #[track_caller]
+    pub fn on_file(backing: &Path) -> LoopDevice {
+        LoopDevice::attach(backing).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn attach(backing: &Path) -> Result<LoopDevice, String> {
         let _guard = LOSETUP.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("losetup")
             .args(["-f", "--show"])
-            .arg(&backing)
+            .arg(backing)
             .output()
             .expect("losetup");
         if !out.status.success() {
-            let _ = std::fs::remove_file(&backing);
-            panic!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+            return Err(format!(
+                "losetup {} failed: {}",
+                backing.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let name = path.trim_start_matches("/dev/").to_string();
-        LoopDevice {
+        // Where udev runs, it probes (reads) a new device: let that finish before
+        // the test counts the device's I/O.
+        let _ = Command::new("udevadm")
+            .args(["settle", "--timeout=30"])
+            .status();
+        Ok(LoopDevice {
             path,
             name,
-            backing,
-        }
+            made_backing: None,
+        })
     }
 
     /// Opens the device for O_DIRECT I/O.
@@ -370,7 +397,9 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _guard = LOSETUP.lock().unwrap_or_else(|e| e.into_inner());
         let _ = Command::new("losetup").args(["-d", &self.path]).status();
-        let _ = std::fs::remove_file(&self.backing);
+        if let Some(backing) = &self.made_backing {
+            let _ = std::fs::remove_file(backing);
+        }
     }
 }
 
@@ -448,6 +477,24 @@ pub fn block_workload(dev: &LoopDevice, writes: u64, reads: u64) {
     }
 }
 
+/// `block_workload`, timing each syscall: returns the longest (which bounds the
+/// latency of every block I/O of the workload: each lies within its syscall).
+pub fn block_workload_timed(dev: &LoopDevice, writes: u64, reads: u64) -> Duration {
+    let mut io = dev.open_direct();
+    let mut longest = Duration::ZERO;
+    for i in 0..writes {
+        let start = Instant::now();
+        io.write(i * W_SIZE, W_SIZE as usize);
+        longest = longest.max(start.elapsed());
+    }
+    for j in 0..reads {
+        let start = Instant::now();
+        io.read(R_BASE + j * R_SIZE, R_SIZE as usize);
+        longest = longest.max(start.elapsed());
+    }
+    longest
+}
+
 /// Starts a child process (`dd`) writing `count` 4 KiB O_DIRECT blocks to the
 /// device at `offset_blocks`; returns it so the test knows its pid.
 pub fn dd_writer(dev: &LoopDevice, count: u64, offset_blocks: u64) -> Child {
@@ -491,12 +538,27 @@ pub fn helper_bin(name: &str) -> PathBuf {
 pub struct Toucher {
     child: Child,
     stdout: BufReader<std::process::ChildStdout>,
+    long: Vec<usize>,
+    /// Its (minor, major) fault counts while blocked at "ready", and at "done".
+    at_ready: (u64, u64),
+    at_done: (u64, u64),
 }
 
 impl Toucher {
     #[track_caller]
     pub fn spawn(args: &[&str]) -> Toucher {
-        let mut child = Command::new(helper_bin("page-toucher"))
+        Toucher::spawn_timed(args, None)
+    }
+
+    /// Like `spawn`, timing each touch: `long_touches` then lists the pages
+    /// whose touch (which contains its fault) took at least `long`.
+    #[track_caller]
+    pub fn spawn_timed(args: &[&str], long: Option<Duration>) -> Toucher {
+        let mut cmd = Command::new(helper_bin("page-toucher"));
+        if let Some(long) = long {
+            cmd.env("TOUCHER_LONG_NS", long.as_nanos().to_string());
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -506,14 +568,60 @@ impl Toucher {
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready", "page-toucher did not start");
-        Toucher { child, stdout }
+        let mut t = Toucher {
+            child,
+            stdout,
+            long: Vec::new(),
+            at_ready: (0, 0),
+            at_done: (0, 0),
+        };
+        t.at_ready = t.faults_when_blocked();
+        t
+    }
+
+    /// Waits until the helper is blocked reading stdin (where it takes no
+    /// faults), then reads its fault counters from /proc/PID/stat. The kernel
+    /// counts them in mm_account_fault, beside the perf events the tools count.
+    #[track_caller]
+    fn faults_when_blocked(&self) -> (u64, u64) {
+        let pid = self.child.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // "0 0x0 ..." while in read(0, ...) (x86-64 syscall 0); "running" else.
+            let syscall = read_to_string(&format!("/proc/{pid}/syscall"));
+            if syscall.starts_with("0 0x0 ") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "page-toucher never blocked on stdin: {syscall}"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        let stat = read_to_string(&format!("/proc/{pid}/stat"));
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // After the comm: state ppid pgrp session tty tpgid flags minflt cminflt majflt.
+        (fields[7].parse().unwrap(), fields[9].parse().unwrap())
+    }
+
+    /// The (minor, major) faults the helper took between "ready" and "done",
+    /// counted by the kernel: what a tracer attached meanwhile must count, exactly.
+    pub fn faults(&self) -> (u64, u64) {
+        (
+            self.at_done.0 - self.at_ready.0,
+            self.at_done.1 - self.at_ready.1,
+        )
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Lets it fault; returns the mapping's address range [start, end).
+    /// Lets it fault and waits until it is blocked again; returns the mapping's
+    /// address range [start, end).
     #[track_caller]
     pub fn go(&mut self) -> (u64, u64) {
         use std::io::Write as _;
@@ -524,10 +632,23 @@ impl Toucher {
         self.stdout.read_line(&mut line).unwrap();
         let parts: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(parts.first(), Some(&"done"), "page-toucher: {line}");
+        self.long = parts[3]
+            .split(',')
+            .filter(|s| *s != "-")
+            .map(|s| s.parse().unwrap())
+            .collect();
+        self.at_done = self.faults_when_blocked();
         (
             u64::from_str_radix(parts[1], 16).unwrap(),
             u64::from_str_radix(parts[2], 16).unwrap(),
         )
+    }
+}
+
+impl Toucher {
+    /// Pages (indexes) whose touch took at least the `spawn_timed` limit.
+    pub fn long_touches(&self) -> &[usize] {
+        &self.long
     }
 }
 

@@ -31,7 +31,13 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        sh(&format!("ip netns add {name}"));
+        // The first `ip netns add` on a machine makes /run/netns a shared mount;
+        // several at once race on that.
+        static ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        {
+            let _guard = ADD.lock().unwrap_or_else(|e| e.into_inner());
+            sh(&format!("ip netns add {name}"));
+        }
         let ns = Netns { name };
         sh(&format!("ip -n {} link set lo up", ns.name));
         ns.exec("nft add table inet tracer");

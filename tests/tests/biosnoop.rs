@@ -1,12 +1,13 @@
 //! biosnoop against the real kernel: one row per I/O of the test's own workload,
 //! with the right type, size, sector and the submitting task.
 
-use std::collections::HashMap;
+use std::{collections::HashSet, time::Duration};
 
 use serde_json::Value;
 use tracer_tests::{
-    LoopDevice, R_BASE, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer, own_pid,
-    require_tracing, thread_comm,
+    LoopDevice, R_BASE, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer,
+    fuse::{SlowDisk, timed},
+    own_pid, require_tracing, thread_comm,
 };
 
 const N: u64 = 200;
@@ -133,78 +134,68 @@ fn pid_filter_drops_other_processes() {
 #[test]
 fn min_latency_keeps_only_the_slow_ones() {
     require_tracing!();
-    let dev = LoopDevice::new(64);
-    // Two tracers watch the same I/O: one unfiltered, one with --min-latency at
-    // the unfiltered run's median. Each measures its own latency (a few µs apart),
-    // so rows well clear of the threshold must agree exactly.
-    let all = Tracer::start(&["biosnoop", "-d", &dev.name, "--json"]);
-    block_workload(&dev, N, M);
-    let baseline = all.stop();
-    let mut lats: Vec<u64> = baseline
-        .json()
-        .iter()
-        .map(|r| r["lat_ns"].as_u64().unwrap())
-        .collect();
-    lats.sort();
-    let threshold_ns = lats[lats.len() / 2].max(1000);
-    let threshold_ms = threshold_ns as f64 / 1e6;
-
-    let all = Tracer::start(&["biosnoop", "-d", &dev.name, "--json"]);
-    let slow = Tracer::start(&[
+    // Outliers made, not hoped for: the FUSE server behind this disk answers the
+    // reads of two chosen 64 KiB blocks 300 ms late, so those two I/Os take at
+    // least 300 ms. Any other I/O is reported only if it really took 100 ms: the
+    // test times each of its own syscalls, which contain their block I/O, so an
+    // I/O whose syscall returned sooner cannot have been that slow.
+    let disk = SlowDisk::new(64);
+    let delay = Duration::from_millis(300);
+    let threshold = Duration::from_millis(100);
+    let slow_blocks = [10u64, 40];
+    for j in slow_blocks {
+        disk.slow_down(R_BASE + j * R_SIZE + 4096, delay);
+    }
+    let t = Tracer::start(&[
         "biosnoop",
         "-d",
-        &dev.name,
+        &disk.dev.name,
         "--json",
         "--min-latency",
-        &format!("{threshold_ms}"),
+        "100",
     ]);
-    block_workload(&dev, N, M);
-    let (slow, all) = (slow.stop(), all.stop());
-    slow.assert_success();
-    let slow_rows: HashMap<(u64, String), u64> = slow
-        .json()
-        .iter()
-        .map(|r| {
-            (
-                (
-                    r["sector"].as_u64().unwrap(),
-                    r["t"].as_str().unwrap().to_string(),
-                ),
-                r["lat_ns"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert!(
-        slow_rows.values().all(|&l| l >= threshold_ns),
-        "rows under the threshold: {}",
-        slow.stdout
-    );
-    // Each tracer times the I/O itself, a few µs apart (more if an interrupt lands
-    // between their programs, much more under software emulation): rows clear of
-    // the threshold by 50 µs (or half of it) must agree, allowing 5% (at least
-    // two rows) for such interruptions.
-    let margin = (threshold_ns / 2).max(50_000);
-    let (mut checked, mut disagree) = (0, Vec::new());
-    for r in all.json() {
-        let key = (
-            r["sector"].as_u64().unwrap(),
-            r["t"].as_str().unwrap().to_string(),
-        );
-        let lat = r["lat_ns"].as_u64().unwrap();
-        let kept = slow_rows.contains_key(&key);
-        if lat >= threshold_ns + margin || lat + margin < threshold_ns {
-            checked += 1;
-            if kept != (lat >= threshold_ns) {
-                disagree.push((key, lat, kept));
-            }
+    let mut io = disk.dev.open_direct();
+    // (sector, op) of the I/Os whose syscall took at least the threshold.
+    let mut long = HashSet::new();
+    for i in 0..N {
+        if timed(|| io.write(i * W_SIZE, W_SIZE as usize)) >= threshold {
+            long.insert((i * W_SIZE / 512, "W"));
         }
     }
-    assert!(
-        disagree.len() <= (checked / 20).max(2),
-        "{} of {checked} rows disagree: {disagree:?}",
-        disagree.len()
-    );
-    assert!((slow_rows.len() as u64) < N + M, "nothing was filtered");
+    for j in 0..M {
+        let offset = R_BASE + j * R_SIZE;
+        if timed(|| io.read(offset, R_SIZE as usize)) >= threshold {
+            long.insert((offset / 512, "R"));
+        }
+    }
+    let out = t.stop();
+    out.assert_success();
+    let rows = out.json();
+    let slow: Vec<u64> = slow_blocks
+        .iter()
+        .map(|j| (R_BASE + j * R_SIZE) / 512)
+        .collect();
+    for sector in &slow {
+        let row = rows
+            .iter()
+            .find(|r| r["sector"] == *sector && r["t"] == "R")
+            .unwrap_or_else(|| panic!("the slow read at sector {sector} is missing:\n{}", out.stdout));
+        assert!(row["lat_ns"].as_u64().unwrap() >= delay.as_nanos() as u64, "{row}");
+        assert_eq!(row["bytes"], R_SIZE, "{row}");
+        assert_eq!(row["pid"], own_pid(), "{row}");
+    }
+    for r in &rows {
+        let key = (r["sector"].as_u64().unwrap(), r["t"].as_str().unwrap());
+        assert!(
+            r["lat_ns"].as_u64().unwrap() >= threshold.as_nanos() as u64,
+            "a row under the threshold: {r}"
+        );
+        assert!(
+            slow.contains(&key.0) && key.1 == "R" || long.contains(&key),
+            "reported, but its syscall took under {threshold:?}: {r}"
+        );
+    }
+    assert_eq!(disk.fs.delayed().len(), slow_blocks.len(), "{:?}", disk.fs.delayed());
 }
 
 #[test]

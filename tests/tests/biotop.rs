@@ -1,5 +1,7 @@
 //! biotop against the real kernel: per-process totals of the test's own I/O.
 
+use std::time::{Duration, Instant};
+
 use tracer_tests::{
     LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer, own_pid, require_tracing,
     thread_comm,
@@ -12,20 +14,31 @@ const M: u64 = 50;
 fn totals_per_process_and_direction() {
     require_tracing!();
     let dev = LoopDevice::new(64);
-    let t = Tracer::start(&["biotop", "-d", &dev.name, "--json", "30"]);
+    let t = Tracer::start(&["biotop", "-d", &dev.name, "--json"]);
     let mut dd = dd_writer(&dev, 30, 4096);
     let dd_pid = dd.id();
     block_workload(&dev, N, M);
     assert!(dd.wait().unwrap().success());
     let out = t.stop();
     out.assert_success();
+    // One report per second: the run's totals are the sum over its reports.
     let recs = out.json();
-    assert_eq!(recs.len(), 1, "{}", out.stdout);
-    let rows = recs[0]["rows"].as_array().unwrap();
     let find = |pid: u32, d: &str| {
-        rows.iter()
-            .find(|r| r["pid"] == pid && r["d"] == d)
-            .cloned()
+        let mut total: Option<serde_json::Value> = None;
+        for r in recs.iter().flat_map(|rec| rec["rows"].as_array().unwrap()) {
+            if r["pid"] != pid || r["d"] != d {
+                continue;
+            }
+            match &mut total {
+                None => total = Some(r.clone()),
+                Some(t) => {
+                    for k in ["io", "bytes"] {
+                        t[k] = (t[k].as_u64().unwrap() + r[k].as_u64().unwrap()).into();
+                    }
+                }
+            }
+        }
+        total
     };
     let w = find(own_pid(), "W").unwrap_or_else(|| panic!("no write row: {}", out.stdout));
     assert_eq!(w["io"], N);
@@ -42,8 +55,28 @@ fn totals_per_process_and_direction() {
         (Some(30), Some("dd"))
     );
     // Sorted by bytes, largest first.
-    let bytes: Vec<u64> = rows.iter().map(|r| r["bytes"].as_u64().unwrap()).collect();
-    assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{bytes:?}");
+    for rec in &recs {
+        let bytes: Vec<u64> = rec["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["bytes"].as_u64().unwrap())
+            .collect();
+        assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{bytes:?}");
+    }
+}
+
+/// Waits until `t` has printed more than `n` reports; returns how many it has.
+fn wait_reports(t: &Tracer, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let have = t.stdout_now().lines().count();
+        if have > n {
+            return have;
+        }
+        assert!(Instant::now() < deadline, "no report after {n}: {}", t.stdout_now());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -52,31 +85,65 @@ fn each_interval_counts_only_its_own_io() {
     let dev = LoopDevice::new(64);
     let t = Tracer::start(&[
         "biotop",
-        "-C",
+        "--json",
         "-d",
         &dev.name,
         "-p",
         &own_pid().to_string(),
         "1",
     ]);
-    block_workload(&dev, 40, 0);
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    block_workload(&dev, 25, 0);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Two bursts, each followed by two reports: the second of them covers only
+    // time after the burst, so the burst is wholly in the reports before it, and
+    // those reports (however the burst fell across their intervals) hold exactly
+    // its I/O: each report counts only what happened in its own interval.
+    let mut seen = wait_reports(&t, 0);
+    let mut bursts = Vec::new();
+    for n in [40, 25] {
+        block_workload(&dev, n, 0);
+        let after = wait_reports(&t, seen);
+        let quiet = wait_reports(&t, after);
+        bursts.push((seen, quiet));
+        seen = quiet;
+    }
     let out = t.stop();
     out.assert_success();
-    // Text rows: PID COMM D MAJ MIN DISK I/O Kbytes AVGms
-    let ios: Vec<u64> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with(&own_pid().to_string()))
-        .map(|l| l.split_whitespace().nth(6).unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(ios, [40, 25], "{}", out.stdout);
+    let recs = out.json();
+    let own_io = |rec: &serde_json::Value| -> u64 {
+        rec["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["pid"] == own_pid())
+            .map(|r| r["io"].as_u64().unwrap())
+            .sum()
+    };
+    let per_report: Vec<u64> = recs.iter().map(own_io).collect();
+    for ((from, quiet), n) in bursts.into_iter().zip([40, 25]) {
+        assert_eq!(per_report[from..quiet - 1].iter().sum::<u64>(), n, "{per_report:?}");
+        assert_eq!(per_report[quiet - 1], 0, "{per_report:?}");
+    }
+}
+
+#[test]
+fn text_columns() {
+    require_tracing!();
+    let dev = LoopDevice::new(64);
+    let t = Tracer::start(&["biotop", "-C", "-d", &dev.name, "-p", &own_pid().to_string()]);
+    block_workload(&dev, 10, 0);
+    let out = t.stop();
+    out.assert_success();
     assert!(
         out.stdout
             .contains("PID     COMM             D MAJ MIN DISK       I/O  Kbytes  AVGms"),
         "{}",
         out.stdout
     );
+    // Text rows: PID COMM D MAJ MIN DISK I/O Kbytes AVGms, summed over reports.
+    let ios: u64 = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(&own_pid().to_string()))
+        .map(|l| l.split_whitespace().nth(6).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(ios, 10, "{}", out.stdout);
 }

@@ -1,13 +1,14 @@
 //! faultsnoop against the real kernel: rows of a helper process's faults.
 
-use tracer_tests::{Ext4, Toucher, Tracer, require_tracing};
+use std::time::Duration;
+
+use tracer_tests::{Ext4, Toucher, Tracer, fuse::SlowFile, require_tracing};
 
 const N: u64 = 2000;
 
 /// The tests compare fault latencies: run them one at a time so that they do not
 /// slow each other's faults down (two cores).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-const SLACK: u64 = 16;
 
 #[test]
 fn rows_fall_in_the_mapping_and_are_typed() {
@@ -16,8 +17,6 @@ fn rows_fall_in_the_mapping_and_are_typed() {
     let mut toucher = Toucher::spawn(&["anon", &N.to_string()]);
     let t = Tracer::start(&["faultsnoop", "-p", &toucher.pid().to_string(), "--json"]);
     let (start, end) = toucher.go();
-    // Keep the helper alive until its rows are printed (mappings come from /proc).
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let out = t.stop();
     out.assert_success();
     let rows = out.json();
@@ -42,7 +41,8 @@ fn rows_fall_in_the_mapping_and_are_typed() {
     pages.sort();
     pages.dedup();
     assert_eq!(pages.len() as u64, N);
-    assert!(rows.len() as u64 <= N + SLACK, "{} rows", rows.len());
+    let (minor, major) = toucher.faults();
+    assert_eq!(rows.len() as u64, minor + major, "{} rows", rows.len());
     assert!(rows.iter().all(|r| r["pid"] == toucher.pid()));
 }
 
@@ -56,7 +56,6 @@ fn major_faults_show_the_file() {
     let mut toucher = Toucher::spawn(&["file", path.to_str().unwrap(), &K.to_string()]);
     let t = Tracer::start(&["faultsnoop", "-p", &toucher.pid().to_string(), "--json"]);
     toucher.go();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let out = t.stop();
     out.assert_success();
     let majors: Vec<_> = out
@@ -78,54 +77,58 @@ fn major_faults_show_the_file() {
 fn min_latency_keeps_only_slow_faults() {
     require_tracing!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    const K: usize = 32;
-    let fs = Ext4::new(64);
+    // One page of a FUSE file is read 200 ms late: its major fault takes at least
+    // that. Every other fault is reported only if it really took 100 ms: the
+    // helpers time each touch, which contains its fault.
+    const K: u64 = 32;
+    const SLOW_PAGE: u64 = 5;
+    let delay = Duration::from_millis(200);
+    let threshold = Duration::from_millis(100);
+    let file = SlowFile::new(K);
+    file.slow_down_page(SLOW_PAGE, delay);
     let lat = |r: &serde_json::Value| r["lat_ns"].as_u64().unwrap();
+    let addr =
+        |r: &serde_json::Value| u64::from_str_radix(r["addr"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
 
-    // Calibrate on this machine: the threshold sits at 4x the median minor
-    // fault, far below a major fault (a disk read each: 10x to 100x a minor one,
-    // natively or under emulation, where both vary from run to run).
-    let mut anon = Toucher::spawn(&["anon", &N.to_string()]);
-    let t = Tracer::start(&["faultsnoop", "-p", &anon.pid().to_string(), "--json"]);
-    anon.go();
-    let mut minors: Vec<u64> = t
-        .stop()
-        .json()
+    let mut anon = Toucher::spawn_timed(&["anon", &N.to_string()], Some(threshold));
+    let mut mapped = Toucher::spawn_timed(
+        &["file", file.path.to_str().unwrap(), &K.to_string()],
+        Some(threshold),
+    );
+    let slow = Tracer::start(&["faultsnoop", "--json", "--min-latency", "100000"]);
+    let anon_range = anon.go();
+    let file_range = mapped.go();
+    let out = slow.stop();
+    out.assert_success();
+    let rows = out.json();
+    assert!(
+        rows.iter().all(|r| lat(r) >= threshold.as_nanos() as u64),
+        "rows under the threshold: {}",
+        out.stdout
+    );
+    let page_of = |r: &serde_json::Value, (start, end): (u64, u64)| {
+        let a = addr(r);
+        (start..end).contains(&a).then(|| ((a - start) / 4096) as usize)
+    };
+    let slow_page = rows
         .iter()
-        .filter(|r| r["type"] == "write/user/minor")
-        .map(lat)
-        .collect();
-    minors.sort();
-    let threshold = minors[minors.len() / 2] * 4;
-
-    // Anonymous (fast) and file (slow) faults at once, only >= threshold kept.
-    let path = fs.write_file("slow.bin", K);
-    let mut anon = Toucher::spawn(&["anon", &N.to_string()]);
-    let mut file = Toucher::spawn(&["file", path.to_str().unwrap(), &K.to_string()]);
-    let min_us = format!("{}", threshold as f64 / 1000.0);
-    let slow = Tracer::start(&["faultsnoop", "--json", "--min-latency", &min_us]);
-    anon.go();
-    file.go();
-    let slow = slow.stop();
-    slow.assert_success();
-    let rows = slow.json();
-    assert!(
-        rows.iter().all(|r| lat(r) >= threshold),
-        "rows under {threshold} ns: {}",
-        slow.stdout
-    );
-    let majors = rows
-        .iter()
-        .filter(|r| r["pid"] == file.pid() && r["type"] == "read/user/major")
-        .count();
-    let anons = rows.iter().filter(|r| r["pid"] == anon.pid()).count();
-    assert!(
-        majors >= K / 2,
-        "only {majors} of {K} major faults kept (threshold {threshold} ns)"
-    );
-    // Minor faults take microseconds; only the odd interrupted one is that slow.
-    assert!(
-        (anons as u64) < N / 10,
-        "{anons} of {N} minor faults kept (threshold {threshold} ns)"
-    );
+        .find(|r| r["pid"] == mapped.pid() && page_of(r, file_range) == Some(SLOW_PAGE as usize))
+        .unwrap_or_else(|| panic!("the slow page's fault is missing:\n{}", out.stdout));
+    assert_eq!(slow_page["type"], "read/user/major", "{slow_page}");
+    assert_eq!(slow_page["mapping"], file.path.to_str().unwrap(), "{slow_page}");
+    assert!(lat(slow_page) >= delay.as_nanos() as u64, "{slow_page}");
+    // Any other fault of the helpers' mappings that was kept really was slow.
+    for (toucher, range) in [(&anon, anon_range), (&mapped, file_range)] {
+        for r in rows.iter().filter(|r| r["pid"] == toucher.pid()) {
+            let Some(page) = page_of(r, range) else {
+                continue;
+            };
+            let made_slow = toucher.pid() == mapped.pid() && page == SLOW_PAGE as usize;
+            assert!(
+                made_slow || toucher.long_touches().contains(&page),
+                "kept, but its touch took under {threshold:?}: {r}"
+            );
+        }
+    }
+    assert_eq!(file.fs.delayed().len(), 1, "{:?}", file.fs.delayed());
 }

@@ -4,12 +4,16 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     process::Command,
-    sync::Mutex,
+    sync::{Mutex, mpsc},
     thread,
+    time::{Duration, Instant},
 };
 
 use tracer_tests::{
-    kvm::{GuestProgram, KVM_EXIT_HLT, KVM_EXIT_IO, KVM_EXIT_MMIO, run_guest, run_guest_repeated},
+    kvm::{
+        GuestProgram, KVM_EXIT_HLT, KVM_EXIT_IO, KVM_EXIT_MMIO, run_guest, run_guest_repeated,
+        run_guest_with,
+    },
     require_kvm, run_command,
 };
 
@@ -123,31 +127,42 @@ fn vcpu_thread_is_named_like_qemu_and_cleans_up() {
     require_kvm!();
     let _serial = serial();
     assert_eq!(kvm_fds(), 0);
-    // Long enough (about 10 µs per exit) to be seen running.
+    // The vCPU thread stops at its first I/O exit until the test has looked at
+    // /proc: it is seen running by construction, however fast the guest is.
     let p = GuestProgram {
-        outs: 20_000,
+        outs: 10,
         ..GuestProgram::default()
     };
-    let guest = thread::spawn(move || run_guest(&p));
-    let mut seen = BTreeSet::new();
-    let mut saw_fds = 0;
-    while !guest.is_finished() {
-        seen.extend(vcpu_named_threads());
-        saw_fds = saw_fds.max(kvm_fds());
-        thread::yield_now();
-    }
+    let (at_exit, exited) = mpsc::channel();
+    let (resume, resumed) = mpsc::channel::<()>();
+    let guest = thread::spawn(move || {
+        run_guest_with(&p, 1, move |n| {
+            if n == 1 {
+                at_exit.send(()).unwrap();
+                resumed.recv().unwrap();
+            }
+        })
+    });
+    exited.recv().expect("the guest never made an I/O exit");
+    let seen = vcpu_named_threads();
+    let fds = kvm_fds();
+    resume.send(()).unwrap();
     let run = guest.join().unwrap().unwrap();
-    assert!(
-        seen.contains(&run.vcpu_tid),
-        "no thread {} named \"CPU 0/KVM\" seen (saw {seen:?})",
+    assert_eq!(
+        seen,
+        BTreeSet::from([run.vcpu_tid]),
+        "one thread {} named \"CPU 0/KVM\" while running",
         run.vcpu_tid
     );
-    assert_eq!(saw_fds, 2, "one VM and one vCPU fd while running");
+    assert_eq!(fds, 2, "one VM and one vCPU fd while running");
     assert_eq!(kvm_fds(), 0, "VM and vCPU fds must be closed");
-    assert!(
-        vcpu_named_threads().is_empty(),
-        "the vCPU thread must be gone"
-    );
+    // A joined thread may linger in /proc briefly (join returns before the
+    // kernel releases the task): wait for it to go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vcpu_named_threads().is_empty() {
+        assert!(Instant::now() < deadline, "the vCPU thread must be gone");
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]

@@ -8,10 +8,16 @@
 //!                                  handshake: for benchmarks
 //!
 //! Handshake (anon, file): prints "ready", waits for a line on stdin, faults,
-//! prints "done START END" (the mapping's address range, hex), then waits for
-//! stdin to close so the test can read /proc/PID/maps meanwhile.
+//! prints "done START END LONG" (the mapping's address range, hex, and the
+//! comma-separated indexes of the pages whose touch took at least
+//! $TOUCHER_LONG_NS ns, "-" for none), then waits for stdin to close so the test
+//! can read /proc/PID/maps meanwhile. A touch contains its page fault: a fault
+//! can only have taken that long if its touch did.
 
-use std::io::{BufRead as _, Write as _};
+use std::{
+    io::{BufRead as _, Write as _},
+    time::{Duration, Instant},
+};
 
 const PAGE: usize = 4096;
 
@@ -50,25 +56,65 @@ fn touch_anon(p: *mut u8, pages: usize) {
     }
 }
 
-fn touch_file(p: *mut u8, pages: usize) -> u64 {
-    let mut sum = 0u64;
+/// Touches each page with `touch`, returning the pages that took at least
+/// `long` (none when `long` is None: then nothing is timed).
+fn touch_timed(pages: usize, long: Option<Duration>, mut touch: impl FnMut(usize)) -> Vec<usize> {
+    let mut slow = Vec::new();
     for i in 0..pages {
-        // SAFETY: inside the mapping.
-        sum += unsafe { std::ptr::read_volatile(p.add(i * PAGE)) } as u64;
+        match long {
+            None => touch(i),
+            Some(long) => {
+                let start = Instant::now();
+                touch(i);
+                if start.elapsed() >= long {
+                    slow.push(i);
+                }
+            }
+        }
     }
-    sum
+    slow
 }
 
-fn handshake(start: *mut u8, len: usize, work: impl FnOnce()) {
+fn handshake(start: *mut u8, len: usize, work: impl FnOnce() -> Vec<usize>) {
     let stdin = std::io::stdin();
     let mut line = String::new();
     println!("ready");
     std::io::stdout().flush().unwrap();
     stdin.lock().read_line(&mut line).unwrap();
-    work();
-    println!("done {:x} {:x}", start as usize, start as usize + len);
+    let long = work();
+    let long = if long.is_empty() {
+        "-".to_string()
+    } else {
+        long.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+    };
+    println!("done {:x} {:x} {long}", start as usize, start as usize + len);
     std::io::stdout().flush().unwrap();
     while stdin.lock().read_line(&mut line).is_ok_and(|n| n > 0) {}
+}
+
+/// Drops the file's pages from the page cache and checks that none is left:
+/// POSIX_FADV_DONTNEED silently skips pages it cannot free at that moment.
+fn drop_from_cache(fd: i32, p: *mut u8, pages: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut resident = vec![0u8; pages];
+    loop {
+        // SAFETY: advice on our own open file; mincore on our own mapping with a
+        // vector of one byte per page.
+        let rc = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            die("posix_fadvise failed");
+        }
+        if unsafe { libc::mincore(p.cast(), pages * PAGE, resident.as_mut_ptr()) } != 0 {
+            die(&format!("mincore: {}", std::io::Error::last_os_error()));
+        }
+        if resident.iter().all(|r| r & 1 == 0) {
+            return;
+        }
+        if Instant::now() > deadline {
+            die("pages of the file stay in the page cache");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn pages_arg(s: Option<&String>) -> usize {
@@ -79,11 +125,19 @@ fn pages_arg(s: Option<&String>) -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let long = std::env::var("TOUCHER_LONG_NS")
+        .ok()
+        .map(|s| Duration::from_nanos(s.parse().unwrap_or_else(|_| die("bad TOUCHER_LONG_NS"))));
     match args.first().map(String::as_str) {
         Some("anon") => {
             let pages = pages_arg(args.get(1));
             let p = map(pages * PAGE, -1);
-            handshake(p, pages * PAGE, || touch_anon(p, pages));
+            handshake(p, pages * PAGE, || {
+                touch_timed(pages, long, |i| {
+                    // SAFETY: inside the mapping.
+                    unsafe { std::ptr::write_volatile(p.add(i * PAGE), 1) };
+                })
+            });
         }
         Some("file") => {
             let path = args.get(1).unwrap_or_else(|| die("file PATH PAGES"));
@@ -91,13 +145,13 @@ fn main() {
             let file = std::fs::File::open(path).unwrap_or_else(|e| die(&format!("{path}: {e}")));
             use std::os::fd::AsRawFd as _;
             let fd = file.as_raw_fd();
-            // SAFETY: advice on our own open file.
-            if unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) } != 0 {
-                die("posix_fadvise failed");
-            }
             let p = map(pages * PAGE, fd);
+            drop_from_cache(fd, p, pages);
             handshake(p, pages * PAGE, || {
-                std::hint::black_box(touch_file(p, pages));
+                touch_timed(pages, long, |i| {
+                    // SAFETY: inside the mapping.
+                    std::hint::black_box(unsafe { std::ptr::read_volatile(p.add(i * PAGE)) });
+                })
             });
         }
         Some("loop") => {
