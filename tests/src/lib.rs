@@ -189,7 +189,8 @@ impl Tracer {
             stderr,
             readers,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Hang guards, not speed assumptions (the verifier is slow under emulation).
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if tracer.stderr.lock().unwrap().contains(BANNER) {
                 return tracer;
@@ -203,7 +204,7 @@ impl Tracer {
             }
             assert!(
                 Instant::now() < deadline,
-                "tracer {args:?} did not start in 60 s:\n{}",
+                "tracer {args:?} did not start in 180 s:\n{}",
                 tracer.stderr.lock().unwrap()
             );
             thread::sleep(Duration::from_millis(10));
@@ -217,6 +218,17 @@ impl Tracer {
     /// The output so far.
     pub fn stdout_now(&self) -> String {
         self.stdout.lock().unwrap().clone()
+    }
+
+    /// The NDJSON records printed so far (complete lines only).
+    pub fn json_now(&self) -> Vec<Value> {
+        let out = self.stdout_now();
+        let complete = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
     }
 
     fn finish(mut self, status: ExitStatus) -> Finished {
@@ -255,7 +267,7 @@ impl Tracer {
     pub fn stop_with(self, signal: i32) -> Finished {
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        self.wait_timeout(Duration::from_secs(30))
+        self.wait_timeout(Duration::from_secs(120))
     }
 
     pub fn stop(self) -> Finished {
@@ -264,7 +276,7 @@ impl Tracer {
 
     /// Waits for a run that ends by itself (interval and count).
     pub fn wait(self) -> Finished {
-        self.wait_timeout(Duration::from_secs(60))
+        self.wait_timeout(Duration::from_secs(180))
     }
 }
 
@@ -272,6 +284,17 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits until `cond` holds, checking every few milliseconds; fails after two
+/// minutes (a hang guard, not a speed assumption) saying what never happened.
+#[track_caller]
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -57,6 +57,25 @@ impl Netns {
         ))
     }
 
+    /// Puts an accept-all rule ahead of the others: from now on nothing is dropped
+    /// and the other rules' counters stand still (flushing would delete them).
+    #[track_caller]
+    pub fn accept_all(&self) {
+        self.exec("nft insert rule inet tracer in accept");
+    }
+
+    /// Packets the input chain's counted rules have matched (rules written with
+    /// `counter`), summed.
+    pub fn counted_packets(&self) -> u64 {
+        let text = self.exec("nft list chain inet tracer in");
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
+    }
+
     /// Adds a rule to the input chain (e.g. `tcp dport 80 drop`).
     #[track_caller]
     pub fn drop_rule(&self, rule: &str) {
@@ -133,6 +152,38 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// The kernel's TCP_INFO for a socket.
+pub fn tcp_info(s: &TcpStream) -> libc::tcp_info {
+    // SAFETY: tcp_info is plain data; getsockopt fills at most `len` bytes of it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info
+}
+
+/// Waits until neither end has unacknowledged data: every segment each sent has
+/// been acknowledged (so no delayed ACK of earlier traffic is still to come).
+#[track_caller]
+pub fn wait_acked(a: &TcpStream, b: &TcpStream) {
+    crate::wait_for("both ends to have everything acknowledged", || {
+        tcp_info(a).tcpi_unacked == 0 && tcp_info(b).tcpi_unacked == 0
+    });
+}
+
+/// Segments a socket has received (TCP_INFO's tcpi_segs_in).
+pub fn segs_in(s: &TcpStream) -> u64 {
+    tcp_info(s).tcpi_segs_in as u64
 }
 
 /// Sends `n` bytes and has the peer read them.

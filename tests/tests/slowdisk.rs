@@ -29,14 +29,3 @@ fn slowed_byte_delays_exactly_its_read() {
     assert!(slow.contains(&(5 << 20)), "{slow:?}");
 }
 
-#[test]
-#[ignore]
-fn peek() {
-    let disk = SlowDisk::new(64);
-    disk.slow_down((1 << 20) + 10 * 65536 + 4096, Duration::from_millis(300));
-    let t = tracer_tests::Tracer::start(&["biosnoop", "-d", &disk.dev.name]);
-    tracer_tests::block_workload(&disk.dev, 5, 20);
-    let out = t.stop();
-    println!("{}{}", out.stdout, out.stderr);
-    println!("{:?}", disk.fs.delayed());
-}

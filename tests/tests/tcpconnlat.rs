@@ -3,7 +3,9 @@
 
 use std::{net::TcpListener, time::Duration};
 
-use tracer_tests::{Tracer, net::Netns, own_pid, require_tracing, run_tracer};
+use tracer_tests::{
+    Tracer, fuse::timed, net::Netns, own_pid, require_tracing, run_tracer, wait_for,
+};
 
 /// The tests trace this process's connects: one test at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -20,18 +22,10 @@ fn connect_latency_and_attribution() {
         port
     });
     let t = Tracer::start(&["tcpconnlat", "-p", &own_pid().to_string(), "--json"]);
-    ns.run("connector", move || {
-        drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+    let fast_took = ns.run("connector", move || {
+        timed(|| drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()))
     });
-
-    // First SYN dropped: the connect completes with the SYN retransmit, 1 s later.
-    ns.drop_rule(&format!("tcp dport {port} tcp flags syn drop"));
-    let slow = ns.run("slow-connector", move || {
-        std::thread::spawn(move || std::net::TcpStream::connect(("127.0.0.1", port)).map(drop))
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    ns.flush_rules();
-    slow.join().unwrap().unwrap();
+    let slow_took = slow_connect(&ns, "127.0.0.1", port);
     let out = t.stop();
     out.assert_success();
     let rows: Vec<_> = out
@@ -44,9 +38,13 @@ fn connect_latency_and_attribution() {
     assert_eq!(fast["pid"], own_pid());
     assert_eq!(fast["comm"], "connector");
     assert_eq!(fast["daddr"], "127.0.0.1");
+    // Each connect's latency lies within the connect() call the test timed; the
+    // slow one waited for the SYN retransmit (the initial RTO, 1 s).
     let lat = fast["lat_ms"].as_f64().unwrap();
-    assert!(lat > 0.0 && lat < 1000.0, "{fast}");
-    assert!(rows[1]["lat_ms"].as_f64().unwrap() >= 1000.0, "{}", rows[1]);
+    assert!(lat > 0.0 && lat <= fast_took.as_secs_f64() * 1e3, "{fast} in {fast_took:?}");
+    let slow = rows[1]["lat_ms"].as_f64().unwrap();
+    assert!(slow >= 1000.0, "{}", rows[1]);
+    assert!(slow <= slow_took.as_secs_f64() * 1e3, "{} in {slow_took:?}", rows[1]);
 }
 
 #[test]
@@ -75,18 +73,46 @@ fn histogram_and_min_latency() {
         &own_pid().to_string(),
         "--json",
     ]);
-    ns.run("connector", move || {
-        for _ in 0..20 {
-            drop(std::net::TcpStream::connect(("::1", port)).unwrap());
-        }
+    // 20 connects the test times, and one it makes slow (its first SYN dropped).
+    let fast: Vec<(u16, Duration)> = ns.run("connector", move || {
+        (0..20)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let s = std::net::TcpStream::connect(("::1", port)).unwrap();
+                (s.local_addr().unwrap().port(), start.elapsed())
+            })
+            .collect()
     });
+    slow_connect(&ns, "::1", port);
     let (hist, slow_only) = (hist.stop(), slow_only.stop());
-    assert_eq!(hist.json()[0]["count"], 20, "{}", hist.stdout);
-    assert!(
-        slow_only.json().is_empty(),
-        "loopback connects take far less than 500 ms: {}",
-        slow_only.stdout
-    );
+    assert_eq!(hist.json()[0]["count"], 21, "{}", hist.stdout);
+    // The slow connect is kept; a fast one only if its connect() took 500 ms.
+    let kept = slow_only.json();
+    let slow_rows: Vec<_> = kept
+        .iter()
+        .filter(|r| r["lat_ms"].as_f64().unwrap() >= 1000.0)
+        .collect();
+    assert_eq!(slow_rows.len(), 1, "{}", slow_only.stdout);
+    for r in &kept {
+        assert!(r["lat_ms"].as_f64().unwrap() >= 500.0, "{r}");
+        let lport = r["lport"].as_u64().unwrap() as u16;
+        if let Some((_, took)) = fast.iter().find(|(p, _)| *p == lport) {
+            assert!(*took >= Duration::from_millis(500), "kept, but took {took:?}: {r}");
+        }
+    }
+}
+
+/// A connect whose first SYN the namespace drops: it completes with the SYN
+/// retransmit, one initial RTO (1 s) later. The rule counts what it drops, so the
+/// test lifts it only once the first SYN is gone. Returns how long connect() took.
+fn slow_connect(ns: &Netns, addr: &'static str, port: u16) -> Duration {
+    ns.drop_rule(&format!("tcp dport {port} tcp flags syn counter drop"));
+    let slow = ns.run("slow-connector", move || {
+        std::thread::spawn(move || timed(|| drop(std::net::TcpStream::connect((addr, port)).unwrap())))
+    });
+    wait_for("the first SYN to be dropped", || ns.counted_packets() >= 1);
+    ns.flush_rules();
+    slow.join().unwrap()
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! tcpdrop against the real kernel: packets dropped by an nftables rule in a
 //! namespace the test makes.
 
-use std::time::Duration;
-
 use tracer_tests::{
     Tracer,
     net::{Netns, ping_pong},
-    require_tracing,
+    require_tracing, wait_for,
 };
 
 #[test]
@@ -17,19 +15,19 @@ fn netfilter_drops_with_tuple_reason_and_stack() {
     let cport = client.local_addr().unwrap().port();
     ping_pong(&mut client, &mut server, 2, 10);
     let t = Tracer::start(&["tcpdrop", "--stack", "--json"]);
-    ns.drop_rule(&format!("tcp dport {port} drop"));
+    ns.drop_rule(&format!("tcp dport {port} counter drop"));
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let ours = |r: &serde_json::Value| r["dport"] == port && r["sport"] == cport;
+    // The data and its retransmits (a loss probe, then RTOs), each dropped.
+    wait_for("two drops", || t.json_now().iter().filter(|r| ours(r)).count() >= 2);
+    ns.accept_all();
+    let dropped = ns.counted_packets();
     ns.flush_rules();
     let out = t.stop();
     out.assert_success();
-    let rows: Vec<_> = out
-        .json()
-        .into_iter()
-        .filter(|r| r["dport"] == port && r["sport"] == cport)
-        .collect();
-    // The probe and the RTO retransmits within 0.7 s, each dropped.
-    assert!(rows.len() >= 2, "{}", out.stdout);
+    let rows: Vec<_> = out.json().into_iter().filter(ours).collect();
+    // Every packet the rule dropped, and only those.
+    assert_eq!(rows.len() as u64, dropped, "{}", out.stdout);
     for r in &rows {
         assert_eq!(r["reason"], "NETFILTER_DROP", "{r}");
         assert_eq!(r["saddr"], "127.0.0.1");
@@ -58,18 +56,18 @@ fn ipv6_drops() {
     let ns = Netns::new();
     let (mut client, mut server, port) = ns.connect("::1");
     ping_pong(&mut client, &mut server, 2, 10);
+    let cport = client.local_addr().unwrap().port();
     let t = Tracer::start(&["tcpdrop", "--json"]);
-    ns.drop_rule(&format!("tcp dport {port} drop"));
+    ns.drop_rule(&format!("tcp dport {port} counter drop"));
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let ours = |r: &serde_json::Value| r["dport"] == port && r["sport"] == cport;
+    wait_for("a drop", || t.json_now().iter().any(ours));
+    ns.accept_all();
+    let dropped = ns.counted_packets();
     ns.flush_rules();
     let out = t.stop();
-    let rows: Vec<_> = out
-        .json()
-        .into_iter()
-        .filter(|r| r["dport"] == port)
-        .collect();
-    assert!(!rows.is_empty(), "{}", out.stdout);
+    let rows: Vec<_> = out.json().into_iter().filter(ours).collect();
+    assert_eq!(rows.len() as u64, dropped, "{}", out.stdout);
     assert!(
         rows.iter()
             .all(|r| r["ip"] == 6 && r["daddr"] == "::1" && r["reason"] == "NETFILTER_DROP"),

@@ -64,9 +64,11 @@ pub struct ConnEvent {
     pub tgid: u32,
     pub family: u16,
     pub dport: u16,
+    pub lport: u16,
+    pub _pad: [u16; 3],
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub comm: [u8; COMM_LEN],
 }
-assert_size!(ConnEvent, 72);
+assert_size!(ConnEvent, 80);
 pod!(ConnEvent);

@@ -75,6 +75,7 @@ const MODULES: &[&str] = &[
     "nft_ct",
     "veth",
     "kvm_amd",
+    "fuse",
 ];
 
 pub struct Options {

@@ -102,6 +102,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         tgid: start.tgid,
         family: f.family,
         dport: f.rport,
+        lport: f.lport,
+        _pad: [0; 3],
         saddr: f.laddr,
         daddr: f.raddr,
         comm: start.comm,

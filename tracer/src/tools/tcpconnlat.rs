@@ -123,7 +123,7 @@ fn run(m: &ArgMatches) -> Result<()> {
             output::json_line(&json!({
                 "tool": "tcpconnlat", "time": output::format_local(clock.unix_ns(e.ts), true), "pid": e.tgid,
                 "comm": cstr(&e.comm), "ip": ip_version(e.family).parse::<u8>().unwrap_or(0),
-                "saddr": fmt_addr(e.family, &e.saddr), "daddr": fmt_addr(e.family, &e.daddr), "dport": e.dport,
+                "saddr": fmt_addr(e.family, &e.saddr), "daddr": fmt_addr(e.family, &e.daddr), "dport": e.dport, "lport": e.lport,
                 "lat_ms": lat_ms, "lat_ns": e.lat_ns,
             }));
         } else {
