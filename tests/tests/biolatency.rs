@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 use tracer_tests::{
-    LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, block_workload_timed, dd_writer, own_pid, require_tracing,
+    LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, block_workload_timed, dd_writer, own_pid,
+    require_tracing,
 };
 
 const N: u64 = 200; // 4 KiB writes
@@ -131,7 +132,10 @@ fn queued_and_millisecond_modes_count_the_same() {
     let longest_ms = longest.as_millis() as u64;
     for b in r["buckets"].as_array().unwrap() {
         if b["low"].as_u64().unwrap() > longest_ms {
-            assert_eq!(b["count"], 0, "slower than the longest syscall ({longest:?}): {r}");
+            assert_eq!(
+                b["count"], 0,
+                "slower than the longest syscall ({longest:?}): {r}"
+            );
         }
     }
 }

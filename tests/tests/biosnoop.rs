@@ -179,8 +179,16 @@ fn min_latency_keeps_only_the_slow_ones() {
         let row = rows
             .iter()
             .find(|r| r["sector"] == *sector && r["t"] == "R")
-            .unwrap_or_else(|| panic!("the slow read at sector {sector} is missing:\n{}", out.stdout));
-        assert!(row["lat_ns"].as_u64().unwrap() >= delay.as_nanos() as u64, "{row}");
+            .unwrap_or_else(|| {
+                panic!(
+                    "the slow read at sector {sector} is missing:\n{}",
+                    out.stdout
+                )
+            });
+        assert!(
+            row["lat_ns"].as_u64().unwrap() >= delay.as_nanos() as u64,
+            "{row}"
+        );
         assert_eq!(row["bytes"], R_SIZE, "{row}");
         assert_eq!(row["pid"], own_pid(), "{row}");
     }
@@ -195,7 +203,12 @@ fn min_latency_keeps_only_the_slow_ones() {
             "reported, but its syscall took under {threshold:?}: {r}"
         );
     }
-    assert_eq!(disk.fs.delayed().len(), slow_blocks.len(), "{:?}", disk.fs.delayed());
+    assert_eq!(
+        disk.fs.delayed().len(),
+        slow_blocks.len(),
+        "{:?}",
+        disk.fs.delayed()
+    );
 }
 
 #[test]

@@ -74,7 +74,11 @@ fn wait_reports(t: &Tracer, n: usize) -> usize {
         if have > n {
             return have;
         }
-        assert!(Instant::now() < deadline, "no report after {n}: {}", t.stdout_now());
+        assert!(
+            Instant::now() < deadline,
+            "no report after {n}: {}",
+            t.stdout_now()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -119,7 +123,11 @@ fn each_interval_counts_only_its_own_io() {
     };
     let per_report: Vec<u64> = recs.iter().map(own_io).collect();
     for ((from, quiet), n) in bursts.into_iter().zip([40, 25]) {
-        assert_eq!(per_report[from..quiet - 1].iter().sum::<u64>(), n, "{per_report:?}");
+        assert_eq!(
+            per_report[from..quiet - 1].iter().sum::<u64>(),
+            n,
+            "{per_report:?}"
+        );
         assert_eq!(per_report[quiet - 1], 0, "{per_report:?}");
     }
 }
@@ -128,7 +136,14 @@ fn each_interval_counts_only_its_own_io() {
 fn text_columns() {
     require_tracing!();
     let dev = LoopDevice::new(64);
-    let t = Tracer::start(&["biotop", "-C", "-d", &dev.name, "-p", &own_pid().to_string()]);
+    let t = Tracer::start(&[
+        "biotop",
+        "-C",
+        "-d",
+        &dev.name,
+        "-p",
+        &own_pid().to_string(),
+    ]);
     block_workload(&dev, 10, 0);
     let out = t.stop();
     out.assert_success();

@@ -34,7 +34,10 @@ fn minor_histogram_counts_the_touched_pages() {
     assert_eq!(buckets, count);
     // The helper is single-threaded and took all these faults while the test
     // waited for it: together they cannot have taken longer than that wait.
-    assert!(minor["sum"].as_u64().unwrap() <= took.as_nanos() as u64, "{minor} in {took:?}");
+    assert!(
+        minor["sum"].as_u64().unwrap() <= took.as_nanos() as u64,
+        "{minor} in {took:?}"
+    );
     assert!(minor["max"].as_u64().unwrap() > 0, "{minor}");
     assert!(!recs.iter().any(|r| r["type"] == "major"), "{}", out.stdout);
 }
@@ -68,10 +71,16 @@ fn major_faults_get_their_own_histogram() {
     let delay_us = delay.as_micros() as u64;
     for b in major["buckets"].as_array().unwrap() {
         if b["high"].as_u64().unwrap() < delay_us {
-            assert_eq!(b["count"], 0, "a major fault faster than {delay:?}: {major}");
+            assert_eq!(
+                b["count"], 0,
+                "a major fault faster than {delay:?}: {major}"
+            );
         }
     }
-    assert!(major["p50"].as_u64().unwrap() >= delay_us * 15 / 16, "{major}");
+    assert!(
+        major["p50"].as_u64().unwrap() >= delay_us * 15 / 16,
+        "{major}"
+    );
     assert_eq!(file.fs.delayed().len() as u64, K, "{:?}", file.fs.delayed());
 }
 

@@ -87,8 +87,9 @@ fn min_latency_keeps_only_slow_faults() {
     let file = SlowFile::new(K);
     file.slow_down_page(SLOW_PAGE, delay);
     let lat = |r: &serde_json::Value| r["lat_ns"].as_u64().unwrap();
-    let addr =
-        |r: &serde_json::Value| u64::from_str_radix(r["addr"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let addr = |r: &serde_json::Value| {
+        u64::from_str_radix(r["addr"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
 
     let mut anon = Toucher::spawn_timed(&["anon", &N.to_string()], Some(threshold));
     let mut mapped = Toucher::spawn_timed(
@@ -108,14 +109,20 @@ fn min_latency_keeps_only_slow_faults() {
     );
     let page_of = |r: &serde_json::Value, (start, end): (u64, u64)| {
         let a = addr(r);
-        (start..end).contains(&a).then(|| ((a - start) / 4096) as usize)
+        (start..end)
+            .contains(&a)
+            .then(|| ((a - start) / 4096) as usize)
     };
     let slow_page = rows
         .iter()
         .find(|r| r["pid"] == mapped.pid() && page_of(r, file_range) == Some(SLOW_PAGE as usize))
         .unwrap_or_else(|| panic!("the slow page's fault is missing:\n{}", out.stdout));
     assert_eq!(slow_page["type"], "read/user/major", "{slow_page}");
-    assert_eq!(slow_page["mapping"], file.path.to_str().unwrap(), "{slow_page}");
+    assert_eq!(
+        slow_page["mapping"],
+        file.path.to_str().unwrap(),
+        "{slow_page}"
+    );
     assert!(lat(slow_page) >= delay.as_nanos() as u64, "{slow_page}");
     // Any other fault of the helpers' mappings that was kept really was slow.
     for (toucher, range) in [(&anon, anon_range), (&mapped, file_range)] {

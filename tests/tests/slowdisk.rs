@@ -28,4 +28,3 @@ fn slowed_byte_delays_exactly_its_read() {
     assert!(delayed[0].offset <= 5 << 20 && 5 << 20 < delayed[0].offset + delayed[0].len as u64);
     assert!(slow.contains(&(5 << 20)), "{slow:?}");
 }
-

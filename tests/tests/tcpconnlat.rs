@@ -41,10 +41,17 @@ fn connect_latency_and_attribution() {
     // Each connect's latency lies within the connect() call the test timed; the
     // slow one waited for the SYN retransmit (the initial RTO, 1 s).
     let lat = fast["lat_ms"].as_f64().unwrap();
-    assert!(lat > 0.0 && lat <= fast_took.as_secs_f64() * 1e3, "{fast} in {fast_took:?}");
+    assert!(
+        lat > 0.0 && lat <= fast_took.as_secs_f64() * 1e3,
+        "{fast} in {fast_took:?}"
+    );
     let slow = rows[1]["lat_ms"].as_f64().unwrap();
     assert!(slow >= 1000.0, "{}", rows[1]);
-    assert!(slow <= slow_took.as_secs_f64() * 1e3, "{} in {slow_took:?}", rows[1]);
+    assert!(
+        slow <= slow_took.as_secs_f64() * 1e3,
+        "{} in {slow_took:?}",
+        rows[1]
+    );
 }
 
 #[test]
@@ -97,7 +104,10 @@ fn histogram_and_min_latency() {
         assert!(r["lat_ms"].as_f64().unwrap() >= 500.0, "{r}");
         let lport = r["lport"].as_u64().unwrap() as u16;
         if let Some((_, took)) = fast.iter().find(|(p, _)| *p == lport) {
-            assert!(*took >= Duration::from_millis(500), "kept, but took {took:?}: {r}");
+            assert!(
+                *took >= Duration::from_millis(500),
+                "kept, but took {took:?}: {r}"
+            );
         }
     }
 }
@@ -108,7 +118,9 @@ fn histogram_and_min_latency() {
 fn slow_connect(ns: &Netns, addr: &'static str, port: u16) -> Duration {
     ns.drop_rule(&format!("tcp dport {port} tcp flags syn counter drop"));
     let slow = ns.run("slow-connector", move || {
-        std::thread::spawn(move || timed(|| drop(std::net::TcpStream::connect((addr, port)).unwrap())))
+        std::thread::spawn(move || {
+            timed(|| drop(std::net::TcpStream::connect((addr, port)).unwrap()))
+        })
     });
     wait_for("the first SYN to be dropped", || ns.counted_packets() >= 1);
     ns.flush_rules();

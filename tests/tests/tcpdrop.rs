@@ -19,7 +19,9 @@ fn netfilter_drops_with_tuple_reason_and_stack() {
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
     let ours = |r: &serde_json::Value| r["dport"] == port && r["sport"] == cport;
     // The data and its retransmits (a loss probe, then RTOs), each dropped.
-    wait_for("two drops", || t.json_now().iter().filter(|r| ours(r)).count() >= 2);
+    wait_for("two drops", || {
+        t.json_now().iter().filter(|r| ours(r)).count() >= 2
+    });
     ns.accept_all();
     let dropped = ns.counted_packets();
     ns.flush_rules();

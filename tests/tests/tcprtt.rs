@@ -36,7 +36,10 @@ fn remote_port_filter_keeps_one_flow() {
         before_stop - after_start,
         after_stop - before_start
     );
-    assert!(r["p50"].as_u64().unwrap() <= r["max"].as_u64().unwrap(), "{r}");
+    assert!(
+        r["p50"].as_u64().unwrap() <= r["max"].as_u64().unwrap(),
+        "{r}"
+    );
     assert_eq!(r["unit"], "usecs");
 }
 

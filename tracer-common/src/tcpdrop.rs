@@ -20,6 +20,8 @@ pod!(DropConfig);
 
 /// Record the kernel stack (--stack).
 pub const FLAG_STACK: u32 = 1 << 0;
+/// Count drops per reason in `REASONS` instead of sending each (the exporter).
+pub const FLAG_COUNT: u32 = 1 << 1;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;

@@ -12,7 +12,7 @@ use tracer_common::{
 use crate::{
     count, current_tgid,
     inflight::{Entry, Table},
-    now_ns, task_passes, tp_read,
+    now_ns, task_passes, tp_field, tp_read,
 };
 
 /// The in-flight table of block requests.
@@ -22,6 +22,54 @@ impl Entry for Inflight {
     fn stamp(&self) -> u64 {
         self.ts_first
     }
+}
+
+/// A record's rwbs flags, zero after the terminating NUL: the kernel leaves
+/// whatever its buffer held there, and a map key (biolatency -F) must not
+/// depend on it (it split one flag set into several groups).
+#[inline(always)]
+pub fn rwbs(ctx: &TracePointContext, off: u16) -> [u8; 8] {
+    let mut r: [u8; 8] = tp_field(ctx, off).unwrap_or_default();
+    let mut ended = false;
+    for b in r.iter_mut() {
+        ended |= *b == 0;
+        if ended {
+            *b = 0;
+        }
+    }
+    r
+}
+
+/// The programs every block tool with an in-flight table attaches the same way:
+/// `block_submit`, and (when named) `block_insert` and `block_issue`.
+#[macro_export]
+macro_rules! block_programs {
+    ($config:ident, $requests:ident $(, $prog:ident)*) => {
+        $(
+            $crate::block_programs!(@one $prog, $config, $requests);
+        )*
+    };
+    (@one submit, $config:ident, $requests:ident) => {
+        #[aya_ebpf::macros::tracepoint]
+        pub fn block_submit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::block::on_submit(&ctx, &$config.load(), &$requests());
+            0
+        }
+    };
+    (@one insert, $config:ident, $requests:ident) => {
+        #[aya_ebpf::macros::tracepoint]
+        pub fn block_insert(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::block::on_insert(&ctx, &$config.load(), &$requests());
+            0
+        }
+    };
+    (@one issue, $config:ident, $requests:ident) => {
+        #[aya_ebpf::macros::tracepoint]
+        pub fn block_issue(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $crate::block::on_issue(&ctx, &$config.load(), &$requests());
+            0
+        }
+    };
 }
 
 #[inline(always)]

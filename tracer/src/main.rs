@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(tracer::core::cli::main());
+    std::process::exit(tracer::main());
 }

@@ -85,9 +85,16 @@ fn handshake(start: *mut u8, len: usize, work: impl FnOnce() -> Vec<usize>) {
     let long = if long.is_empty() {
         "-".to_string()
     } else {
-        long.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        long.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     };
-    println!("done {:x} {:x} {long}", start as usize, start as usize + len);
+    println!(
+        "done {:x} {:x} {long}",
+        start as usize,
+        start as usize + len
+    );
     std::io::stdout().flush().unwrap();
     while stdin.lock().read_line(&mut line).is_ok_and(|n| n > 0) {}
 }

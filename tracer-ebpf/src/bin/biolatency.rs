@@ -14,9 +14,10 @@ use tracer_common::{
     counters::NUM_COUNTERS,
     hist::{HistKey, HistStats, SlotHist},
 };
-use tracer_ebpf::{NO_PREALLOC, block, hist_record, hist_record_slot, tp_field};
+use tracer_ebpf::{NO_PREALLOC, block, hist_record, hist_record_slot};
 
 tracer_ebpf::license!();
+tracer_ebpf::block_programs!(CONFIG, requests, submit, insert, issue);
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
@@ -35,24 +36,6 @@ static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> =
 static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
-
-#[tracepoint]
-pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &requests());
-    0
-}
-
-#[tracepoint]
-pub fn block_insert(ctx: TracePointContext) -> u32 {
-    block::on_insert(&ctx, &CONFIG.load(), &requests());
-    0
-}
-
-#[tracepoint]
-pub fn block_issue(ctx: TracePointContext) -> u32 {
-    block::on_issue(&ctx, &CONFIG.load(), &requests());
-    0
-}
 
 #[tracepoint]
 pub fn block_complete(ctx: TracePointContext) -> u32 {
@@ -78,7 +61,7 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
         group.dev = key.dev;
     }
     if cfg.flags & FLAG_PER_FLAGS != 0 {
-        group.rwbs = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();
+        group.rwbs = block::rwbs(&ctx, cfg.complete.rwbs);
     }
     hist_record(&HIST, &HIST_STATS, &COUNTERS, group, value);
     0

@@ -14,9 +14,10 @@ use tracer_common::{
     block::{BlockConfig, Inflight, RqKey},
     counters::NUM_COUNTERS,
 };
-use tracer_ebpf::{block, emit, tp_field};
+use tracer_ebpf::{block, emit};
 
 tracer_ebpf::license!();
+tracer_ebpf::block_programs!(CONFIG, requests, submit, insert, issue);
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
@@ -28,24 +29,6 @@ tracer_ebpf::inflight_table!(fn requests, INFLIGHT_SLOTS, INFLIGHT: RqKey => Inf
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
-
-#[tracepoint]
-pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &requests());
-    0
-}
-
-#[tracepoint]
-pub fn block_insert(ctx: TracePointContext) -> u32 {
-    block::on_insert(&ctx, &CONFIG.load(), &requests());
-    0
-}
-
-#[tracepoint]
-pub fn block_issue(ctx: TracePointContext) -> u32 {
-    block::on_issue(&ctx, &CONFIG.load(), &requests());
-    0
-}
 
 #[tracepoint]
 pub fn block_complete(ctx: TracePointContext) -> u32 {
@@ -70,7 +53,7 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
         dev: key.dev,
         bytes: rq.bytes,
         _pad: 0,
-        rwbs: tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default(),
+        rwbs: block::rwbs(&ctx, cfg.complete.rwbs),
         comm: rq.comm,
     };
     emit(&EVENTS, &COUNTERS, &event);

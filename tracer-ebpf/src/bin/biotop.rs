@@ -14,9 +14,10 @@ use tracer_common::{
     block::{BlockConfig, Inflight, RqKey},
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{NO_PREALLOC, block, count, tp_field};
+use tracer_ebpf::{NO_PREALLOC, block, count};
 
 tracer_ebpf::license!();
+tracer_ebpf::block_programs!(CONFIG, requests, submit, issue);
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
@@ -31,24 +32,12 @@ static TOTALS: PerCpuHashMap<TopKey, TopValue> =
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
 #[tracepoint]
-pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &requests());
-    0
-}
-
-#[tracepoint]
-pub fn block_issue(ctx: TracePointContext) -> u32 {
-    block::on_issue(&ctx, &CONFIG.load(), &requests());
-    0
-}
-
-#[tracepoint]
 pub fn block_complete(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
     let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &requests()) else {
         return 0;
     };
-    let rwbs: [u8; 8] = tp_field(&ctx, cfg.complete.rwbs).unwrap_or_default();
+    let rwbs: [u8; 8] = block::rwbs(&ctx, cfg.complete.rwbs);
     // The op letter follows an optional preflush 'F' (see blk_fill_rwbs).
     let write = rwbs[0] == b'W' || (rwbs[0] == b'F' && rwbs[1] == b'W');
     let top = TopKey {

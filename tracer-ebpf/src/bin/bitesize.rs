@@ -11,13 +11,14 @@ use aya_ebpf::{
 };
 use tracer_common::{
     bitesize::{CommFilter, SizeGroup},
-    block::{BlockConfig, Inflight, RqKey},
+    block::{BlockConfig, FLAG_PER_DISK, Inflight, RqKey},
     counters::{Counter, NUM_COUNTERS},
     hist::{HistKey, HistStats},
 };
 use tracer_ebpf::{NO_PREALLOC, block, count, hist_record};
 
 tracer_ebpf::license!();
+tracer_ebpf::block_programs!(CONFIG, requests, submit);
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
@@ -35,12 +36,6 @@ static HIST_STATS: PerCpuHashMap<SizeGroup, HistStats> =
     PerCpuHashMap::with_max_entries(4096, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
-
-#[tracepoint]
-pub fn block_submit(ctx: TracePointContext) -> u32 {
-    block::on_submit(&ctx, &CONFIG.load(), &requests());
-    0
-}
 
 /// The size is known at issue; the request's entry is not needed after it.
 #[tracepoint]
@@ -63,6 +58,18 @@ pub fn block_issue(ctx: TracePointContext) -> u32 {
     }
     let bytes = block::issue_bytes(&ctx, &cfg) as u64;
     let value = bytes.checked_div(cfg.unit_div).unwrap_or(0);
-    hist_record(&HIST, &HIST_STATS, &COUNTERS, SizeGroup { comm }, value);
+    let group = if cfg.flags & FLAG_PER_DISK != 0 {
+        SizeGroup {
+            rwbs: block::rwbs(&ctx, cfg.issue.rwbs),
+            dev: key.dev,
+            ..SizeGroup::default()
+        }
+    } else {
+        SizeGroup {
+            comm,
+            ..SizeGroup::default()
+        }
+    };
+    hist_record(&HIST, &HIST_STATS, &COUNTERS, group, value);
     0
 }

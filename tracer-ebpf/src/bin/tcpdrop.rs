@@ -7,16 +7,16 @@ use aya_ebpf::{
     Global,
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
-    maps::{PerCpuArray, RingBuf, StackTrace},
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
 use tracer_common::{
     block::NO_FIELD,
     counters::NUM_COUNTERS,
     tcp::{AF_INET, AF_INET6},
-    tcpdrop::{DropConfig, DropEvent, ETH_P_IP, ETH_P_IPV6, FLAG_STACK},
+    tcpdrop::{DropConfig, DropEvent, ETH_P_IP, ETH_P_IPV6, FLAG_COUNT, FLAG_STACK},
 };
-use tracer_ebpf::{emit, now_ns, tcp::kread, tp_field};
+use tracer_ebpf::{NO_PREALLOC, emit, now_ns, percpu_add, tcp::kread, tp_field};
 
 tracer_ebpf::license!();
 
@@ -36,6 +36,9 @@ static CONFIG: Global<DropConfig> = Global::new(DropConfig {
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
+/// Drops per reason (FLAG_COUNT).
+#[map]
+static REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
@@ -101,6 +104,10 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     };
     e.state = kread::<u8>(sk, s.skc_state).unwrap_or(0) as u32;
     e.reason = tp_field(&ctx, cfg.reason).unwrap_or(0);
+    if cfg.flags & FLAG_COUNT != 0 {
+        percpu_add(&REASONS, &e.reason, 1, &COUNTERS);
+        return 0;
+    }
     e.location = tp_field(&ctx, cfg.location).unwrap_or(0);
     e.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     e.stack_id = if cfg.flags & FLAG_STACK != 0 {

@@ -9,7 +9,7 @@ use tracer_common::{
 };
 
 use crate::core::{
-    ebpf::{Choice, Hook, HookChain, Loaded},
+    ebpf::{Choice, Hook, HookChain, HookUse, Loaded, Object},
     tracefs::Format,
 };
 
@@ -49,6 +49,63 @@ pub struct Needs {
     pub complete: bool,
 }
 
+impl Needs {
+    pub const NONE: Needs = Needs {
+        submit: false,
+        insert: false,
+        issue: false,
+        complete: false,
+    };
+    pub const SUBMIT: Needs = Needs {
+        submit: true,
+        ..Needs::NONE
+    };
+    pub const INSERT: Needs = Needs {
+        insert: true,
+        ..Needs::NONE
+    };
+
+    /// These needs and `more`'s, when `on`.
+    pub const fn and_if(self, on: bool, more: Needs) -> Needs {
+        if !on {
+            return self;
+        }
+        Needs {
+            submit: self.submit || more.submit,
+            insert: self.insert || more.insert,
+            issue: self.issue || more.issue,
+            complete: self.complete || more.complete,
+        }
+    }
+
+    fn chains(self) -> [(bool, &'static HookChain); 4] {
+        [
+            (self.submit, &SUBMIT),
+            (self.insert, &INSERT),
+            (self.issue, &ISSUE),
+            (self.complete, &COMPLETE),
+        ]
+    }
+}
+
+/// A block tool's hooks: those it always needs, and those an option adds.
+pub fn hook_uses(always: Needs, options: &[(&'static str, Needs)]) -> Vec<HookUse> {
+    let mut uses: Vec<HookUse> = always
+        .chains()
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, c)| HookUse::always(*c))
+        .collect();
+    for (when, needs) in options {
+        for (on, chain) in needs.chains() {
+            if on && !uses.iter().any(|u| u.chain.program == chain.program) {
+                uses.push(HookUse::with(when, *chain));
+            }
+        }
+    }
+    uses
+}
+
 /// The hooks chosen for this kernel and the configuration global to load with.
 pub struct Plan {
     pub config: BlockConfig,
@@ -74,13 +131,14 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
         ..BlockConfig::INITIAL
     };
     let mut choices = Vec::new();
+    let [submit, insert, issue, complete] = needs.chains();
     let wanted = [
-        (needs.submit, &SUBMIT, &mut config.submit),
-        (needs.insert, &INSERT, &mut config.insert),
-        (needs.issue, &ISSUE, &mut config.issue),
-        (needs.complete, &COMPLETE, &mut config.complete),
+        (submit, &mut config.submit),
+        (insert, &mut config.insert),
+        (issue, &mut config.issue),
+        (complete, &mut config.complete),
     ];
-    for (need, chain, slot) in wanted {
+    for ((need, chain), slot) in wanted {
         if !need {
             continue;
         }
@@ -108,9 +166,23 @@ impl Plan {
     }
 }
 
+/// Loads a block tool's object with its plan's configuration and attaches it.
+pub fn load<'a>(
+    object: &Object,
+    plan: &'a Plan,
+    configure: impl FnOnce(&mut aya::EbpfLoader<'a>),
+) -> Result<Loaded> {
+    let mut loaded = crate::core::ebpf::load(object, |l| {
+        l.override_global("CONFIG", &plan.config, true);
+        configure(l);
+    })?;
+    plan.attach(&mut loaded)?;
+    Ok(loaded)
+}
+
 /// Requests issued and not completed, left in the in-flight table (array slots
 /// and overflow map).
-pub fn inflight_at_exit(loaded: &Loaded) -> usize {
+pub fn in_flight(loaded: &Loaded) -> u64 {
     let mut n = 0;
     if let Some(map) = loaded.ebpf.map("INFLIGHT_SLOTS")
         && let Ok(slots) = Array::<&MapData, Slot<RqKey, Inflight>>::try_from(map)
@@ -130,13 +202,24 @@ pub fn inflight_at_exit(loaded: &Loaded) -> usize {
             .filter(|(_, v)| v.ts_issue != 0)
             .count();
     }
-    n
+    n as u64
 }
 
 /// The I/O direction letter of BCC's T column: R, W, D (discard), F (flush), N.
 pub fn op_letter(rwbs: &str) -> char {
     let (_, op, _) = split_rwbs(rwbs);
     op
+}
+
+/// The operation as a metric label: read, write, discard, flush or other.
+pub fn op_name(rwbs: &str) -> &'static str {
+    match op_letter(rwbs) {
+        'R' => "read",
+        'W' => "write",
+        'D' => "discard",
+        'F' => "flush",
+        _ => "other",
+    }
 }
 
 /// blk_fill_rwbs writes: [F = preflush] op [F = FUA][A = readahead][S = sync][M = meta].

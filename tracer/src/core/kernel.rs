@@ -59,18 +59,6 @@ pub fn has_kprobes() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe").exists()
 }
 
-/// Whether `symbol` is a kernel function listed in /proc/kallsyms.
-pub fn kallsyms_has(symbol: &str) -> bool {
-    let Ok(text) = fs::read_to_string("/proc/kallsyms") else {
-        return false;
-    };
-    text.lines().any(|l| {
-        let mut it = l.split_whitespace();
-        let (_, kind, name) = (it.next(), it.next(), it.next());
-        name == Some(symbol) && matches!(kind, Some("t" | "T"))
-    })
-}
-
 /// Checks that a process exists (for -p).
 pub fn check_pid(pid: u32) -> Result<()> {
     if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {

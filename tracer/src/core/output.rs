@@ -10,11 +10,6 @@ pub fn local_time() -> String {
     local_time_fmt(false)
 }
 
-/// Local wall-clock time as HH:MM:SS.ffffff, for per-event lines.
-pub fn local_time_precise() -> String {
-    local_time_fmt(true)
-}
-
 fn local_time_fmt(micros: bool) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -89,14 +84,6 @@ impl Clock {
             format!("{:<11}", "TIME(s)")
         }
     }
-
-    /// JSON time fields of an event: seconds since start, and local time with -T.
-    pub fn json_fields(&self, v: &mut Value, mono_ns: u64, wall: bool) {
-        v["time_s"] = serde_json::json!(self.since_start(mono_ns));
-        if wall {
-            v["time"] = serde_json::json!(format_local(self.unix_ns(mono_ns), true));
-        }
-    }
 }
 
 /// Seconds since the Unix epoch, for JSON records.
@@ -128,9 +115,14 @@ pub fn comm_bytes(s: &str) -> [u8; tracer_common::COMM_LEN] {
     out
 }
 
-/// Clears the terminal like top(1) does between intervals.
-pub fn clear_screen() {
-    print!("\x1b[H\x1b[2J");
+/// The first lines of a top-like report: the screen cleared (unless -C), then
+/// the time and load average, as BCC's top tools print them.
+pub fn top_banner(clear: bool, out: &mut String) {
+    if clear {
+        out.push_str("\x1b[H\x1b[2J");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    out.push_str(&format!("{} loadavg: {}\n\n", local_time(), load.trim()));
 }
 
 #[cfg(test)]
@@ -151,6 +143,6 @@ mod tests {
     #[test]
     fn time_formats() {
         assert_eq!(local_time().len(), 8);
-        assert_eq!(local_time_precise().len(), 15);
+        assert_eq!(format_local(0, true).len(), 15);
     }
 }

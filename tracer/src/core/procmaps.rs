@@ -10,19 +10,29 @@ struct Region {
     name: String,
 }
 
+/// Splits off the first whitespace-separated field.
+fn field(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    let end = s.find(char::is_whitespace).unwrap_or(s.len());
+    (end > 0).then(|| (&s[..end], &s[end..]))
+}
+
 /// Parses /proc/PID/maps text; anonymous regions are named "[anon]".
 fn parse(text: &str) -> Vec<Region> {
     text.lines()
         .filter_map(|line| {
-            let mut it = line.split_whitespace();
-            let range = it.next()?;
+            let (range, mut rest) = field(line)?;
             let (start, end) = range.split_once('-')?;
-            // perms, offset, dev, inode, then the optional path (may contain spaces)
-            let rest: Vec<&str> = it.skip(4).collect();
-            let name = if rest.is_empty() {
+            // perms, offset, dev, inode, then the optional path, kept verbatim
+            // (it may contain runs of spaces).
+            for _ in 0..4 {
+                rest = field(rest)?.1;
+            }
+            let path = rest.trim_start();
+            let name = if path.is_empty() {
                 "[anon]".to_string()
             } else {
-                rest.join(" ")
+                path.to_string()
             };
             Some(Region {
                 start: u64::from_str_radix(start, 16).ok()?,
@@ -68,13 +78,14 @@ mod tests {
 55d0c9000000-55d0c9021000 rw-p 00000000 00:00 0     [heap]
 7f1e2c000000-7f1e2c400000 rw-p 00000000 00:00 0
 7f1e2d000000-7f1e2d001000 r--s 00000000 07:03 12    /mnt/with space/data.bin
+7f1e2e000000-7f1e2e001000 r--s 00000000 07:03 13    /mnt/two  spaces/x
 7ffc1a000000-7ffc1a021000 rw-p 00000000 00:00 0     [stack]
 ";
 
     #[test]
     fn parses_maps() {
         let r = parse(MAPS);
-        assert_eq!(r.len(), 5);
+        assert_eq!(r.len(), 6);
         assert_eq!(r[0].name, "/usr/bin/cat");
         assert_eq!(
             (r[1].start, r[1].end, r[1].name.as_str()),
@@ -82,7 +93,8 @@ mod tests {
         );
         assert_eq!(r[2].name, "[anon]");
         assert_eq!(r[3].name, "/mnt/with space/data.bin");
-        assert_eq!(r[4].name, "[stack]");
+        assert_eq!(r[4].name, "/mnt/two  spaces/x");
+        assert_eq!(r[5].name, "[stack]");
     }
 
     #[test]

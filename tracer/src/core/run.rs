@@ -1,15 +1,22 @@
-//! The run loop every tool shares: Ctrl-C/SIGTERM end the run after a final
-//! report; `interval [count]` schedule reports and end the run by themselves; event
-//! tools drain their ring buffer into tokio as records arrive.
+//! The run loop every tool shares: the banner, Ctrl-C/SIGTERM (a final report,
+//! then detach), `interval [count]`, and the terminal and NDJSON sinks. An
+//! aggregating source is sampled each interval (or once at the end); an event
+//! source's ring buffer is drained into tokio as records arrive.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, io::Write as _, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
+use serde_json::{Value, json};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind, signal},
     time::{Instant, MissedTickBehavior, interval_at},
+};
+
+use crate::core::{
+    output::{self, Clock},
+    source::{Event, Kind, Layout, Sample, Source},
 };
 
 /// When to report and when to stop.
@@ -21,8 +28,20 @@ pub struct Schedule {
     pub count: Option<u64>,
 }
 
-/// Runs a future on a single-threaded tokio runtime (one thread is plenty and
-/// keeps the tracer's own footprint small).
+/// How a tool's run prints.
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a> {
+    /// What is traced, for the banner: "Tracing <what>... Hit Ctrl-C to end."
+    pub what: &'a str,
+    pub json: bool,
+    pub verbose: bool,
+    /// -T: wall-clock times in records.
+    pub timestamp: bool,
+    pub schedule: Schedule,
+}
+
+/// Runs a future on a single-threaded tokio runtime: one thread is plenty and
+/// keeps the tracer's own footprint small; several sources share it.
 pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -31,20 +50,21 @@ pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
         .block_on(f)
 }
 
-struct Signals {
+/// SIGINT and SIGTERM: both end a run after its final report.
+pub struct Signals {
     int: Signal,
     term: Signal,
 }
 
 impl Signals {
-    fn new() -> Result<Signals> {
+    pub fn new() -> Result<Signals> {
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
         })
     }
 
-    async fn recv(&mut self) {
+    pub async fn recv(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
@@ -52,120 +72,271 @@ impl Signals {
     }
 }
 
-/// What to say when tracing begins: the banner (stderr; tests wait for it) and
-/// the column header of table output (stdout), printed once the signal handlers are
-/// in place so an early Ctrl-C still gets a final report.
-pub struct Start<'a> {
-    pub what: &'a str,
-    pub header: Option<String>,
-}
-
-impl<'a> Start<'a> {
-    pub fn new(what: &'a str) -> Start<'a> {
-        Start { what, header: None }
-    }
-
-    pub fn with_header(what: &'a str, header: Option<String>) -> Start<'a> {
-        Start { what, header }
-    }
-
-    fn announce(&self) {
-        eprintln!("Tracing {}... Hit Ctrl-C to end.", self.what);
-        if let Some(h) = &self.header {
-            println!("{h}");
-        }
-    }
-}
-
-/// Aggregating tools: calls `report(last)` every interval (or once at the end).
-pub fn periodic(
-    schedule: Schedule,
-    start: Start<'_>,
-    mut report: impl FnMut(bool) -> Result<()>,
-) -> Result<()> {
-    block_on(async move {
-        let mut signals = Signals::new()?;
-        start.announce();
-        let Some(period) = schedule.interval else {
-            signals.recv().await;
-            return report(true);
-        };
-        let mut ticks = interval_at(Instant::now() + period, period);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut done = 0u64;
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    done += 1;
-                    let last = schedule.count.is_some_and(|c| done >= c);
-                    report(last)?;
-                    if last {
-                        return Ok(());
-                    }
-                }
-                _ = signals.recv() => return report(true),
-            }
-        }
-    })
+/// The banner (stderr; tests wait for it), printed once every hook is attached
+/// and the signal handlers are in place, so an early Ctrl-C still gets a report.
+pub fn announce(what: &str) {
+    eprintln!("Tracing {what}... Hit Ctrl-C to end.");
 }
 
 /// How often a quiet ring buffer is drained (the kernel side wakes us only once
 /// enough bytes are pending, to batch wake-ups).
-const DRAIN_EVERY: Duration = Duration::from_millis(100);
+pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
-/// Event tools: every record in `ring` is decoded as a `T` and goes to
-/// `on_event` (a record shorter than `T` is skipped); `at_end` runs when the run
-/// ends: at Ctrl-C/SIGTERM, or after interval * count with a schedule.
-pub fn stream<T: aya::Pod>(
-    schedule: Schedule,
-    start: Start<'_>,
-    ring: RingBuf<MapData>,
-    mut on_event: impl FnMut(T) -> Result<()>,
-    at_end: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    block_on(async move {
-        let mut signals = Signals::new()?;
+/// A source's ring buffer, registered with tokio.
+pub struct Ring(AsyncFd<RingBuf<MapData>>);
+
+impl Ring {
+    pub fn take(source: &mut dyn Source) -> Result<Ring> {
+        let ring = source.loaded_mut().take_events()?;
         // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the fd
         // stays open for as long as it is registered.
-        let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?;
-        start.announce();
-        let period = schedule
-            .interval
-            .unwrap_or(Duration::from_secs(3600 * 24 * 365));
-        let mut ticks = interval_at(Instant::now() + period, period);
+        Ok(Ring(
+            unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?,
+        ))
+    }
+
+    /// Hands every pending record to `f`.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let ring = self.0.get_mut();
+        while let Some(item) = ring.next() {
+            f(&item)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the kernel signals pending records.
+    pub async fn readable(&mut self) -> Result<()> {
+        let mut guard = self
+            .0
+            .readable_mut()
+            .await
+            .context("polling the ring buffer")?;
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+/// Runs one tool: its source feeds the terminal (its own layout) or NDJSON.
+pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Options) -> Result<()> {
+    let name = source.name();
+    source.loaded().report_hooks(name, opts.verbose);
+    let clock = Clock::now();
+    block_on(async move {
+        let mut signals = Signals::new()?;
+        let mut ring = match source.kind() {
+            Kind::Stream => Some(Ring::take(source.as_mut())?),
+            Kind::Aggregate => None,
+        };
+        announce(opts.what);
+        if !opts.json
+            && let Some(h) = layout.header()
+        {
+            println!("{h}");
+        }
+        let period = opts.schedule.interval;
+        let mut ticks = interval_at(
+            Instant::now() + period.unwrap_or(Duration::from_secs(1)),
+            period.unwrap_or(Duration::from_secs(1)),
+        );
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut drains = interval_at(Instant::now() + DRAIN_EVERY, DRAIN_EVERY);
         drains.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut done = 0u64;
-        let mut drain = |ring: &mut RingBuf<MapData>| -> Result<()> {
-            while let Some(item) = ring.next() {
-                if item.len() >= size_of::<T>() {
-                    // SAFETY: T is plain data, the kernel wrote one; read_unaligned
-                    // copes with the ring's 8-byte alignment.
-                    on_event(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) })?;
-                }
-            }
-            Ok(())
+        let mut sink = Terminal {
+            layout: layout.as_mut(),
+            opts,
+            clock,
         };
         loop {
             tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("polling the ring buffer")?;
-                    drain(guard.get_inner_mut())?;
-                    guard.clear_ready();
+                r = async { ring.as_mut().expect("guarded").readable().await }, if ring.is_some() => {
+                    r?;
+                    sink.drain(source.as_mut(), ring.as_mut())?;
                 }
-                _ = drains.tick() => drain(ring.get_mut())?,
-                _ = ticks.tick(), if schedule.interval.is_some() => {
-                    drain(ring.get_mut())?;
+                _ = drains.tick(), if ring.is_some() => sink.drain(source.as_mut(), ring.as_mut())?,
+                _ = ticks.tick(), if period.is_some() => {
                     done += 1;
-                    if schedule.count.is_some_and(|c| done >= c) {
-                        return at_end();
+                    let last = opts.schedule.count.is_some_and(|c| done >= c);
+                    match ring {
+                        Some(_) => sink.drain(source.as_mut(), ring.as_mut())?,
+                        None => sink.sample(source.as_mut())?,
+                    }
+                    if last {
+                        break;
                     }
                 }
                 _ = signals.recv() => {
-                    drain(ring.get_mut())?;
-                    return at_end();
+                    match ring {
+                        Some(_) => sink.drain(source.as_mut(), ring.as_mut())?,
+                        None => sink.sample(source.as_mut())?,
+                    }
+                    break;
                 }
             }
         }
+        exit_report(source.as_ref(), opts.verbose);
+        Ok(())
     })
+}
+
+/// At exit: lost records are always reported; with -v every counter is.
+pub fn exit_report(source: &dyn Source, verbose: bool) {
+    let extra: Vec<(&str, u64)> = source
+        .in_flight()
+        .map(|n| ("in_flight_at_exit", n))
+        .into_iter()
+        .collect();
+    source
+        .loaded()
+        .report_counters(source.name(), verbose, &extra);
+}
+
+/// The terminal and NDJSON sink of one tool.
+struct Terminal<'a> {
+    layout: &'a mut dyn Layout,
+    opts: Options<'a>,
+    clock: Clock,
+}
+
+impl Terminal<'_> {
+    fn sample(&mut self, source: &mut dyn Source) -> Result<()> {
+        let sample = source.sample()?;
+        if self.opts.json {
+            for rec in sample_records(source.name(), &sample, self.opts.timestamp) {
+                output::json_line(&rec);
+            }
+        } else {
+            let mut out = String::new();
+            self.layout.sample(&sample, &mut out);
+            print_flush(&out);
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, source: &mut dyn Source, ring: Option<&mut Ring>) -> Result<()> {
+        let Some(ring) = ring else { return Ok(()) };
+        let mut out = String::new();
+        let name = source.name();
+        ring.drain(|raw| {
+            let Some(e) = source.decode(raw) else {
+                return Ok(());
+            };
+            if self.opts.json {
+                let rec = event_record(name, &e, &self.clock);
+                out.push_str(&rec.to_string());
+                out.push('\n');
+            } else {
+                self.layout.event(&e, &self.clock, &mut out);
+            }
+            Ok(())
+        })?;
+        print_flush(&out);
+        Ok(())
+    }
+}
+
+fn print_flush(s: &str) {
+    if s.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn object(tool: &str, fields: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+    let mut v = json!({"tool": tool});
+    for (k, val) in fields {
+        v[k] = val;
+    }
+    v
+}
+
+/// A sample as NDJSON records: one for the interval's fields and named tables,
+/// one per row of an unnamed table, one per histogram (with explicit bounds).
+pub fn sample_records(tool: &str, s: &Sample, timestamp: bool) -> Vec<Value> {
+    let mut stamp = vec![("ts", json!(output::unix_time()))];
+    if timestamp {
+        stamp.push(("time", json!(output::local_time())));
+    }
+    let mut out = Vec::new();
+    let named: Vec<_> = s.tables.iter().filter(|t| t.name.is_some()).collect();
+    if !s.fields.is_empty() || !named.is_empty() {
+        let mut v = object(tool, stamp.iter().cloned().chain(s.fields.iter().cloned()));
+        for t in named {
+            let rows: Vec<Value> = t
+                .rows
+                .iter()
+                .map(|r| Value::Object(r.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()))
+                .collect();
+            v[t.name.expect("named")] = Value::Array(rows);
+        }
+        out.push(v);
+    }
+    for t in s.tables.iter().filter(|t| t.name.is_none()) {
+        for row in &t.rows {
+            out.push(object(
+                tool,
+                stamp.iter().cloned().chain(row.iter().cloned()),
+            ));
+        }
+    }
+    for h in &s.hists {
+        let v = object(tool, stamp.iter().cloned().chain(h.labels.iter().cloned()));
+        out.push(h.hist.json_with(v, s.unit));
+    }
+    out
+}
+
+/// An event as an NDJSON record: its fields, seconds since tracing began
+/// (`time_s`) and the local time (`time`).
+pub fn event_record(tool: &str, e: &Event, clock: &Clock) -> Value {
+    let mut v = object(tool, e.fields.iter().cloned());
+    v["time_s"] = json!(clock.since_start(e.ts));
+    v["time"] = json!(output::format_local(clock.unix_ns(e.ts), true));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::source::{HistGroup, Table};
+
+    #[test]
+    fn records_of_a_sample() {
+        let mut hist = crate::core::hist::Hist::default();
+        hist.buckets.insert(3, 2);
+        hist.count = 2;
+        hist.sum = 6;
+        hist.max = 3;
+        let s = Sample {
+            fields: vec![("backend", json!("generic"))],
+            tables: vec![
+                Table {
+                    name: Some("rows"),
+                    rows: vec![vec![("pid", json!(1))]],
+                },
+                Table {
+                    name: None,
+                    rows: vec![vec![("disk", json!("vda"))], vec![("disk", json!("vdb"))]],
+                },
+            ],
+            hists: vec![HistGroup {
+                labels: vec![("disk", json!("vda"))],
+                hist,
+            }],
+            unit: "usecs",
+        };
+        let recs = sample_records("t", &s, false);
+        assert_eq!(recs.len(), 4);
+        assert_eq!(recs[0]["backend"], "generic");
+        assert_eq!(recs[0]["rows"][0]["pid"], 1);
+        assert_eq!(
+            (recs[1]["disk"].clone(), recs[2]["disk"].clone()),
+            (json!("vda"), json!("vdb"))
+        );
+        assert_eq!(recs[3]["count"], 2);
+        assert_eq!(recs[3]["unit"], "usecs");
+        assert!(recs.iter().all(|r| r["tool"] == "t" && r["ts"].is_f64()));
+    }
 }

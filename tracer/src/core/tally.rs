@@ -8,7 +8,7 @@ use std::{collections::HashMap, hash::Hash};
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, Pod,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap},
+    maps::{MapData, PerCpuHashMap},
 };
 
 /// A value that can be summed across CPUs and differenced across reads.
@@ -85,20 +85,6 @@ impl<K: Pod + Eq + Hash, V: Tally> Deltas<K, V> {
             }
             current.push((k, total));
         }
-        let (changed, idle) = self.update(current);
-        for k in idle {
-            let _ = map.remove(&k);
-        }
-        Ok(changed)
-    }
-
-    /// Same for a shared (not per-CPU) hash map.
-    pub fn read_shared(&mut self, ebpf: &mut Ebpf, name: &str) -> Result<Vec<(K, V)>> {
-        let mut map: BpfHashMap<&mut MapData, K, V> = BpfHashMap::try_from(
-            ebpf.map_mut(name)
-                .with_context(|| format!("map {name} missing"))?,
-        )?;
-        let current: Vec<(K, V)> = map.iter().collect::<Result<_, _>>()?;
         let (changed, idle) = self.update(current);
         for k in idle {
             let _ = map.remove(&k);

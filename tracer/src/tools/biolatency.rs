@@ -1,7 +1,7 @@
 //! biolatency: block I/O latency as log2 histograms, aggregated in the kernel.
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::{
     biolatency::LatGroup,
@@ -9,15 +9,17 @@ use tracer_common::{
 };
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
-    block::{self, COMPLETE, INSERT, ISSUE, Needs, SUBMIT},
-    cli::{self, IntervalArgs, OutputArgs, TaskArgs},
+    block::{self, Needs},
+    cli::{self, DiskArgs, IntervalArgs, OutputArgs, TaskArgs},
     disks::Disks,
-    ebpf,
-    hist::{Hist, HistReader},
-    kernel,
+    ebpf::Loaded,
+    hist::HistReader,
+    metrics::{Family, Observations},
     output::{self, cstr},
     run,
+    source::{Get as _, HistGroup, Kind, Layout, Sample, Source},
 };
 
 pub const TOOL: Tool = Tool {
@@ -26,8 +28,26 @@ pub const TOOL: Tool = Tool {
     about: "Block I/O latency histograms (issue to completion, or from queueing with -Q)",
     command: Args::command,
     run,
-    hooks: &[ISSUE, COMPLETE],
-    optional_hooks: &[("-Q", INSERT), ("-p/-c", SUBMIT)],
+    hooks: || block::hook_uses(NEEDS, &[("-Q", Needs::INSERT), ("-p/-c", Needs::SUBMIT)]),
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("biolatency"),
+        maps: &[
+            "HIST",
+            "HIST_STATS",
+            "HIST_SLOTS",
+            "INFLIGHT",
+            "INFLIGHT_SLOTS",
+        ],
+        #[cfg(test)]
+        globals: &[],
+    },
+};
+
+const NEEDS: Needs = Needs {
+    issue: true,
+    complete: true,
+    ..Needs::NONE
 };
 
 /// Summarize block device I/O latency as a histogram.
@@ -45,9 +65,8 @@ struct Args {
     /// One histogram per set of I/O flags (e.g. Read, Sync-Write, Flush)
     #[arg(short = 'F', long = "flags")]
     per_flags: bool,
-    /// Trace this disk only (e.g. vda, loop3)
-    #[arg(short = 'd', long = "disk", value_name = "DISK")]
-    disk: Option<String>,
+    #[command(flatten)]
+    disk: DiskArgs,
     /// Print count, average and total latency under each histogram
     #[arg(short = 'e', long = "extension")]
     extension: bool,
@@ -59,120 +78,173 @@ struct Args {
     interval: IntervalArgs,
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    let task = a.task.resolve()?;
-    let mut disks = Disks::scan();
-    let dev = a
-        .disk
-        .as_deref()
-        .map(|d| disks.lookup(d))
-        .transpose()?
-        .unwrap_or(0);
-    kernel::require_privileges()?;
+struct BioLatency {
+    loaded: Loaded,
+    reader: HistReader<LatGroup>,
+    disks: Disks,
+    per_disk: bool,
+    per_flags: bool,
+    unit: &'static str,
+}
 
-    let needs = Needs {
-        submit: task.tgid != 0 || task.cgroup_id != 0,
-        insert: a.queued,
-        issue: true,
-        complete: true,
-    };
-    let mut plan = block::plan(needs, task, dev)?;
-    plan.config.unit_div = if a.milliseconds { 1_000_000 } else { 1000 };
-    for (on, flag) in [
-        (a.queued, FLAG_QUEUED),
-        (a.per_disk, FLAG_PER_DISK),
-        (a.per_flags, FLAG_PER_FLAGS),
-    ] {
-        if on {
-            plan.config.flags |= flag;
+/// (unit divisor, unit name) of the histograms.
+const USECS: (u64, &str) = (1000, "usecs");
+const MSECS: (u64, &str) = (1_000_000, "msecs");
+const NSECS: (u64, &str) = (1, "nsecs");
+
+impl BioLatency {
+    fn new(a: &Args, (unit_div, unit): (u64, &'static str), disks: Disks) -> Result<BioLatency> {
+        let task = a.task.resolve()?;
+        let dev = a.disk.resolve(&disks)?;
+        let needs = NEEDS
+            .and_if(a.queued, Needs::INSERT)
+            .and_if(task.tgid != 0 || task.cgroup_id != 0, Needs::SUBMIT);
+        let mut plan = block::plan(needs, task, dev)?;
+        plan.config.unit_div = unit_div;
+        for (on, flag) in [
+            (a.queued, FLAG_QUEUED),
+            (a.per_disk, FLAG_PER_DISK),
+            (a.per_flags, FLAG_PER_FLAGS),
+        ] {
+            if on {
+                plan.config.flags |= flag;
+            }
+        }
+        Ok(BioLatency {
+            loaded: block::load(&TOOL.object, &plan, |_| {})?,
+            reader: HistReader::default(),
+            disks,
+            per_disk: a.per_disk,
+            per_flags: a.per_flags,
+            unit,
+        })
+    }
+}
+
+impl Source for BioLatency {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Aggregate
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let hists = self.reader.read(&self.loaded.ebpf)?;
+        let grouped = self.per_disk || self.per_flags;
+        let mut groups = Vec::new();
+        for (g, hist) in hists {
+            let mut labels = Vec::new();
+            if self.per_disk {
+                labels.push(("disk", json!(self.disks.name(g.dev))));
+            }
+            if self.per_flags {
+                let rwbs = cstr(&g.rwbs);
+                labels.push(("flags", json!(block::flags_name(&rwbs))));
+                labels.push(("op", json!(block::op_name(&rwbs))));
+            }
+            groups.push(HistGroup { labels, hist });
+        }
+        if groups.is_empty() && !grouped {
+            // Nothing happened: still one (empty) histogram for the interval.
+            groups.push(HistGroup::default());
+        }
+        Ok(Sample {
+            hists: groups,
+            unit: self.unit,
+            ..Sample::default()
+        })
+    }
+
+    fn in_flight(&self) -> Option<u64> {
+        Some(block::in_flight(&self.loaded))
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static LATENCY: Family = Family::histogram(
+            "tracer_block_io_latency_seconds",
+            "Block I/O latency from issue to the device until completion.",
+            1e-9,
+            (10, 34),
+        );
+        for g in &sample.hists {
+            let label = |k: &str| g.labels.str(k).to_string();
+            out.hist(
+                &LATENCY,
+                vec![("disk", label("disk")), ("op", label("op"))],
+                &g.hist,
+            );
         }
     }
-    let mut loaded = ebpf::load(crate::ebpf_object!("biolatency"), |l| {
-        l.override_global("CONFIG", &plan.config, true);
-    })?;
-    plan.attach(&mut loaded)?;
-    loaded.report_hooks(TOOL.name, a.out.verbose);
+}
 
-    let unit = if a.milliseconds { "msecs" } else { "usecs" };
-    let mut reader = HistReader::<LatGroup>::default();
-    run::periodic(
-        a.interval.schedule(),
-        run::Start::new("block device I/O"),
-        |last| {
-            let hists = reader.read(&loaded.ebpf)?;
-            let time = a.out.timestamp.then(output::local_time);
-            if a.out.json {
-                let grouped = a.per_disk || a.per_flags;
-                if hists.is_empty() && !grouped {
-                    // Nothing happened: still one record for the interval.
-                    output::json_line(&record(
-                        &a,
-                        &mut disks,
-                        &LatGroup::default(),
-                        &Hist::default(),
-                        unit,
-                    ));
-                }
-                for (group, h) in &hists {
-                    output::json_line(&record(&a, &mut disks, group, h, unit));
-                }
-            } else {
-                if let Some(t) = &time {
-                    println!("{t}");
-                }
-                for (group, h) in &hists {
-                    let mut labels = Vec::new();
-                    if a.per_disk {
-                        labels.push(format!("disk = {}", disks.name(group.dev)));
-                    }
-                    if a.per_flags {
-                        labels.push(format!("flags = {}", block::flags_name(&cstr(&group.rwbs))));
-                    }
-                    if !labels.is_empty() {
-                        println!("\n{}", labels.join(", "));
-                    }
-                    print!("{}", h.render(unit));
-                    if a.extension {
-                        println!(
-                            "     avg = {} {unit}, total: {} {unit}, count: {}",
-                            h.average(),
-                            h.sum,
-                            h.count
-                        );
-                    }
-                }
-                println!();
+struct Text {
+    extension: bool,
+    timestamp: bool,
+}
+
+impl Layout for Text {
+    fn sample(&mut self, s: &Sample, out: &mut String) {
+        if self.timestamp {
+            out.push_str(&output::local_time());
+            out.push('\n');
+        }
+        for g in &s.hists {
+            let labels: Vec<String> = ["disk", "flags"]
+                .iter()
+                .filter_map(|k| {
+                    g.labels
+                        .get(k)
+                        .map(|_| format!("{k} = {}", g.labels.str(k)))
+                })
+                .collect();
+            if !labels.is_empty() {
+                out.push('\n');
+                out.push_str(&labels.join(", "));
+                out.push('\n');
             }
-            if last {
-                let inflight = block::inflight_at_exit(&loaded) as u64;
-                loaded.report_counters(
-                    TOOL.name,
-                    a.out.verbose,
-                    &[("in_flight_at_exit", inflight)],
-                );
+            out.push_str(&g.hist.render(s.unit));
+            if self.extension {
+                let h = &g.hist;
+                out.push_str(&format!(
+                    "     avg = {} {unit}, total: {} {unit}, count: {}\n",
+                    h.average(),
+                    h.sum,
+                    h.count,
+                    unit = s.unit
+                ));
             }
-            Ok(())
-        },
+        }
+        out.push('\n');
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let unit = if a.milliseconds { MSECS } else { USECS };
+    let source = BioLatency::new(&a, unit, Disks::scan())?;
+    let text = Text {
+        extension: a.extension,
+        timestamp: a.out.timestamp,
+    };
+    run::tool(
+        Box::new(source),
+        Box::new(text),
+        a.out.options("block device I/O", a.interval.schedule()),
     )
 }
 
-fn record(
-    a: &Args,
-    disks: &mut Disks,
-    group: &LatGroup,
-    hist: &Hist,
-    unit: &str,
-) -> serde_json::Value {
-    let mut v = json!({"tool": "biolatency", "ts": output::unix_time()});
-    if a.out.timestamp {
-        v["time"] = json!(output::local_time());
-    }
-    if a.per_disk {
-        v["disk"] = json!(disks.name(group.dev));
-    }
-    if a.per_flags {
-        v["flags"] = json!(block::flags_name(&cstr(&group.rwbs)));
-    }
-    hist.json_with(v, unit)
+/// Every disk and operation, in nanoseconds.
+fn exporter() -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(["biolatency", "-D", "-F"])?;
+    Ok(Box::new(BioLatency::new(&a, NSECS, Disks::scan())?))
 }

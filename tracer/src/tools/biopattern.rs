@@ -1,16 +1,20 @@
 //! biopattern: random vs sequential block I/O per disk.
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::biopattern::PatternValue;
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
-    block::{self, COMPLETE, Needs},
-    cli::{self, IntervalArgs, OutputArgs},
+    block::{self, Needs},
+    cli::{self, DiskArgs, IntervalArgs, OutputArgs},
     disks::Disks,
-    ebpf, kernel, output, run,
+    ebpf::Loaded,
+    metrics::{Family, Observations},
+    output, run,
+    source::{Fields, Get as _, Kind, Layout, Sample, Source, Table},
     tally::{Deltas, Tally},
 };
 
@@ -20,16 +24,26 @@ pub const TOOL: Tool = Tool {
     about: "Random vs sequential block I/O per disk",
     command: Args::command,
     run,
-    hooks: &[COMPLETE],
-    optional_hooks: &[],
+    hooks: || block::hook_uses(NEEDS, &[]),
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("biopattern"),
+        maps: &["PATTERN"],
+        #[cfg(test)]
+        globals: &[],
+    },
+};
+
+const NEEDS: Needs = Needs {
+    complete: true,
+    ..Needs::NONE
 };
 
 /// Show block I/O pattern: the share of random and sequential I/O per disk.
 #[derive(clap::Parser, Debug)]
 struct Args {
-    /// Trace this disk only (e.g. vda, loop3)
-    #[arg(short = 'd', long = "disk", value_name = "DISK")]
-    disk: Option<String>,
+    #[command(flatten)]
+    disk: DiskArgs,
     #[command(flatten)]
     out: OutputArgs,
     #[command(flatten)]
@@ -51,78 +65,138 @@ impl Tally for PatternValue {
     }
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    let mut disks = Disks::scan();
-    let dev = a
-        .disk
-        .as_deref()
-        .map(|d| disks.lookup(d))
-        .transpose()?
-        .unwrap_or(0);
-    kernel::require_privileges()?;
+struct BioPattern {
+    loaded: Loaded,
+    deltas: Deltas<u32, PatternValue>,
+    disks: Disks,
+}
 
-    let needs = Needs {
-        complete: true,
-        ..Needs::default()
-    };
-    let plan = block::plan(needs, Default::default(), dev)?;
-    let mut loaded = ebpf::load(crate::ebpf_object!("biopattern"), |l| {
-        l.override_global("CONFIG", &plan.config, true);
-    })?;
-    plan.attach(&mut loaded)?;
-    loaded.report_hooks(TOOL.name, a.out.verbose);
+impl BioPattern {
+    fn new(a: &Args) -> Result<BioPattern> {
+        let disks = Disks::scan();
+        let dev = a.disk.resolve(&disks)?;
+        let plan = block::plan(NEEDS, Default::default(), dev)?;
+        Ok(BioPattern {
+            loaded: block::load(&TOOL.object, &plan, |_| {})?,
+            deltas: Deltas::default(),
+            disks,
+        })
+    }
+}
 
-    let mut deltas = Deltas::<u32, PatternValue>::default();
-    let header = (!a.out.json).then(|| {
-        let time = if a.out.timestamp {
+impl Source for BioPattern {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Aggregate
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let mut rows = self.deltas.read_percpu(&mut self.loaded.ebpf, "PATTERN")?;
+        rows.sort_by_key(|(dev, _)| *dev);
+        let rows: Vec<Fields> = rows
+            .into_iter()
+            .filter(|(_, v)| v.sequential + v.random > 0)
+            .map(|(dev, v)| {
+                let total = v.sequential + v.random;
+                vec![
+                    ("disk", json!(self.disks.name(dev))),
+                    ("random_pct", json!((v.random * 100) as f64 / total as f64)),
+                    (
+                        "sequential_pct",
+                        json!((v.sequential * 100) as f64 / total as f64),
+                    ),
+                    ("random", json!(v.random)),
+                    ("sequential", json!(v.sequential)),
+                    ("count", json!(total)),
+                    ("kbytes", json!(v.bytes / 1024)),
+                ]
+            })
+            .collect();
+        Ok(Sample {
+            tables: vec![Table { name: None, rows }],
+            ..Sample::default()
+        })
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static IOS: Family = Family::counter(
+            "tracer_block_io_pattern",
+            "Block I/Os that started where the disk's previous one ended (sequential) or elsewhere (random).",
+        );
+        for row in sample.tables.iter().flat_map(|t| &t.rows) {
+            for pattern in ["random", "sequential"] {
+                let labels = vec![
+                    ("disk", row.str("disk").to_string()),
+                    ("pattern", pattern.to_string()),
+                ];
+                out.count(&IOS, labels, row.u64(pattern));
+            }
+        }
+    }
+}
+
+struct Text {
+    timestamp: bool,
+}
+
+impl Layout for Text {
+    fn header(&self) -> Option<String> {
+        let time = if self.timestamp {
             format!("{:<9} ", "TIME")
         } else {
             String::new()
         };
-        format!(
+        Some(format!(
             "{time}{:<9} {:>5} {:>5} {:>8} {:>10}",
             "DISK", "%RND", "%SEQ", "COUNT", "KBYTES"
-        )
-    });
-    run::periodic(
-        a.interval.schedule(),
-        run::Start::with_header("block device I/O requests", header),
-        |last| {
-            let mut rows = deltas.read_percpu(&mut loaded.ebpf, "PATTERN")?;
-            rows.sort_by_key(|(dev, _)| *dev);
-            for (dev, v) in rows {
-                let total = v.sequential + v.random;
-                if total == 0 {
-                    continue;
-                }
-                let rnd = (v.random * 100) as f64 / total as f64;
-                let seq = (v.sequential * 100) as f64 / total as f64;
-                let disk = disks.name(dev);
-                if a.out.json {
-                    output::json_line(&json!({
-                        "tool": "biopattern", "ts": output::unix_time(), "disk": disk, "random_pct": rnd,
-                        "sequential_pct": seq, "random": v.random, "sequential": v.sequential, "count": total,
-                        "kbytes": v.bytes / 1024,
-                    }));
-                } else {
-                    let time = if a.out.timestamp {
-                        format!("{:<9} ", output::local_time())
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "{time}{disk:<9} {:>5.0} {:>5.0} {total:>8} {:>10}",
-                        rnd,
-                        seq,
-                        v.bytes / 1024
-                    );
-                }
-            }
-            if last {
-                loaded.report_counters(TOOL.name, a.out.verbose, &[]);
-            }
-            Ok(())
-        },
+        ))
+    }
+
+    fn sample(&mut self, s: &Sample, out: &mut String) {
+        for row in s.tables.iter().flat_map(|t| &t.rows) {
+            let time = if self.timestamp {
+                format!("{:<9} ", output::local_time())
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{time}{:<9} {:>5.0} {:>5.0} {:>8} {:>10}\n",
+                row.str("disk"),
+                row.f64("random_pct"),
+                row.f64("sequential_pct"),
+                row.u64("count"),
+                row.u64("kbytes")
+            ));
+        }
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let source = BioPattern::new(&a)?;
+    run::tool(
+        Box::new(source),
+        Box::new(Text {
+            timestamp: a.out.timestamp,
+        }),
+        a.out
+            .options("block device I/O requests", a.interval.schedule()),
     )
+}
+
+fn exporter() -> Result<Box<dyn Source>> {
+    Ok(Box::new(BioPattern::new(&Args::try_parse_from([
+        "biopattern",
+    ])?)?))
 }

@@ -7,13 +7,15 @@ use serde_json::json;
 use tracer_common::biosnoop::BioEvent;
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
-    block::{self, COMPLETE, INSERT, ISSUE, Needs, SUBMIT},
-    cli::{self, IntervalArgs, OutputArgs, TaskArgs},
+    block::{self, Needs},
+    cli::{self, DiskArgs, IntervalArgs, OutputArgs, TaskArgs},
     disks::Disks,
-    ebpf, kernel,
-    output::{self, Clock, cstr},
+    ebpf::Loaded,
+    output::{Clock, cstr},
     run,
+    source::{self, Event, Get as _, Kind, Layout, Source},
 };
 
 pub const TOOL: Tool = Tool {
@@ -22,8 +24,21 @@ pub const TOOL: Tool = Tool {
     about: "One line per block I/O: task, disk, sector, size, latency",
     command: Args::command,
     run,
-    hooks: &[SUBMIT, ISSUE, COMPLETE],
-    optional_hooks: &[("-Q", INSERT)],
+    hooks: || block::hook_uses(NEEDS, &[("-Q", Needs::INSERT)]),
+    exporter: None,
+    object: Object {
+        elf: crate::ebpf_object!("biosnoop"),
+        maps: &["EVENTS", "INFLIGHT", "INFLIGHT_SLOTS"],
+        #[cfg(test)]
+        globals: &[],
+    },
+};
+
+const NEEDS: Needs = Needs {
+    submit: true,
+    issue: true,
+    complete: true,
+    insert: false,
 };
 
 /// Trace block I/O, one line per completed request.
@@ -32,9 +47,8 @@ struct Args {
     /// Show time queued in the OS (from block_rq_insert to issue)
     #[arg(short = 'Q', long)]
     queued: bool,
-    /// Trace this disk only (e.g. vda, loop3)
-    #[arg(short = 'd', long = "disk", value_name = "DISK")]
-    disk: Option<String>,
+    #[command(flatten)]
+    disk: DiskArgs,
     /// Only I/O slower than this, in milliseconds (filtered in the kernel)
     #[arg(long = "min-latency", value_name = "MS", value_parser = cli::parse_threshold_ms, allow_negative_numbers = true)]
     min_latency_ns: Option<u64>,
@@ -47,90 +61,122 @@ struct Args {
     interval: IntervalArgs,
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    let task = a.task.resolve()?;
-    let mut disks = Disks::scan();
-    let dev = a
-        .disk
-        .as_deref()
-        .map(|d| disks.lookup(d))
-        .transpose()?
-        .unwrap_or(0);
-    kernel::require_privileges()?;
+struct BioSnoop {
+    loaded: Loaded,
+    disks: Disks,
+    queued: bool,
+}
 
-    let needs = Needs {
-        submit: true,
-        insert: a.queued,
-        issue: true,
-        complete: true,
-    };
-    let mut plan = block::plan(needs, task, dev)?;
-    plan.config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
-    let mut loaded = ebpf::load(crate::ebpf_object!("biosnoop"), |l| {
-        l.override_global("CONFIG", &plan.config, true);
-    })?;
-    plan.attach(&mut loaded)?;
-    loaded.report_hooks(TOOL.name, a.out.verbose);
-    let ring = loaded.take_events()?;
+impl Source for BioSnoop {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
 
-    let clock = Clock::now();
-    let header = (!a.out.json).then(|| {
-        let time = Clock::header(a.out.timestamp);
-        let queue = if a.queued {
+    fn kind(&self) -> Kind {
+        Kind::Stream
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn decode(&mut self, raw: &[u8]) -> Option<Event> {
+        let e: BioEvent = source::record(raw)?;
+        let rwbs = cstr(&e.rwbs);
+        let mut fields = vec![
+            ("comm", json!(cstr(&e.comm))),
+            ("pid", json!(e.tgid)),
+            ("disk", json!(self.disks.name(e.dev))),
+            ("t", json!(block::op_letter(&rwbs).to_string())),
+            ("rwbs", json!(rwbs)),
+            ("sector", json!(e.sector)),
+            ("bytes", json!(e.bytes)),
+            ("lat_ms", json!(e.lat_ns as f64 / 1e6)),
+            ("lat_ns", json!(e.lat_ns)),
+        ];
+        if self.queued {
+            fields.push(("que_ms", json!(e.queue_ns as f64 / 1e6)));
+        }
+        Some(Event {
+            ts: e.ts,
+            dur_ns: e.lat_ns,
+            fields,
+        })
+    }
+
+    fn in_flight(&self) -> Option<u64> {
+        Some(block::in_flight(&self.loaded))
+    }
+}
+
+struct Text {
+    queued: bool,
+    wall: bool,
+}
+
+impl Layout for Text {
+    fn header(&self) -> Option<String> {
+        let queue = if self.queued {
             format!(" {:>7}", "QUE(ms)")
         } else {
             String::new()
         };
-        format!(
-            "{time} {:<14} {:<7} {:<9} {:<1} {:<10} {:<7}{queue} {:>7}",
-            "COMM", "PID", "DISK", "T", "SECTOR", "BYTES", "LAT(ms)"
-        )
-    });
-    let on_event = |e: BioEvent| -> Result<()> {
-        let rwbs = cstr(&e.rwbs);
-        let disk = disks.name(e.dev);
-        let (lat_ms, que_ms) = (e.lat_ns as f64 / 1e6, e.queue_ns as f64 / 1e6);
-        if a.out.json {
-            let mut v = json!({
-                "tool": "biosnoop", "comm": cstr(&e.comm), "pid": e.tgid,
-                "disk": disk, "t": block::op_letter(&rwbs).to_string(), "rwbs": rwbs, "sector": e.sector,
-                "bytes": e.bytes, "lat_ms": lat_ms, "lat_ns": e.lat_ns,
-            });
-            if a.queued {
-                v["que_ms"] = json!(que_ms);
-            }
-            clock.json_fields(&mut v, e.ts, a.out.timestamp);
-            output::json_line(&v);
+        Some(format!(
+            "{} {:<14} {:<7} {:<9} {:<1} {:<10} {:<7}{queue} {:>7}",
+            Clock::header(self.wall),
+            "COMM",
+            "PID",
+            "DISK",
+            "T",
+            "SECTOR",
+            "BYTES",
+            "LAT(ms)"
+        ))
+    }
+
+    fn event(&mut self, e: &Event, clock: &Clock, out: &mut String) {
+        let queue = if self.queued {
+            format!(" {:>7.2}", e.f64("que_ms"))
         } else {
-            let time = clock.column(e.ts, a.out.timestamp);
-            let queue = if a.queued {
-                format!(" {que_ms:>7.2}")
-            } else {
-                String::new()
-            };
-            println!(
-                "{time} {:<14.14} {:<7} {:<9} {:<1} {:<10} {:<7}{queue} {lat_ms:>7.2}",
-                cstr(&e.comm),
-                e.tgid,
-                disk,
-                block::op_letter(&rwbs),
-                e.sector,
-                e.bytes
-            );
-        }
-        Ok(())
+            String::new()
+        };
+        out.push_str(&format!(
+            "{} {:<14.14} {:<7} {:<9} {:<1} {:<10} {:<7}{queue} {:>7.2}\n",
+            clock.column(e.ts, self.wall),
+            e.str("comm"),
+            e.u64("pid"),
+            e.str("disk"),
+            e.str("t"),
+            e.u64("sector"),
+            e.u64("bytes"),
+            e.dur_ns as f64 / 1e6
+        ));
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let task = a.task.resolve()?;
+    let disks = Disks::scan();
+    let dev = a.disk.resolve(&disks)?;
+    let mut plan = block::plan(NEEDS.and_if(a.queued, Needs::INSERT), task, dev)?;
+    plan.config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
+    let source = BioSnoop {
+        loaded: block::load(&TOOL.object, &plan, |_| {})?,
+        disks,
+        queued: a.queued,
     };
-    let verbose = a.out.verbose;
-    run::stream(
-        a.interval.duration_schedule(),
-        run::Start::with_header("block I/O", header),
-        ring,
-        on_event,
-        || {
-            let inflight = block::inflight_at_exit(&loaded) as u64;
-            loaded.report_counters(TOOL.name, verbose, &[("in_flight_at_exit", inflight)]);
-            Ok(())
-        },
+    let text = Text {
+        queued: a.queued,
+        wall: a.out.timestamp,
+    };
+    run::tool(
+        Box::new(source),
+        Box::new(text),
+        a.out.options("block I/O", a.interval.duration_schedule()),
     )
 }

@@ -1,7 +1,9 @@
 //! biotop: top processes by block I/O, per interval, counted in the kernel.
 
+use std::time::Duration;
+
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _, ValueEnum};
+use clap::{ArgMatches, CommandFactory as _, Parser as _, ValueEnum};
 use serde_json::json;
 use tracer_common::{
     biotop::{TopKey, TopValue},
@@ -9,13 +11,16 @@ use tracer_common::{
 };
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
-    block::{self, COMPLETE, ISSUE, Needs, SUBMIT},
-    cli::{self, IntervalArgs, OutputArgs, TaskArgs},
+    block::{self, Needs},
+    cli::{self, DiskArgs, IntervalArgs, OutputArgs, TaskArgs},
     disks::Disks,
-    ebpf, kernel,
+    ebpf::Loaded,
+    metrics::{Family, Observations},
     output::{self, cstr},
     run,
+    source::{Fields, Get as _, Kind, Layout, Sample, Source, Table},
     tally::{Deltas, Tally},
 };
 
@@ -25,8 +30,21 @@ pub const TOOL: Tool = Tool {
     about: "Top processes by block I/O, every interval",
     command: Args::command,
     run,
-    hooks: &[SUBMIT, ISSUE, COMPLETE],
-    optional_hooks: &[],
+    hooks: || block::hook_uses(NEEDS, &[]),
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("biotop"),
+        maps: &["TOTALS", "INFLIGHT", "INFLIGHT_SLOTS"],
+        #[cfg(test)]
+        globals: &[],
+    },
+};
+
+const NEEDS: Needs = Needs {
+    submit: true,
+    insert: false,
+    issue: true,
+    complete: true,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -48,9 +66,8 @@ struct Args {
     /// Sort by
     #[arg(short = 's', long = "sort", value_enum, default_value = "bytes")]
     sort: SortBy,
-    /// Trace this disk only (e.g. vda, loop3)
-    #[arg(short = 'd', long = "disk", value_name = "DISK")]
-    disk: Option<String>,
+    #[command(flatten)]
+    disk: DiskArgs,
     #[command(flatten)]
     task: TaskArgs,
     #[command(flatten)]
@@ -74,96 +91,157 @@ impl Tally for TopValue {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+struct BioTop {
+    loaded: Loaded,
+    deltas: Deltas<TopKey, TopValue>,
+    disks: Disks,
+    sort: SortBy,
+    /// Rows kept per interval (None: all, for the exporter).
+    rows: Option<usize>,
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    let task = a.task.resolve()?;
-    let mut disks = Disks::scan();
-    let dev = a
-        .disk
-        .as_deref()
-        .map(|d| disks.lookup(d))
-        .transpose()?
-        .unwrap_or(0);
-    kernel::require_privileges()?;
+impl BioTop {
+    fn new(a: &Args, rows: Option<usize>) -> Result<BioTop> {
+        let task = a.task.resolve()?;
+        let disks = Disks::scan();
+        let dev = a.disk.resolve(&disks)?;
+        let plan = block::plan(NEEDS, task, dev)?;
+        Ok(BioTop {
+            loaded: block::load(&TOOL.object, &plan, |_| {})?,
+            deltas: Deltas::default(),
+            disks,
+            sort: a.sort,
+            rows,
+        })
+    }
+}
 
-    let needs = Needs {
-        submit: true,
-        insert: false,
-        issue: true,
-        complete: true,
-    };
-    let plan = block::plan(needs, task, dev)?;
-    let mut loaded = ebpf::load(crate::ebpf_object!("biotop"), |l| {
-        l.override_global("CONFIG", &plan.config, true);
-    })?;
-    plan.attach(&mut loaded)?;
-    loaded.report_hooks(TOOL.name, a.out.verbose);
+impl Source for BioTop {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
 
-    // biotop reports every second unless told otherwise, like BCC's.
-    let mut schedule = a.interval.schedule();
-    schedule
-        .interval
-        .get_or_insert(std::time::Duration::from_secs(1));
-    let mut deltas = Deltas::<TopKey, TopValue>::default();
-    let clear = !a.no_clear && !a.out.json;
-    run::periodic(schedule, run::Start::new("block device I/O"), |last| {
-        let mut rows = deltas.read_percpu(&mut loaded.ebpf, "TOTALS")?;
+    fn kind(&self) -> Kind {
+        Kind::Aggregate
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let mut rows = self.deltas.read_percpu(&mut self.loaded.ebpf, "TOTALS")?;
         rows.sort_by_key(|(k, v)| {
-            let key = match a.sort {
+            let key = match self.sort {
                 SortBy::Io => v.io,
                 SortBy::Bytes => v.bytes,
                 SortBy::Time => v.ns,
             };
             (std::cmp::Reverse(key), k.tgid)
         });
-        rows.truncate(a.rows as usize);
-        if a.out.json {
-            let rows: Vec<_> = rows
-                .iter()
-                .map(|(k, v)| {
-                    json!({
-                        "pid": k.tgid, "comm": cstr(&k.comm), "d": if k.write != 0 { "W" } else { "R" },
-                        "major": dev_major(k.dev), "minor": dev_minor(k.dev), "disk": disks.name(k.dev),
-                        "io": v.io, "bytes": v.bytes, "kbytes": v.bytes as f64 / 1024.0,
-                        "avg_ms": v.ns as f64 / 1e6 / v.io.max(1) as f64,
-                    })
-                })
-                .collect();
-            output::json_line(&json!({"tool": "biotop", "ts": output::unix_time(), "rows": rows}));
-        } else {
-            if clear {
-                output::clear_screen();
-            }
-            println!("{} loadavg: {}\n", output::local_time(), loadavg());
-            println!(
-                "{:<7} {:<16} {:1} {:<3} {:<3} {:<8} {:>5} {:>7} {:>6}",
-                "PID", "COMM", "D", "MAJ", "MIN", "DISK", "I/O", "Kbytes", "AVGms"
-            );
-            for (k, v) in &rows {
-                println!(
-                    "{:<7} {:<16} {:1} {:<3} {:<3} {:<8} {:>5} {:>7.1} {:>6.2}",
-                    k.tgid,
-                    cstr(&k.comm),
-                    if k.write != 0 { "W" } else { "R" },
-                    dev_major(k.dev),
-                    dev_minor(k.dev),
-                    disks.name(k.dev),
-                    v.io,
-                    v.bytes as f64 / 1024.0,
-                    v.ns as f64 / 1e6 / v.io.max(1) as f64
-                );
-            }
-            println!();
+        if let Some(n) = self.rows {
+            rows.truncate(n);
         }
-        if last {
-            loaded.report_counters(TOOL.name, a.out.verbose, &[]);
+        let rows: Vec<Fields> = rows
+            .iter()
+            .map(|(k, v)| {
+                vec![
+                    ("pid", json!(k.tgid)),
+                    ("comm", json!(cstr(&k.comm))),
+                    ("d", json!(if k.write != 0 { "W" } else { "R" })),
+                    ("major", json!(dev_major(k.dev))),
+                    ("minor", json!(dev_minor(k.dev))),
+                    ("disk", json!(self.disks.name(k.dev))),
+                    ("io", json!(v.io)),
+                    ("bytes", json!(v.bytes)),
+                    ("kbytes", json!(v.bytes as f64 / 1024.0)),
+                    ("avg_ms", json!(v.ns as f64 / 1e6 / v.io.max(1) as f64)),
+                ]
+            })
+            .collect();
+        Ok(Sample {
+            tables: vec![Table {
+                name: Some("rows"),
+                rows,
+            }],
+            ..Sample::default()
+        })
+    }
+
+    fn in_flight(&self) -> Option<u64> {
+        Some(block::in_flight(&self.loaded))
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static IOS: Family = Family::counter(
+            "tracer_process_block_ios",
+            "Block I/Os completed, by submitting process name (the busiest 20 by name, the rest as other).",
+        )
+        .folding("comm", 20);
+        static BYTES: Family = Family::counter(
+            "tracer_process_block_io_bytes",
+            "Bytes of block I/O completed, by submitting process name (the busiest 20 by name, the rest as other).",
+        )
+        .folding("comm", 20);
+        for row in sample.tables.iter().flat_map(|t| &t.rows) {
+            let op = if row.str("d") == "W" { "write" } else { "read" };
+            let labels = vec![("comm", row.str("comm").to_string()), ("op", op.into())];
+            out.count(&IOS, labels.clone(), row.u64("io"));
+            out.count(&BYTES, labels, row.u64("bytes"));
         }
-        Ok(())
-    })
+    }
+}
+
+struct Text {
+    clear: bool,
+}
+
+impl Layout for Text {
+    fn sample(&mut self, s: &Sample, out: &mut String) {
+        output::top_banner(self.clear, out);
+        out.push_str(&format!(
+            "{:<7} {:<16} {:1} {:<3} {:<3} {:<8} {:>5} {:>7} {:>6}\n",
+            "PID", "COMM", "D", "MAJ", "MIN", "DISK", "I/O", "Kbytes", "AVGms"
+        ));
+        for row in s.tables.iter().flat_map(|t| &t.rows) {
+            out.push_str(&format!(
+                "{:<7} {:<16} {:1} {:<3} {:<3} {:<8} {:>5} {:>7.1} {:>6.2}\n",
+                row.u64("pid"),
+                row.str("comm"),
+                row.str("d"),
+                row.u64("major"),
+                row.u64("minor"),
+                row.str("disk"),
+                row.u64("io"),
+                row.f64("kbytes"),
+                row.f64("avg_ms"),
+            ));
+        }
+        out.push('\n');
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let source = BioTop::new(&a, Some(a.rows as usize))?;
+    // biotop reports every second unless told otherwise, like BCC's.
+    let mut schedule = a.interval.schedule();
+    schedule.interval.get_or_insert(Duration::from_secs(1));
+    let text = Text { clear: !a.no_clear };
+    run::tool(
+        Box::new(source),
+        Box::new(text),
+        a.out.options("block device I/O", schedule),
+    )
+}
+
+fn exporter() -> Result<Box<dyn Source>> {
+    Ok(Box::new(BioTop::new(
+        &Args::try_parse_from(["biotop"])?,
+        None,
+    )?))
 }

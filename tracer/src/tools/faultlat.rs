@@ -3,17 +3,21 @@
 //! to its accounting (software perf events PAGE_FAULTS_MIN/MAJ).
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::{fault::FLAG_PER_PROCESS, faultlat::FaultGroup};
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
     cli::{self, IntervalArgs, OutputArgs, TaskArgs},
-    ebpf,
+    ebpf::{self, HookUse, Loaded},
     fault::{self, END_MAJOR, END_MINOR, START_KERNEL, START_USER},
     hist::HistReader,
-    kernel, output, run,
+    kernel,
+    metrics::{Family, Observations},
+    output, run,
+    source::{Get as _, HistGroup, Kind, Layout, Sample, Source},
 };
 
 pub const TOOL: Tool = Tool {
@@ -22,8 +26,20 @@ pub const TOOL: Tool = Tool {
     about: "Page-fault handling time histograms, minor and major",
     command: Args::command,
     run,
-    hooks: &[START_USER, START_KERNEL, END_MINOR, END_MAJOR],
-    optional_hooks: &[],
+    hooks: || {
+        // Ends first, so no fault that starts after tracing begins misses its end.
+        [END_MINOR, END_MAJOR, START_USER, START_KERNEL]
+            .into_iter()
+            .map(HookUse::always)
+            .collect()
+    },
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("faultlat"),
+        maps: &["HIST", "HIST_STATS", "HIST_SLOTS"],
+        #[cfg(test)]
+        globals: &[],
+    },
 };
 
 /// Summarize page-fault handling time as histograms.
@@ -46,73 +62,137 @@ struct Args {
     interval: IntervalArgs,
 }
 
+struct FaultLat {
+    loaded: Loaded,
+    reader: HistReader<FaultGroup>,
+    per_process: bool,
+    unit: &'static str,
+}
+
+impl FaultLat {
+    fn new(a: &Args) -> Result<FaultLat> {
+        let task = a.task.resolve()?;
+        let mut config = fault::config(task, true)?;
+        let (unit_div, unit) = match (a.milliseconds, a.nanoseconds) {
+            (true, _) => (1_000_000, "msecs"),
+            (_, true) => (1, "nsecs"),
+            _ => (1000, "usecs"),
+        };
+        config.unit_div = unit_div;
+        if a.per_process {
+            config.flags |= FLAG_PER_PROCESS;
+        }
+        let mut loaded = ebpf::load(&TOOL.object, |l| {
+            l.override_global("CONFIG", &config, true);
+        })?;
+        for u in (TOOL.hooks)() {
+            loaded.attach_chain(&u.chain)?;
+        }
+        Ok(FaultLat {
+            loaded,
+            // Without -P, slot 0 holds minor and slot 1 major faults.
+            reader: HistReader::new(|slot| FaultGroup {
+                tgid: 0,
+                major: slot,
+            }),
+            per_process: a.per_process,
+            unit,
+        })
+    }
+}
+
+impl Source for FaultLat {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Aggregate
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let mut hists = Vec::new();
+        for (g, hist) in self.reader.read(&self.loaded.ebpf)? {
+            let kind = if g.major != 0 { "major" } else { "minor" };
+            let mut labels = vec![("type", json!(kind))];
+            if self.per_process {
+                labels.push(("pid", json!(g.tgid)));
+                labels.push(("comm", json!(kernel::process_comm(g.tgid))));
+            }
+            hists.push(HistGroup { labels, hist });
+        }
+        Ok(Sample {
+            hists,
+            unit: self.unit,
+            ..Sample::default()
+        })
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static LATENCY: Family = Family::histogram(
+            "tracer_page_fault_latency_seconds",
+            "Page-fault handling time, from the exception to the fault's accounting.",
+            1e-9,
+            (7, 31),
+        );
+        for g in &sample.hists {
+            out.hist(
+                &LATENCY,
+                vec![("type", g.labels.str("type").to_string())],
+                &g.hist,
+            );
+        }
+    }
+}
+
+struct Text {
+    timestamp: bool,
+}
+
+impl Layout for Text {
+    fn sample(&mut self, s: &Sample, out: &mut String) {
+        if self.timestamp {
+            out.push_str(&output::local_time());
+            out.push('\n');
+        }
+        for g in &s.hists {
+            let kind = g.labels.str("type");
+            match g.labels.get("pid") {
+                Some(_) => out.push_str(&format!(
+                    "\npid = {} ({}), {kind} faults\n",
+                    g.labels.u64("pid"),
+                    g.labels.str("comm")
+                )),
+                None => out.push_str(&format!("\n{kind} faults\n")),
+            }
+            out.push_str(&g.hist.render(s.unit));
+        }
+        out.push('\n');
+    }
+}
+
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
-    let task = a.task.resolve()?;
-    kernel::require_privileges()?;
-    let mut config = fault::config(task, true)?;
-    let (unit_div, unit) = match (a.milliseconds, a.nanoseconds) {
-        (true, _) => (1_000_000, "msecs"),
-        (_, true) => (1, "nsecs"),
-        _ => (1000, "usecs"),
-    };
-    config.unit_div = unit_div;
-    if a.per_process {
-        config.flags |= FLAG_PER_PROCESS;
-    }
-    let mut loaded = ebpf::load(crate::ebpf_object!("faultlat"), |l| {
-        l.override_global("CONFIG", &config, true);
-    })?;
-    // Ends first, so no fault that starts after tracing begins misses its end.
-    for chain in [&END_MINOR, &END_MAJOR, &START_USER, &START_KERNEL] {
-        loaded.attach_chain(chain)?;
-    }
-    loaded.report_hooks(TOOL.name, a.out.verbose);
-
-    // Without -P, slot 0 holds minor and slot 1 major faults.
-    let mut reader = HistReader::new(|slot| FaultGroup {
-        tgid: 0,
-        major: slot,
-    });
-    run::periodic(
-        a.interval.schedule(),
-        run::Start::new("page faults"),
-        |last| {
-            let hists = reader.read(&loaded.ebpf)?;
-            if a.out.timestamp && !a.out.json {
-                println!("{}", output::local_time());
-            }
-            for (g, h) in &hists {
-                let kind = if g.major != 0 { "major" } else { "minor" };
-                if a.out.json {
-                    let mut v =
-                        json!({"tool": "faultlat", "ts": output::unix_time(), "type": kind});
-                    if a.per_process {
-                        v["pid"] = json!(g.tgid);
-                        v["comm"] = json!(kernel::process_comm(g.tgid));
-                    }
-                    let v = h.json_with(v, unit);
-                    output::json_line(&v);
-                } else {
-                    if a.per_process {
-                        println!(
-                            "\npid = {} ({}), {kind} faults",
-                            g.tgid,
-                            kernel::process_comm(g.tgid)
-                        );
-                    } else {
-                        println!("\n{kind} faults");
-                    }
-                    print!("{}", h.render(unit));
-                }
-            }
-            if !a.out.json {
-                println!();
-            }
-            if last {
-                loaded.report_counters(TOOL.name, a.out.verbose, &[]);
-            }
-            Ok(())
-        },
+    let source = FaultLat::new(&a)?;
+    run::tool(
+        Box::new(source),
+        Box::new(Text {
+            timestamp: a.out.timestamp,
+        }),
+        a.out.options("page faults", a.interval.schedule()),
     )
+}
+
+fn exporter() -> Result<Box<dyn Source>> {
+    Ok(Box::new(FaultLat::new(&Args::try_parse_from([
+        "faultlat", "-n",
+    ])?)?))
 }

@@ -7,14 +7,15 @@ use serde_json::json;
 use tracer_common::faultsnoop::FaultEvent;
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
     cli::{self, IntervalArgs, OutputArgs, TaskArgs},
-    ebpf,
+    ebpf::{self, HookUse, Loaded},
     fault::{self, END_MAJOR, END_MINOR, START_KERNEL, START_USER},
-    kernel,
-    output::{self, Clock, cstr},
+    output::{Clock, cstr},
     procmaps::ProcMaps,
     run,
+    source::{self, Event, Get as _, Kind, Layout, Source},
 };
 
 pub const TOOL: Tool = Tool {
@@ -23,8 +24,20 @@ pub const TOOL: Tool = Tool {
     about: "One line per page fault: address, type, handling time, mapping",
     command: Args::command,
     run,
-    hooks: &[START_USER, START_KERNEL, END_MINOR, END_MAJOR],
-    optional_hooks: &[],
+    hooks: || {
+        // Ends first, so no fault that starts after tracing begins misses its end.
+        [END_MINOR, END_MAJOR, START_USER, START_KERNEL]
+            .into_iter()
+            .map(HookUse::always)
+            .collect()
+    },
+    exporter: None,
+    object: Object {
+        elf: crate::ebpf_object!("faultsnoop"),
+        maps: &["EVENTS"],
+        #[cfg(test)]
+        globals: &[],
+    },
 };
 
 /// Trace page faults, one line each.
@@ -42,64 +55,110 @@ struct Args {
     interval: IntervalArgs,
 }
 
+struct FaultSnoop {
+    loaded: Loaded,
+    maps: ProcMaps,
+}
+
+impl Source for FaultSnoop {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Stream
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn decode(&mut self, raw: &[u8]) -> Option<Event> {
+        let e: FaultEvent = source::record(raw)?;
+        let mapping = self
+            .maps
+            .lookup(e.tgid, e.address)
+            .unwrap_or_else(|| "?".into());
+        Some(Event {
+            ts: e.ts,
+            dur_ns: e.lat_ns,
+            fields: vec![
+                ("comm", json!(cstr(&e.comm))),
+                ("pid", json!(e.tgid)),
+                ("tid", json!(e.tid)),
+                ("addr", json!(format!("{:#x}", e.address))),
+                ("ip", json!(format!("{:#x}", e.ip))),
+                (
+                    "type",
+                    json!(fault::type_name(e.error_code, e.kernel != 0, e.major != 0)),
+                ),
+                ("lat_us", json!(e.lat_ns as f64 / 1e3)),
+                ("lat_ns", json!(e.lat_ns)),
+                ("mapping", json!(mapping)),
+            ],
+        })
+    }
+}
+
+struct Text {
+    wall: bool,
+}
+
+impl Layout for Text {
+    fn header(&self) -> Option<String> {
+        Some(format!(
+            "{} {:<16} {:<7} {:<7} {:<18} {:<18} {:<18} {:>9} MAPPING",
+            Clock::header(self.wall),
+            "COMM",
+            "PID",
+            "TID",
+            "ADDR",
+            "IP",
+            "TYPE",
+            "LAT(us)"
+        ))
+    }
+
+    fn event(&mut self, e: &Event, clock: &Clock, out: &mut String) {
+        out.push_str(&format!(
+            "{} {:<16} {:<7} {:<7} {:<18} {:<18} {:<18} {:>9.2} {}\n",
+            clock.column(e.ts, self.wall),
+            e.str("comm"),
+            e.u64("pid"),
+            e.u64("tid"),
+            e.str("addr"),
+            e.str("ip"),
+            e.str("type"),
+            e.f64("lat_us"),
+            e.str("mapping")
+        ));
+    }
+}
+
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let task = a.task.resolve()?;
-    kernel::require_privileges()?;
     let mut config = fault::config(task, true)?;
     config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
-    let mut loaded = ebpf::load(crate::ebpf_object!("faultsnoop"), |l| {
+    let mut loaded = ebpf::load(&TOOL.object, |l| {
         l.override_global("CONFIG", &config, true);
     })?;
-    for chain in [&END_MINOR, &END_MAJOR, &START_USER, &START_KERNEL] {
-        loaded.attach_chain(chain)?;
+    for u in (TOOL.hooks)() {
+        loaded.attach_chain(&u.chain)?;
     }
-    loaded.report_hooks(TOOL.name, a.out.verbose);
-    let ring = loaded.take_events()?;
-
-    let clock = Clock::now();
-    let mut maps = ProcMaps::default();
-    let header = (!a.out.json).then(|| {
-        let time = Clock::header(a.out.timestamp);
-        format!(
-            "{time} {:<16} {:<7} {:<7} {:<18} {:<18} {:<18} {:>9} MAPPING",
-            "COMM", "PID", "TID", "ADDR", "IP", "TYPE", "LAT(us)"
-        )
-    });
-    let on_event = |e: FaultEvent| -> Result<()> {
-        let kind = fault::type_name(e.error_code, e.kernel != 0, e.major != 0);
-        let mapping = maps.lookup(e.tgid, e.address).unwrap_or_else(|| "?".into());
-        let lat_us = e.lat_ns as f64 / 1e3;
-        if a.out.json {
-            let mut v = json!({
-                "tool": "faultsnoop", "comm": cstr(&e.comm), "pid": e.tgid,
-                "tid": e.tid, "addr": format!("{:#x}", e.address), "ip": format!("{:#x}", e.ip), "type": kind,
-                "lat_us": lat_us, "lat_ns": e.lat_ns, "mapping": mapping,
-            });
-            clock.json_fields(&mut v, e.ts, a.out.timestamp);
-            output::json_line(&v);
-        } else {
-            let time = clock.column(e.ts, a.out.timestamp);
-            println!(
-                "{time} {:<16} {:<7} {:<7} {:<#18x} {:<#18x} {kind:<18} {lat_us:>9.2} {mapping}",
-                cstr(&e.comm),
-                e.tgid,
-                e.tid,
-                e.address,
-                e.ip
-            );
-        }
-        Ok(())
+    let source = FaultSnoop {
+        loaded,
+        maps: ProcMaps::default(),
     };
-    let verbose = a.out.verbose;
-    run::stream(
-        a.interval.duration_schedule(),
-        run::Start::with_header("page faults", header),
-        ring,
-        on_event,
-        || {
-            loaded.report_counters(TOOL.name, verbose, &[]);
-            Ok(())
-        },
+    run::tool(
+        Box::new(source),
+        Box::new(Text {
+            wall: a.out.timestamp,
+        }),
+        a.out.options("page faults", a.interval.duration_schedule()),
     )
 }

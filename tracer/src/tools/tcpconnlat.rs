@@ -2,19 +2,24 @@
 //! attributed to the task that called connect().
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
-use tracer_common::tcpconnlat::{ConnConfig, ConnEvent, FLAG_HIST};
+use tracer_common::{
+    hist::NoGroup,
+    tcpconnlat::{ConnConfig, ConnEvent, FLAG_HIST},
+};
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
     cli::{self, IntervalArgs, OutputArgs, TaskArgs},
-    ebpf::{self, Hook, HookChain},
+    ebpf::{self, Hook, HookChain, HookUse, Loaded},
     hist::HistReader,
-    kernel,
-    net::{self, fmt_addr, ip_version},
+    metrics::{Family, Observations},
     output::{self, Clock, cstr},
     run,
+    source::{self, Event, Get as _, HistGroup, Kind, Layout, Sample, Source},
+    tcp::{self, fmt_addr, ip_version},
     tracefs::Format,
 };
 
@@ -30,8 +35,14 @@ pub const TOOL: Tool = Tool {
     about: "Active TCP connect latency, per connect or as a histogram",
     command: Args::command,
     run,
-    hooks: &[SET_STATE],
-    optional_hooks: &[],
+    hooks: || vec![HookUse::always(SET_STATE)],
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("tcpconnlat"),
+        maps: &["EVENTS", "HIST_SLOTS"],
+        #[cfg(test)]
+        globals: &[],
+    },
 };
 
 /// Trace TCP active connects and their latency (SYN sent to connection established).
@@ -55,104 +66,188 @@ struct Args {
     interval: IntervalArgs,
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    let mut cfg = ConnConfig {
-        task: a.task.resolve()?,
-        ..ConnConfig::INITIAL
-    };
-    cfg.min_latency_ns = a.min_latency_ns.unwrap_or(0);
-    if a.hist {
-        cfg.flags |= FLAG_HIST;
-        cfg.unit_div = if a.milliseconds { 1_000_000 } else { 1000 };
-    }
-    kernel::require_privileges()?;
-    let f = Format::read("sock", "inet_sock_set_state")?
-        .context("this kernel has no sock:inet_sock_set_state")?;
-    cfg.skaddr = f.offset("skaddr", 8)?;
-    cfg.oldstate = f.offset("oldstate", 4)?;
-    cfg.newstate = f.offset("newstate", 4)?;
-    cfg.protocol = f.offset("protocol", 2)?;
-    cfg.addrs = net::addr_fields(&f)?;
-    let mut loaded = ebpf::load(crate::ebpf_object!("tcpconnlat"), |l| {
-        l.override_global("CONFIG", &cfg, true);
-    })?;
-    loaded.attach_chain(&SET_STATE)?;
-    loaded.report_hooks(TOOL.name, a.out.verbose);
+struct TcpConnLat {
+    loaded: Loaded,
+    /// --hist: a histogram in the kernel instead of one event per connect.
+    hist: Option<HistReader<NoGroup>>,
+    unit: &'static str,
+}
 
-    if a.hist {
-        let unit = if a.milliseconds { "msecs" } else { "usecs" };
-        let mut reader = HistReader::<tracer_common::hist::NoGroup>::default();
-        return run::periodic(
-            a.interval.schedule(),
-            run::Start::new("TCP connects"),
-            |last| {
-                let hists = reader.read(&loaded.ebpf)?;
-                let h = hists.into_values().next().unwrap_or_default();
-                if a.out.json {
-                    let v = json!({"tool": "tcpconnlat", "ts": output::unix_time()});
-                    let v = h.json_with(v, unit);
-                    output::json_line(&v);
-                } else {
-                    print!("{}", h.render(unit));
-                    println!();
-                }
-                if last {
-                    loaded.report_counters(TOOL.name, a.out.verbose, &[]);
-                }
-                Ok(())
+impl TcpConnLat {
+    fn new(a: &Args, unit_div: u64) -> Result<TcpConnLat> {
+        let mut cfg = ConnConfig {
+            task: a.task.resolve()?,
+            ..ConnConfig::INITIAL
+        };
+        cfg.min_latency_ns = a.min_latency_ns.unwrap_or(0);
+        if a.hist {
+            cfg.flags |= FLAG_HIST;
+            cfg.unit_div = unit_div;
+        }
+        let f = Format::read("sock", "inet_sock_set_state")?
+            .context("this kernel has no sock:inet_sock_set_state")?;
+        cfg.skaddr = f.offset("skaddr", 8)?;
+        cfg.oldstate = f.offset("oldstate", 4)?;
+        cfg.newstate = f.offset("newstate", 4)?;
+        cfg.protocol = f.offset("protocol", 2)?;
+        cfg.addrs = tcp::addr_fields(&f)?;
+        let mut loaded = ebpf::load(&TOOL.object, |l| {
+            l.override_global("CONFIG", &cfg, true);
+        })?;
+        loaded.attach_chain(&SET_STATE)?;
+        Ok(TcpConnLat {
+            loaded,
+            hist: a.hist.then(HistReader::default),
+            unit: match unit_div {
+                1 => "nsecs",
+                1_000_000 => "msecs",
+                _ => "usecs",
             },
-        );
+        })
     }
-    let ring = loaded.take_events()?;
-    let clock = Clock::now();
-    let header = (!a.out.json).then(|| {
-        let time = if a.out.timestamp {
+}
+
+impl Source for TcpConnLat {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        if self.hist.is_some() {
+            Kind::Aggregate
+        } else {
+            Kind::Stream
+        }
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let Some(reader) = &mut self.hist else {
+            return Ok(Sample::default());
+        };
+        let hist = reader
+            .read(&self.loaded.ebpf)?
+            .into_values()
+            .next()
+            .unwrap_or_default();
+        Ok(Sample {
+            hists: vec![HistGroup {
+                labels: Vec::new(),
+                hist,
+            }],
+            unit: self.unit,
+            ..Sample::default()
+        })
+    }
+
+    fn decode(&mut self, raw: &[u8]) -> Option<Event> {
+        let e: ConnEvent = source::record(raw)?;
+        Some(Event {
+            ts: e.ts,
+            dur_ns: e.lat_ns,
+            fields: vec![
+                ("pid", json!(e.tgid)),
+                ("comm", json!(cstr(&e.comm))),
+                ("ip", json!(ip_version(e.family).parse::<u8>().unwrap_or(0))),
+                ("saddr", json!(fmt_addr(e.family, &e.saddr))),
+                ("daddr", json!(fmt_addr(e.family, &e.daddr))),
+                ("dport", json!(e.dport)),
+                ("lport", json!(e.lport)),
+                ("lat_ms", json!(e.lat_ns as f64 / 1e6)),
+                ("lat_ns", json!(e.lat_ns)),
+            ],
+        })
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static LATENCY: Family = Family::histogram(
+            "tracer_tcp_connect_latency_seconds",
+            "Active TCP connect latency, SYN sent to established.",
+            1e-9,
+            (10, 35),
+        );
+        for g in &sample.hists {
+            out.hist(&LATENCY, Vec::new(), &g.hist);
+        }
+    }
+}
+
+struct Text {
+    timestamp: bool,
+    /// --hist: histograms, no column header.
+    hist: bool,
+}
+
+impl Layout for Text {
+    fn header(&self) -> Option<String> {
+        if self.hist {
+            return None;
+        }
+        let time = if self.timestamp {
             format!("{:<9}", "TIME")
         } else {
             String::new()
         };
-        format!(
+        Some(format!(
             "{time}{:<7} {:<16} {:<2} {:<39} {:<39} {:>5} {:>9}",
             "PID", "COMM", "IP", "SADDR", "DADDR", "DPORT", "LAT(ms)"
-        )
-    });
-    let on_event = |e: ConnEvent| -> Result<()> {
-        let lat_ms = e.lat_ns as f64 / 1e6;
-        if a.out.json {
-            output::json_line(&json!({
-                "tool": "tcpconnlat", "time": output::format_local(clock.unix_ns(e.ts), true), "pid": e.tgid,
-                "comm": cstr(&e.comm), "ip": ip_version(e.family).parse::<u8>().unwrap_or(0),
-                "saddr": fmt_addr(e.family, &e.saddr), "daddr": fmt_addr(e.family, &e.daddr), "dport": e.dport, "lport": e.lport,
-                "lat_ms": lat_ms, "lat_ns": e.lat_ns,
-            }));
-        } else {
-            let time = if a.out.timestamp {
-                format!("{:<9}", output::format_local(clock.unix_ns(e.ts), false))
-            } else {
-                String::new()
-            };
-            println!(
-                "{time}{:<7} {:<16} {:<2} {:<39} {:<39} {:>5} {lat_ms:>9.3}",
-                e.tgid,
-                cstr(&e.comm),
-                ip_version(e.family),
-                fmt_addr(e.family, &e.saddr),
-                fmt_addr(e.family, &e.daddr),
-                e.dport
-            );
+        ))
+    }
+
+    fn sample(&mut self, s: &Sample, out: &mut String) {
+        for g in &s.hists {
+            out.push_str(&g.hist.render(s.unit));
         }
-        Ok(())
+        out.push('\n');
+    }
+
+    fn event(&mut self, e: &Event, clock: &Clock, out: &mut String) {
+        let time = if self.timestamp {
+            format!("{:<9}", output::format_local(clock.unix_ns(e.ts), false))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "{time}{:<7} {:<16} {:<2} {:<39} {:<39} {:>5} {:>9.3}\n",
+            e.u64("pid"),
+            e.str("comm"),
+            e.u64("ip"),
+            e.str("saddr"),
+            e.str("daddr"),
+            e.u64("dport"),
+            e.f64("lat_ms")
+        ));
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let unit_div = if a.milliseconds { 1_000_000 } else { 1000 };
+    let source = TcpConnLat::new(&a, unit_div)?;
+    let schedule = if a.hist {
+        a.interval.schedule()
+    } else {
+        a.interval.duration_schedule()
     };
-    let verbose = a.out.verbose;
-    run::stream(
-        a.interval.duration_schedule(),
-        run::Start::with_header("TCP connects", header),
-        ring,
-        on_event,
-        || {
-            loaded.report_counters(TOOL.name, verbose, &[]);
-            Ok(())
-        },
+    let text = Text {
+        timestamp: a.out.timestamp,
+        hist: a.hist,
+    };
+    run::tool(
+        Box::new(source),
+        Box::new(text),
+        a.out.options("TCP connects", schedule),
     )
+}
+
+fn exporter() -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(["tcpconnlat", "--hist"])?;
+    Ok(Box::new(TcpConnLat::new(&a, 1)?))
 }

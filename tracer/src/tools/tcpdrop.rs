@@ -5,23 +5,26 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, StackTraceMap};
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
-    tcpdrop::{DropConfig, DropEvent, FLAG_STACK},
+    tcpdrop::{DropConfig, DropEvent, FLAG_COUNT, FLAG_STACK},
 };
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
     btf::Btf,
     cli::{self, IntervalArgs, OutputArgs},
-    ebpf::{self, Hook, HookChain},
-    kernel,
+    ebpf::{self, Hook, HookChain, HookUse, Loaded},
     ksyms::Ksyms,
-    net::{self, fmt_endpoint, ip_version, tcp_state},
+    metrics::{Family, Observations},
     output::{self, Clock},
     run,
+    source::{self, Event, Fields, Get as _, Kind, Layout, Sample, Source, Table},
+    tally::Deltas,
+    tcp::{self, endpoint, ip_version, tcp_state},
     tracefs::{Format, symbolic_tables},
 };
 
@@ -37,8 +40,14 @@ pub const TOOL: Tool = Tool {
     about: "TCP packet drops with 4-tuple, state and the kernel's drop reason",
     command: Args::command,
     run,
-    hooks: &[KFREE_SKB],
-    optional_hooks: &[],
+    hooks: || vec![HookUse::always(KFREE_SKB)],
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("tcpdrop"),
+        maps: &["EVENTS", "STACKS", "REASONS"],
+        #[cfg(test)]
+        globals: &[],
+    },
 };
 
 /// Trace TCP packets dropped by the kernel.
@@ -71,102 +80,211 @@ fn reason_names(format: &Format, btf: Option<&Btf>) -> HashMap<u32, String> {
     names
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    kernel::require_privileges()?;
-    let f =
-        Format::read("skb", "kfree_skb")?.context("this kernel has no skb:kfree_skb tracepoint")?;
-    let btf =
-        Btf::load().context("tcpdrop reads packet headers at offsets from the kernel's BTF")?;
-    let cfg = DropConfig {
-        skbaddr: f.offset("skbaddr", 8)?,
-        location: f.offset("location", 8)?,
-        rx_sk: f.offset_or_absent("rx_sk", 8)?,
-        protocol: f.offset("protocol", 2)?,
-        reason: f.offset_or_absent("reason", 4)?,
-        _pad: 0,
-        sock: net::sock_offsets(&btf)?,
-        flags: if a.stack { FLAG_STACK } else { 0 },
-    };
-    let names = reason_names(&f, Some(&btf));
-    let mut loaded = ebpf::load(crate::ebpf_object!("tcpdrop"), |l| {
-        l.override_global("CONFIG", &cfg, true);
-    })?;
-    loaded.attach_chain(&KFREE_SKB)?;
-    if cfg.reason == NO_FIELD {
-        loaded
-            .notes
-            .push("skb:kfree_skb has no reason field on this kernel".into());
+struct TcpDrop {
+    loaded: Loaded,
+    names: HashMap<u32, String>,
+    /// None when counting in the kernel (the exporter).
+    stacks: Option<StackTraceMap<MapData>>,
+    ksyms: Ksyms,
+    counting: bool,
+    deltas: Deltas<u32, u64>,
+}
+
+impl TcpDrop {
+    fn new(a: &Args, counting: bool) -> Result<TcpDrop> {
+        let f = Format::read("skb", "kfree_skb")?
+            .context("this kernel has no skb:kfree_skb tracepoint")?;
+        let btf =
+            Btf::load().context("tcpdrop reads packet headers at offsets from the kernel's BTF")?;
+        let mut flags = 0;
+        if a.stack {
+            flags |= FLAG_STACK;
+        }
+        if counting {
+            flags |= FLAG_COUNT;
+        }
+        let cfg = DropConfig {
+            skbaddr: f.offset("skbaddr", 8)?,
+            location: f.offset("location", 8)?,
+            rx_sk: f.offset_or_absent("rx_sk", 8)?,
+            protocol: f.offset("protocol", 2)?,
+            reason: f.offset_or_absent("reason", 4)?,
+            _pad: 0,
+            sock: tcp::sock_offsets(&btf)?,
+            flags,
+        };
+        let names = reason_names(&f, Some(&btf));
+        let mut loaded = ebpf::load(&TOOL.object, |l| {
+            l.override_global("CONFIG", &cfg, true);
+        })?;
+        loaded.attach_chain(&KFREE_SKB)?;
+        if cfg.reason == NO_FIELD {
+            loaded
+                .notes
+                .push("skb:kfree_skb has no reason field on this kernel".into());
+        }
+        let stacks = if counting {
+            None
+        } else {
+            Some(StackTraceMap::try_from(
+                loaded
+                    .ebpf
+                    .take_map("STACKS")
+                    .context("STACKS map missing")?,
+            )?)
+        };
+        Ok(TcpDrop {
+            loaded,
+            names,
+            stacks,
+            ksyms: Ksyms::default(),
+            counting,
+            deltas: Deltas::default(),
+        })
     }
-    loaded.report_hooks(TOOL.name, a.out.verbose);
-    let ring = loaded.take_events()?;
-    let stacks: StackTraceMap<MapData> = StackTraceMap::try_from(
-        loaded
-            .ebpf
-            .take_map("STACKS")
-            .context("STACKS map missing")?,
-    )?;
-    let mut ksyms = Ksyms::default();
-    let clock = Clock::now();
-    let header = (!a.out.json).then(|| {
-        format!(
-            "{:<8} {:<7} {:<2} {:<26}   {:<26} {:<12} REASON",
-            "TIME", "PID", "IP", "SADDR:SPORT", "DADDR:DPORT", "STATE"
-        )
-    });
-    let on_event = |e: DropEvent| -> Result<()> {
-        let reason = names
-            .get(&e.reason)
+
+    fn reason(&self, r: u32) -> String {
+        self.names
+            .get(&r)
             .cloned()
-            .unwrap_or_else(|| format!("reason {}", e.reason));
+            .unwrap_or_else(|| format!("reason {r}"))
+    }
+}
+
+impl Source for TcpDrop {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        if self.counting {
+            Kind::Aggregate
+        } else {
+            Kind::Stream
+        }
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let counts = self.deltas.read_percpu(&mut self.loaded.ebpf, "REASONS")?;
+        let rows: Vec<Fields> = counts
+            .into_iter()
+            .map(|(r, n)| vec![("reason", json!(self.reason(r))), ("drops", json!(n))])
+            .collect();
+        Ok(Sample {
+            tables: vec![Table {
+                name: Some("reasons"),
+                rows,
+            }],
+            ..Sample::default()
+        })
+    }
+
+    fn decode(&mut self, raw: &[u8]) -> Option<Event> {
+        let e: DropEvent = source::record(raw)?;
         let state = if e.state == 0 {
             "-"
         } else {
             tcp_state(e.state as i32)
         };
-        let frames: Vec<String> = if e.stack_id >= 0 {
-            stacks
+        let mut fields = vec![
+            ("pid", json!(e.pid)),
+            ("ip", json!(ip_version(e.family).parse::<u8>().unwrap_or(0))),
+            ("saddr", json!(tcp::fmt_addr(e.family, &e.saddr))),
+            ("sport", json!(e.sport)),
+            ("daddr", json!(tcp::fmt_addr(e.family, &e.daddr))),
+            ("dport", json!(e.dport)),
+            ("state", json!(state)),
+            ("tcp_flags", json!(e.tcp_flags)),
+            ("reason", json!(self.reason(e.reason))),
+            ("location", json!(self.ksyms.name(e.location))),
+        ];
+        if let Some(stacks) = &self.stacks
+            && e.stack_id >= 0
+        {
+            let frames: Vec<String> = stacks
                 .get(&(e.stack_id as u32), 0)
-                .map(|st| st.frames().iter().map(|fr| ksyms.name(fr.ip)).collect())
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let time = output::format_local(clock.unix_ns(e.ts), false);
-        if a.out.json {
-            let mut v = json!({
-                "tool": "tcpdrop", "time": time, "pid": e.pid, "ip": ip_version(e.family).parse::<u8>().unwrap_or(0),
-                "saddr": net::fmt_addr(e.family, &e.saddr), "sport": e.sport,
-                "daddr": net::fmt_addr(e.family, &e.daddr), "dport": e.dport,
-                "state": state, "tcp_flags": e.tcp_flags, "reason": reason, "location": ksyms.name(e.location),
-            });
-            if a.stack {
-                v["stack"] = json!(frames);
-            }
-            output::json_line(&v);
-        } else {
-            println!(
-                "{time:<8} {:<7} {:<2} {:<26} > {:<26} {state:<12} {reason}",
-                e.pid,
-                ip_version(e.family),
-                fmt_endpoint(e.family, &e.saddr, e.sport),
-                fmt_endpoint(e.family, &e.daddr, e.dport)
-            );
-            for fr in &frames {
-                println!("\t{fr}");
-            }
+                .map(|st| {
+                    st.frames()
+                        .iter()
+                        .map(|fr| self.ksyms.name(fr.ip))
+                        .collect()
+                })
+                .unwrap_or_default();
+            fields.push(("stack", json!(frames)));
         }
-        Ok(())
-    };
-    let verbose = a.out.verbose;
-    run::stream(
-        a.interval.duration_schedule(),
-        run::Start::with_header("TCP drops", header),
-        ring,
-        on_event,
-        || {
-            loaded.report_counters(TOOL.name, verbose, &[]);
-            Ok(())
-        },
+        Some(Event {
+            ts: e.ts,
+            dur_ns: 0,
+            fields,
+        })
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static DROPS: Family = Family::counter(
+            "tracer_tcp_drops",
+            "TCP packets the kernel dropped, by the kernel's drop reason.",
+        );
+        for row in sample.tables.iter().flat_map(|t| &t.rows) {
+            let labels = vec![("reason", row.str("reason").to_string())];
+            out.count(&DROPS, labels, row.u64("drops"));
+        }
+    }
+}
+
+struct Text;
+
+impl Layout for Text {
+    fn header(&self) -> Option<String> {
+        Some(format!(
+            "{:<8} {:<7} {:<2} {:<26}   {:<26} {:<12} REASON",
+            "TIME", "PID", "IP", "SADDR:SPORT", "DADDR:DPORT", "STATE"
+        ))
+    }
+
+    fn event(&mut self, e: &Event, clock: &Clock, out: &mut String) {
+        out.push_str(&format!(
+            "{:<8} {:<7} {:<2} {:<26} > {:<26} {:<12} {}\n",
+            output::format_local(clock.unix_ns(e.ts), false),
+            e.u64("pid"),
+            e.u64("ip"),
+            endpoint(e, "saddr", "sport"),
+            endpoint(e, "daddr", "dport"),
+            e.str("state"),
+            e.str("reason")
+        ));
+        for fr in e
+            .get("stack")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&format!("\t{}\n", fr.as_str().unwrap_or("")));
+        }
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let source = TcpDrop::new(&a, false)?;
+    run::tool(
+        Box::new(source),
+        Box::new(Text),
+        a.out.options("TCP drops", a.interval.duration_schedule()),
     )
+}
+
+/// Drops per reason, counted in the kernel.
+fn exporter() -> Result<Box<dyn Source>> {
+    Ok(Box::new(TcpDrop::new(
+        &Args::try_parse_from(["tcpdrop"])?,
+        true,
+    )?))
 }

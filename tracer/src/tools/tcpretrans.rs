@@ -4,27 +4,29 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _};
-use serde_json::{Value, json};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
     tcp::{AF_INET, AF_INET6, SockOffsets},
     tcpretrans::{
-        FLAG_COUNT, FLAG_FAILED, FLAG_NETNS, KIND_LOSS_PROBE, RetransConfig, RetransEvent,
-        RetransKey,
+        FLAG_COUNT, FLAG_FAILED, FLAG_NETNS, KIND_FAILED, KIND_LOSS_PROBE, KIND_SYNACK,
+        RetransConfig, RetransEvent, RetransKey,
     },
 };
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
     btf::Btf,
     cli::{self, IntervalArgs, OutputArgs},
-    ebpf::{self, Hook, HookChain},
-    kernel,
-    net::{self, fmt_endpoint, ip_version, tcp_state},
+    ebpf::{self, Hook, HookChain, HookUse, Loaded},
+    metrics::{Family, Observations},
     output::{self, Clock},
     run,
+    source::{self, Event, Fields, Get as _, Kind, Layout, Sample, Source, Table},
     tally::Deltas,
+    tcp::{self, endpoint, ip_version, tcp_state},
     tracefs::Format,
 };
 
@@ -45,8 +47,19 @@ pub const TOOL: Tool = Tool {
     about: "TCP retransmits with their flow and state; tail loss probes told apart",
     command: Args::command,
     run,
-    hooks: &[RETRANSMIT],
-    optional_hooks: &[("SYN-ACK retransmits", SYNACK)],
+    hooks: || {
+        vec![
+            HookUse::always(RETRANSMIT),
+            HookUse::with("SYN-ACK retransmits", SYNACK),
+        ]
+    },
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("tcpretrans"),
+        maps: &["EVENTS", "COUNTS"],
+        #[cfg(test)]
+        globals: &[],
+    },
 };
 
 /// Trace TCP retransmits.
@@ -91,11 +104,11 @@ fn config(a: &Args, notes: &mut Vec<String>) -> Result<RetransConfig> {
                 .into(),
         );
     }
-    cfg.addrs = net::addr_fields(&f)?;
+    cfg.addrs = tcp::addr_fields(&f)?;
     if let Some(s) = Format::read("tcp", "tcp_retransmit_synack")? {
-        cfg.synack = net::addr_fields(&s)?;
+        cfg.synack = tcp::addr_fields(&s)?;
     }
-    cfg.sock = match Btf::load().and_then(|btf| net::sock_offsets(&btf)) {
+    cfg.sock = match Btf::load().and_then(|btf| tcp::sock_offsets(&btf)) {
         Ok(s) => s,
         Err(e) => {
             notes.push(format!(
@@ -129,145 +142,235 @@ fn config(a: &Args, notes: &mut Vec<String>) -> Result<RetransConfig> {
     Ok(cfg)
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    kernel::require_privileges()?;
-    let mut notes = Vec::new();
-    let cfg = config(&a, &mut notes)?;
-    let mut loaded = ebpf::load(crate::ebpf_object!("tcpretrans"), |l| {
-        l.override_global("CONFIG", &cfg, true);
-    })?;
-    loaded.attach_chain(&RETRANSMIT)?;
-    if let Ok(choice) = SYNACK.choose() {
-        loaded.attach(&choice)?;
+/// The retransmit kind as a name: R (RTO or fast retransmit), L (tail loss
+/// probe), S (SYN-ACK), F (a failed attempt).
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_LOSS_PROBE => "loss_probe",
+        KIND_SYNACK => "synack",
+        KIND_FAILED => "failed",
+        _ => "retransmit",
     }
-    loaded.notes.extend(notes);
-    loaded.report_hooks(TOOL.name, a.out.verbose);
+}
 
-    if a.per_flow {
-        return run_counts(&a, loaded);
+struct TcpRetrans {
+    loaded: Loaded,
+    /// -c: counted per flow in the kernel, read every interval.
+    per_flow: bool,
+    loss_probes: bool,
+    deltas: Deltas<RetransKey, u64>,
+}
+
+impl TcpRetrans {
+    fn new(a: &Args) -> Result<TcpRetrans> {
+        let mut notes = Vec::new();
+        let cfg = config(a, &mut notes)?;
+        let mut loaded = ebpf::load(&TOOL.object, |l| {
+            l.override_global("CONFIG", &cfg, true);
+        })?;
+        loaded.attach_chain(&RETRANSMIT)?;
+        if let Ok(choice) = SYNACK.choose() {
+            loaded.attach(&choice)?;
+        }
+        loaded.notes.extend(notes);
+        Ok(TcpRetrans {
+            loaded,
+            per_flow: a.per_flow,
+            loss_probes: a.loss_probes,
+            deltas: Deltas::default(),
+        })
     }
-    let ring = loaded.take_events()?;
-    let clock = Clock::now();
-    let header = (!a.out.json).then(|| {
-        let netns = if a.netns {
-            format!("{:<11}", "NETNS")
+}
+
+impl Source for TcpRetrans {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        if self.per_flow {
+            Kind::Aggregate
         } else {
-            String::new()
-        };
-        format!(
-            "{:<8} {:<7} {:<2} {:<26} {:1}> {:<26} {netns}STATE",
-            "TIME", "PID", "IP", "LADDR:LPORT", "T", "RADDR:RPORT"
-        )
-    });
-    let on_event = |e: RetransEvent| -> Result<()> {
-        if e.kind == KIND_LOSS_PROBE && !a.loss_probes {
-            return Ok(());
+            Kind::Stream
+        }
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let mut flows: BTreeMap<RetransKey, u64> = BTreeMap::new();
+        for (k, n) in self.deltas.read_percpu(&mut self.loaded.ebpf, "COUNTS")? {
+            if k.kind as u8 == KIND_LOSS_PROBE && !self.loss_probes {
+                continue;
+            }
+            *flows.entry(k).or_default() += n;
+        }
+        let mut rows: Vec<(RetransKey, u64)> = flows.into_iter().collect();
+        rows.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        let rows: Vec<Fields> = rows
+            .iter()
+            .map(|(k, n)| {
+                let f = &k.flow;
+                vec![
+                    ("laddr", json!(tcp::fmt_addr(f.family, &f.laddr))),
+                    ("lport", json!(f.lport)),
+                    ("raddr", json!(tcp::fmt_addr(f.family, &f.raddr))),
+                    ("rport", json!(f.rport)),
+                    ("ip", json!(ip_version(f.family).parse::<u8>().unwrap_or(0))),
+                    ("type", json!((k.kind as u8 as char).to_string())),
+                    ("netns", json!(k.netns)),
+                    ("segs", json!(n)),
+                ]
+            })
+            .collect();
+        Ok(Sample {
+            tables: vec![Table {
+                name: Some("flows"),
+                rows,
+            }],
+            ..Sample::default()
+        })
+    }
+
+    fn decode(&mut self, raw: &[u8]) -> Option<Event> {
+        let e: RetransEvent = source::record(raw)?;
+        if e.kind == KIND_LOSS_PROBE && !self.loss_probes {
+            return None;
         }
         let f = &e.flow;
-        let time = output::format_local(clock.unix_ns(e.ts), false);
-        if a.out.json {
-            output::json_line(&json!({
-                "tool": "tcpretrans", "time": time, "pid": e.pid, "ip": ip_version(f.family).parse::<u8>().unwrap_or(0),
-                "laddr": net::fmt_addr(f.family, &f.laddr), "lport": f.lport,
-                "raddr": net::fmt_addr(f.family, &f.raddr), "rport": f.rport,
-                "type": (e.kind as char).to_string(), "state": tcp_state(e.state), "segs": e.segs,
-                "netns": e.netns, "err": e.err,
-            }));
-        } else {
-            let netns = if a.netns {
-                format!("{:<11}", e.netns)
-            } else {
-                String::new()
-            };
-            println!(
-                "{time:<8} {:<7} {:<2} {:<26} {}> {:<26} {netns}{}",
-                e.pid,
-                ip_version(f.family),
-                fmt_endpoint(f.family, &f.laddr, f.lport),
-                e.kind as char,
-                fmt_endpoint(f.family, &f.raddr, f.rport),
-                tcp_state(e.state)
-            );
+        Some(Event {
+            ts: e.ts,
+            dur_ns: 0,
+            fields: vec![
+                ("pid", json!(e.pid)),
+                ("ip", json!(ip_version(f.family).parse::<u8>().unwrap_or(0))),
+                ("laddr", json!(tcp::fmt_addr(f.family, &f.laddr))),
+                ("lport", json!(f.lport)),
+                ("raddr", json!(tcp::fmt_addr(f.family, &f.raddr))),
+                ("rport", json!(f.rport)),
+                ("type", json!((e.kind as char).to_string())),
+                ("state", json!(tcp_state(e.state))),
+                ("segs", json!(e.segs)),
+                ("netns", json!(e.netns)),
+                ("err", json!(e.err)),
+            ],
+        })
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static RETRANSMITS: Family = Family::counter(
+            "tracer_tcp_retransmitted_segments",
+            "TCP segments retransmitted, by kind: retransmit (RTO or fast), loss_probe, synack.",
+        );
+        for row in sample.tables.iter().flat_map(|t| &t.rows) {
+            let kind = row.str("type").bytes().next().unwrap_or(b'R');
+            let labels = vec![("type", kind_name(kind).to_string())];
+            out.count(&RETRANSMITS, labels, row.u64("segs"));
         }
-        Ok(())
+    }
+}
+
+struct Text {
+    netns: bool,
+    timestamp: bool,
+    per_flow: bool,
+}
+
+impl Text {
+    fn netns_column(&self, v: impl std::fmt::Display) -> String {
+        if self.netns {
+            format!("{v:<11}")
+        } else {
+            String::new()
+        }
+    }
+}
+
+impl Layout for Text {
+    fn header(&self) -> Option<String> {
+        (!self.per_flow).then(|| {
+            format!(
+                "{:<8} {:<7} {:<2} {:<26} {:1}> {:<26} {}STATE",
+                "TIME",
+                "PID",
+                "IP",
+                "LADDR:LPORT",
+                "T",
+                "RADDR:RPORT",
+                self.netns_column("NETNS")
+            )
+        })
+    }
+
+    fn event(&mut self, e: &Event, clock: &Clock, out: &mut String) {
+        out.push_str(&format!(
+            "{:<8} {:<7} {:<2} {:<26} {}> {:<26} {}{}\n",
+            output::format_local(clock.unix_ns(e.ts), false),
+            e.u64("pid"),
+            e.u64("ip"),
+            endpoint(e, "laddr", "lport"),
+            e.str("type"),
+            endpoint(e, "raddr", "rport"),
+            self.netns_column(e.u64("netns")),
+            e.str("state")
+        ));
+    }
+
+    fn sample(&mut self, s: &Sample, out: &mut String) {
+        if self.timestamp {
+            out.push_str(&output::local_time());
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{}{:<26} {:1}  {:<26} {:>11}\n",
+            self.netns_column("NETNS"),
+            "LADDR:LPORT",
+            "T",
+            "RADDR:RPORT",
+            "RETRANSMITS"
+        ));
+        for r in s.tables.iter().flat_map(|t| &t.rows) {
+            out.push_str(&format!(
+                "{}{:<26} {} <-> {:<26} {:>9}\n",
+                self.netns_column(r.u64("netns")),
+                endpoint(r, "laddr", "lport"),
+                r.str("type"),
+                endpoint(r, "raddr", "rport"),
+                r.u64("segs")
+            ));
+        }
+        out.push('\n');
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let source = TcpRetrans::new(&a)?;
+    let schedule = if a.per_flow {
+        a.interval.schedule()
+    } else {
+        a.interval.duration_schedule()
     };
-    let verbose = a.out.verbose;
-    let start = run::Start::with_header("TCP retransmits", header);
-    run::stream(
-        a.interval.duration_schedule(),
-        start,
-        ring,
-        on_event,
-        || {
-            loaded.report_counters(TOOL.name, verbose, &[]);
-            Ok(())
-        },
+    let text = Text {
+        netns: a.netns,
+        timestamp: a.out.timestamp,
+        per_flow: a.per_flow,
+    };
+    run::tool(
+        Box::new(source),
+        Box::new(text),
+        a.out.options("TCP retransmits", schedule),
     )
 }
 
-/// -c: retransmitted segments per flow, every interval.
-fn run_counts(a: &Args, mut loaded: ebpf::Loaded) -> Result<()> {
-    let mut deltas = Deltas::<RetransKey, u64>::default();
-    run::periodic(
-        a.interval.schedule(),
-        run::Start::new("TCP retransmits"),
-        |last| {
-            let mut flows: BTreeMap<RetransKey, u64> = BTreeMap::new();
-            for (k, n) in deltas.read_percpu(&mut loaded.ebpf, "COUNTS")? {
-                if k.kind as u8 == KIND_LOSS_PROBE && !a.loss_probes {
-                    continue;
-                }
-                *flows.entry(k).or_default() += n;
-            }
-            let mut rows: Vec<(RetransKey, u64)> = flows.into_iter().collect();
-            rows.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-            if a.out.json {
-                let rows: Vec<Value> = rows
-                    .iter()
-                    .map(|(k, n)| {
-                        let f = &k.flow;
-                        json!({"laddr": net::fmt_addr(f.family, &f.laddr), "lport": f.lport,
-                           "raddr": net::fmt_addr(f.family, &f.raddr), "rport": f.rport,
-                           "type": (k.kind as u8 as char).to_string(), "netns": k.netns, "segs": n})
-                    })
-                    .collect();
-                output::json_line(
-                    &json!({"tool": "tcpretrans", "ts": output::unix_time(), "flows": rows}),
-                );
-            } else {
-                if a.out.timestamp {
-                    println!("{}", output::local_time());
-                }
-                let netns = if a.netns {
-                    format!("{:<11}", "NETNS")
-                } else {
-                    String::new()
-                };
-                println!(
-                    "{netns}{:<26} {:1}  {:<26} {:>11}",
-                    "LADDR:LPORT", "T", "RADDR:RPORT", "RETRANSMITS"
-                );
-                for (k, n) in &rows {
-                    let f = &k.flow;
-                    let netns = if a.netns {
-                        format!("{:<11}", k.netns)
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "{netns}{:<26} {} <-> {:<26} {n:>9}",
-                        fmt_endpoint(f.family, &f.laddr, f.lport),
-                        k.kind as u8 as char,
-                        fmt_endpoint(f.family, &f.raddr, f.rport)
-                    );
-                }
-                println!();
-            }
-            if last {
-                loaded.report_counters(TOOL.name, a.out.verbose, &[]);
-            }
-            Ok(())
-        },
-    )
+/// Retransmitted segments by kind, counted in the kernel.
+fn exporter() -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(["tcpretrans", "-c", "-l"])?;
+    Ok(Box::new(TcpRetrans::new(&a)?))
 }

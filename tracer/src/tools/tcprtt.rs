@@ -2,7 +2,7 @@
 //! segment received by an established connection (tcp:tcp_probe).
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::tcprtt::{
     FLAG_LADDR, FLAG_LPORT, FLAG_PER_LADDR, FLAG_PER_RADDR, FLAG_RADDR, FLAG_RPORT, RttConfig,
@@ -10,13 +10,15 @@ use tracer_common::tcprtt::{
 };
 
 use super::Tool;
+use crate::core::ebpf::Object;
 use crate::core::{
     cli::{self, IntervalArgs, OutputArgs},
-    ebpf::{self, Hook, HookChain},
+    ebpf::{self, Hook, HookChain, HookUse, Loaded},
     hist::HistReader,
-    kernel,
-    net::{self, fmt_addr},
+    metrics::{Family, Observations},
     output, run,
+    source::{Get as _, HistGroup, Kind, Layout, Sample, Source},
+    tcp::{self, fmt_addr},
     tracefs::Format,
 };
 
@@ -32,8 +34,14 @@ pub const TOOL: Tool = Tool {
     about: "TCP smoothed RTT histograms, filtered by address and port",
     command: Args::command,
     run,
-    hooks: &[PROBE],
-    optional_hooks: &[],
+    hooks: || vec![HookUse::always(PROBE)],
+    exporter: Some(exporter),
+    object: Object {
+        elf: crate::ebpf_object!("tcprtt"),
+        maps: &["HIST", "HIST_STATS", "HIST_SLOTS"],
+        #[cfg(test)]
+        globals: &[],
+    },
 };
 
 /// Summarize TCP smoothed RTT as histograms (ports and addresses as in BCC's tcprtt).
@@ -69,90 +77,162 @@ struct Args {
     interval: IntervalArgs,
 }
 
-fn run(m: &ArgMatches) -> Result<()> {
-    let a: Args = cli::parse(m)?;
-    let mut cfg = RttConfig::INITIAL;
-    if let Some(s) = &a.laddr {
-        (cfg.laddr_family, cfg.laddr) = net::parse_addr(s)?;
-        cfg.flags |= FLAG_LADDR;
-    }
-    if let Some(s) = &a.raddr {
-        (cfg.raddr_family, cfg.raddr) = net::parse_addr(s)?;
-        cfg.flags |= FLAG_RADDR;
-    }
-    if let Some(p) = a.lport {
-        cfg.lport = p;
-        cfg.flags |= FLAG_LPORT;
-    }
-    if let Some(p) = a.rport {
-        cfg.rport = p;
-        cfg.flags |= FLAG_RPORT;
-    }
-    if a.by_laddr {
-        cfg.flags |= FLAG_PER_LADDR;
-    }
-    if a.by_raddr {
-        cfg.flags |= FLAG_PER_RADDR;
-    }
-    cfg.unit_div = if a.milliseconds { 1000 } else { 1 };
-    kernel::require_privileges()?;
-    let f =
-        Format::read("tcp", "tcp_probe")?.context("this kernel has no tcp:tcp_probe tracepoint")?;
-    cfg.saddr = f.offset_at_least("saddr", 28)?;
-    cfg.daddr = f.offset_at_least("daddr", 28)?;
-    cfg.sport = f.offset("sport", 2)?;
-    cfg.dport = f.offset("dport", 2)?;
-    cfg.family = f.offset("family", 2)?;
-    cfg.srtt = f.offset("srtt", 4)?;
-    let mut loaded = ebpf::load(crate::ebpf_object!("tcprtt"), |l| {
-        l.override_global("CONFIG", &cfg, true);
-    })?;
-    loaded.attach_chain(&PROBE)?;
-    loaded.report_hooks(TOOL.name, a.out.verbose);
+struct TcpRtt {
+    loaded: Loaded,
+    reader: HistReader<RttGroup>,
+    /// The label of -b/-B histograms ("laddr" or "raddr").
+    by: Option<&'static str>,
+    unit: &'static str,
+}
 
-    let unit = if a.milliseconds { "msecs" } else { "usecs" };
-    let mut reader = HistReader::<RttGroup>::default();
-    run::periodic(a.interval.schedule(), run::Start::new("TCP RTT"), |last| {
-        let hists = reader.read(&loaded.ebpf)?;
-        if a.out.timestamp && !a.out.json {
-            println!("{}", output::local_time());
+impl TcpRtt {
+    fn new(a: &Args) -> Result<TcpRtt> {
+        let mut cfg = RttConfig::INITIAL;
+        if let Some(s) = &a.laddr {
+            (cfg.laddr_family, cfg.laddr) = tcp::parse_addr(s)?;
+            cfg.flags |= FLAG_LADDR;
         }
-        let label = if a.by_laddr {
-            "Local Address"
-        } else {
-            "Remote Address"
-        };
-        let grouped = a.by_laddr || a.by_raddr;
-        if a.out.json && hists.is_empty() && !grouped {
-            // Nothing happened: still one record for the interval.
-            let v = json!({"tool": "tcprtt", "ts": output::unix_time()});
-            output::json_line(&crate::core::hist::Hist::default().json_with(v, unit));
+        if let Some(s) = &a.raddr {
+            (cfg.raddr_family, cfg.raddr) = tcp::parse_addr(s)?;
+            cfg.flags |= FLAG_RADDR;
         }
-        for (g, h) in &hists {
-            if a.out.json {
-                let mut v = json!({"tool": "tcprtt", "ts": output::unix_time()});
-                if grouped {
-                    v[if a.by_laddr { "laddr" } else { "raddr" }] =
-                        json!(fmt_addr(g.family, &g.addr));
-                }
-                let v = h.json_with(v, unit);
-                output::json_line(&v);
+        if let Some(p) = a.lport {
+            cfg.lport = p;
+            cfg.flags |= FLAG_LPORT;
+        }
+        if let Some(p) = a.rport {
+            cfg.rport = p;
+            cfg.flags |= FLAG_RPORT;
+        }
+        if a.by_laddr {
+            cfg.flags |= FLAG_PER_LADDR;
+        }
+        if a.by_raddr {
+            cfg.flags |= FLAG_PER_RADDR;
+        }
+        cfg.unit_div = if a.milliseconds { 1000 } else { 1 };
+        let f = Format::read("tcp", "tcp_probe")?
+            .context("this kernel has no tcp:tcp_probe tracepoint")?;
+        cfg.saddr = f.offset_at_least("saddr", 28)?;
+        cfg.daddr = f.offset_at_least("daddr", 28)?;
+        cfg.sport = f.offset("sport", 2)?;
+        cfg.dport = f.offset("dport", 2)?;
+        cfg.family = f.offset("family", 2)?;
+        cfg.srtt = f.offset("srtt", 4)?;
+        let mut loaded = ebpf::load(&TOOL.object, |l| {
+            l.override_global("CONFIG", &cfg, true);
+        })?;
+        loaded.attach_chain(&PROBE)?;
+        Ok(TcpRtt {
+            loaded,
+            reader: HistReader::default(),
+            by: if a.by_laddr {
+                Some("laddr")
+            } else if a.by_raddr {
+                Some("raddr")
             } else {
-                if grouped {
-                    println!("\n{label} = {}", fmt_addr(g.family, &g.addr));
-                }
-                print!("{}", h.render(unit));
-                if a.extension {
-                    println!("     avg = {} {unit}", h.average());
-                }
+                None
+            },
+            unit: if a.milliseconds { "msecs" } else { "usecs" },
+        })
+    }
+}
+
+impl Source for TcpRtt {
+    fn name(&self) -> &'static str {
+        TOOL.name
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Aggregate
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    fn sample(&mut self) -> Result<Sample> {
+        let mut hists = Vec::new();
+        for (g, hist) in self.reader.read(&self.loaded.ebpf)? {
+            let labels = match self.by {
+                Some(by) => vec![(by, json!(fmt_addr(g.family, &g.addr)))],
+                None => Vec::new(),
+            };
+            hists.push(HistGroup { labels, hist });
+        }
+        if hists.is_empty() && self.by.is_none() {
+            // Nothing happened: still one (empty) histogram for the interval.
+            hists.push(HistGroup::default());
+        }
+        Ok(Sample {
+            hists,
+            unit: self.unit,
+            ..Sample::default()
+        })
+    }
+
+    fn export(&self, sample: &Sample, out: &mut Observations) {
+        static RTT: Family = Family::histogram(
+            "tracer_tcp_rtt_seconds",
+            "TCP smoothed round-trip time, sampled on each segment an established connection receives.",
+            1e-6,
+            (3, 24),
+        );
+        for g in &sample.hists {
+            out.hist(&RTT, Vec::new(), &g.hist);
+        }
+    }
+}
+
+struct Text {
+    by: Option<&'static str>,
+    extension: bool,
+    timestamp: bool,
+}
+
+impl Layout for Text {
+    fn sample(&mut self, s: &Sample, out: &mut String) {
+        if self.timestamp {
+            out.push_str(&output::local_time());
+            out.push('\n');
+        }
+        for g in &s.hists {
+            if let Some(by) = self.by {
+                let label = if by == "laddr" {
+                    "Local Address"
+                } else {
+                    "Remote Address"
+                };
+                out.push_str(&format!("\n{label} = {}\n", g.labels.str(by)));
+            }
+            out.push_str(&g.hist.render(s.unit));
+            if self.extension {
+                out.push_str(&format!("     avg = {} {}\n", g.hist.average(), s.unit));
             }
         }
-        if !a.out.json {
-            println!();
-        }
-        if last {
-            loaded.report_counters(TOOL.name, a.out.verbose, &[]);
-        }
-        Ok(())
-    })
+        out.push('\n');
+    }
+}
+
+fn run(m: &ArgMatches) -> Result<()> {
+    let a: Args = cli::parse(m)?;
+    let source = TcpRtt::new(&a)?;
+    let text = Text {
+        by: source.by,
+        extension: a.extension,
+        timestamp: a.out.timestamp,
+    };
+    run::tool(
+        Box::new(source),
+        Box::new(text),
+        a.out.options("TCP RTT", a.interval.schedule()),
+    )
+}
+
+fn exporter() -> Result<Box<dyn Source>> {
+    Ok(Box::new(TcpRtt::new(&Args::try_parse_from(["tcprtt"])?)?))
 }

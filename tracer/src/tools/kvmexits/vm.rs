@@ -439,7 +439,7 @@ mod tests {
     use crate::core::tracefs::Format;
 
     fn fixture() -> Format {
-        Format::parse(include_str!("../../tests/fixtures/kvm_exit.format")).unwrap()
+        Format::parse(include_str!("../../../tests/fixtures/kvm_exit.format")).unwrap()
     }
 
     #[test]

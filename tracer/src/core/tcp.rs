@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use anyhow::{Context as _, Result, bail};
 use tracer_common::tcp::{AF_INET, AF_INET6, AddrFields, SockOffsets};
 
-use crate::core::{btf::Btf, tracefs::Format};
+use crate::core::{btf::Btf, source::Get, tracefs::Format};
 
 /// An address as the kernel programs hold it (IPv4 in the first 4 bytes).
 pub fn fmt_addr(family: u16, a: &[u8; 16]) -> String {
@@ -17,12 +17,13 @@ pub fn fmt_addr(family: u16, a: &[u8; 16]) -> String {
     }
 }
 
-/// "ADDR:PORT", with brackets for IPv6.
-pub fn fmt_endpoint(family: u16, a: &[u8; 16], port: u16) -> String {
-    if family == AF_INET6 {
-        format!("[{}]:{port}", fmt_addr(family, a))
+/// "ADDR:PORT" from a record's address and port fields (its `ip` field says
+/// whether to bracket an IPv6 address).
+pub fn endpoint(r: &impl Get, addr: &str, port: &str) -> String {
+    if r.u64("ip") == 6 {
+        format!("[{}]:{}", r.str(addr), r.u64(port))
     } else {
-        format!("{}:{port}", fmt_addr(family, a))
+        format!("{}:{}", r.str(addr), r.u64(port))
     }
 }
 
@@ -105,14 +106,6 @@ pub fn sock_offsets(btf: &Btf) -> Result<SockOffsets> {
     })
 }
 
-/// The network namespace (inode number) of this process, for tests and filters.
-pub fn own_netns() -> u32 {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino() as u32)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,7 +115,13 @@ mod tests {
         let (f, a) = parse_addr("127.0.0.1").unwrap();
         assert_eq!((f, fmt_addr(f, &a)), (AF_INET, "127.0.0.1".to_string()));
         let (f, a) = parse_addr("::1").unwrap();
-        assert_eq!(fmt_endpoint(f, &a, 80), "[::1]:80");
+        assert_eq!((f, fmt_addr(f, &a)), (AF_INET6, "::1".to_string()));
+        let row: crate::core::source::Fields = vec![
+            ("ip", serde_json::json!(6)),
+            ("a", serde_json::json!("::1")),
+            ("p", serde_json::json!(80)),
+        ];
+        assert_eq!(endpoint(&row, "a", "p"), "[::1]:80");
         assert!(parse_addr("localhost").is_err());
         assert_eq!(tcp_state(1), "ESTABLISHED");
         assert_eq!(tcp_state(99), "-");
