@@ -19,6 +19,7 @@ use std::{
 use serde_json::Value;
 
 pub mod fuse;
+pub mod hidden;
 pub mod kvm;
 pub mod net;
 
@@ -77,9 +78,18 @@ pub struct Finished {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
+    /// Vectors of the softirqs the kernel ran, during the run, where BPF cannot
+    /// see them (see `hidden`).
+    pub hidden: Vec<u32>,
 }
 
 impl Finished {
+    /// How many softirqs of these vectors ran hidden from BPF during the run:
+    /// each may have hidden one event of a workload with one operation in flight.
+    pub fn hidden(&self, vectors: &[u32]) -> u64 {
+        self.hidden.iter().filter(|v| vectors.contains(v)).count() as u64
+    }
+
     #[track_caller]
     pub fn assert_success(&self) -> &Self {
         assert!(
@@ -138,6 +148,7 @@ impl Finished {
 /// A running tracer whose output is collected in the background.
 pub struct Tracer {
     child: Child,
+    hidden: hidden::Hidden,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<thread::JoinHandle<()>>,
@@ -169,6 +180,7 @@ impl Tracer {
     /// Like `start`, with extra environment variables (e.g. TRACER_SKIP_HOOKS).
     #[track_caller]
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
+        let hidden = hidden::Hidden::start();
         let mut child = Command::new(tracer_bin())
             .args(args)
             .envs(env.iter().copied())
@@ -185,6 +197,7 @@ impl Tracer {
         ];
         let mut tracer = Tracer {
             child,
+            hidden,
             stdout,
             stderr,
             readers,
@@ -215,6 +228,15 @@ impl Tracer {
         self.child.id()
     }
 
+    /// Softirqs of these vectors the kernel ran hidden from BPF so far.
+    pub fn hidden_now(&self, vectors: &[u32]) -> u64 {
+        self.hidden
+            .softirqs()
+            .iter()
+            .filter(|v| vectors.contains(v))
+            .count() as u64
+    }
+
     /// The output so far.
     pub fn stdout_now(&self) -> String {
         self.stdout.lock().unwrap().clone()
@@ -241,6 +263,7 @@ impl Tracer {
             status,
             stdout,
             stderr,
+            hidden: self.hidden.softirqs(),
         }
     }
 
@@ -309,6 +332,7 @@ pub fn run_command(cmd: &mut Command) -> Finished {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        hidden: Vec::new(),
     }
 }
 

@@ -4,7 +4,11 @@
 use std::{net::TcpListener, time::Duration};
 
 use tracer_tests::{
-    Tracer, fuse::timed, net::Netns, own_pid, require_tracing, run_tracer, wait_for,
+    Tracer,
+    fuse::timed,
+    hidden::{NET_RX, TIMER, assert_count},
+    net::Netns,
+    own_pid, require_tracing, run_tracer, wait_for,
 };
 
 /// The tests trace this process's connects: one test at a time.
@@ -33,7 +37,10 @@ fn connect_latency_and_attribution() {
         .into_iter()
         .filter(|r| r["dport"] == port)
         .collect();
-    assert_eq!(rows.len(), 2, "{}", out.stdout);
+    // The slow connect completes in a softirq (the SYN-ACK to the retransmitted
+    // SYN), which the kernel may hide from BPF.
+    let allowed = out.hidden(&[TIMER, NET_RX]);
+    assert_count(rows.len() as u64, 2, allowed, "connects");
     let fast = &rows[0];
     assert_eq!(fast["pid"], own_pid());
     assert_eq!(fast["comm"], "connector");
@@ -45,13 +52,14 @@ fn connect_latency_and_attribution() {
         lat > 0.0 && lat <= fast_took.as_secs_f64() * 1e3,
         "{fast} in {fast_took:?}"
     );
-    let slow = rows[1]["lat_ms"].as_f64().unwrap();
-    assert!(slow >= 1000.0, "{}", rows[1]);
-    assert!(
-        slow <= slow_took.as_secs_f64() * 1e3,
-        "{} in {slow_took:?}",
-        rows[1]
-    );
+    if let Some(slow) = rows.get(1) {
+        let lat = slow["lat_ms"].as_f64().unwrap();
+        assert!(lat >= 1000.0, "{slow}");
+        assert!(
+            lat <= slow_took.as_secs_f64() * 1e3,
+            "{slow} in {slow_took:?}"
+        );
+    }
 }
 
 #[test]
@@ -92,14 +100,21 @@ fn histogram_and_min_latency() {
     });
     slow_connect(&ns, "::1", port);
     let (hist, slow_only) = (hist.stop(), slow_only.stop());
-    assert_eq!(hist.json()[0]["count"], 21, "{}", hist.stdout);
+    let allowed = hist.hidden(&[TIMER, NET_RX]);
+    assert_count(
+        hist.json()[0]["count"].as_u64().unwrap(),
+        21,
+        allowed,
+        "connects",
+    );
     // The slow connect is kept; a fast one only if its connect() took 500 ms.
     let kept = slow_only.json();
     let slow_rows: Vec<_> = kept
         .iter()
         .filter(|r| r["lat_ms"].as_f64().unwrap() >= 1000.0)
         .collect();
-    assert_eq!(slow_rows.len(), 1, "{}", slow_only.stdout);
+    let allowed = slow_only.hidden(&[TIMER, NET_RX]);
+    assert_count(slow_rows.len() as u64, 1, allowed, "slow connects");
     for r in &kept {
         assert!(r["lat_ms"].as_f64().unwrap() >= 500.0, "{r}");
         let lport = r["lport"].as_u64().unwrap() as u16;

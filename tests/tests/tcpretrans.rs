@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tracer_tests::{
     Tracer,
+    hidden::{NET_RX, TIMER, assert_count},
     net::{Netns, ping_pong, tcp_info, wait_acked},
     require_tracing, run_tracer, wait_for,
 };
@@ -68,14 +69,24 @@ fn loss_probe_then_rtos(loopback: &'static str) {
         delta("Tcp:RetransSegs")
     );
     // Exactly one probe, first; every other retransmit is an RTO: the two the
-    // test waited for, and the ones (normally one) until the rule was gone.
+    // test waited for, and the ones (normally one) until the rule was gone. The
+    // timers fire in softirqs: the kernel may have hidden some (see `hidden`).
+    let allowed = out.hidden(&[TIMER, NET_RX]);
     assert_eq!(delta("TcpExt:TCPLossProbes"), 1, "{counters}");
-    assert_eq!(kinds.iter().filter(|k| **k == "L").count(), 1, "{counters}");
-    assert_eq!(kinds.first(), Some(&"L"), "{counters}");
-    assert_eq!(kinds.len() as u64, delta("Tcp:RetransSegs"), "{counters}");
+    let probes = kinds.iter().filter(|k| **k == "L").count() as u64;
+    assert_count(probes, 1, allowed, &format!("loss probes; {counters}"));
+    if probes == 1 {
+        assert_eq!(kinds.first(), Some(&"L"), "{counters}");
+    }
+    assert_count(
+        kinds.len() as u64,
+        delta("Tcp:RetransSegs"),
+        allowed,
+        &counters,
+    );
     let rtos = kinds.iter().filter(|k| **k == "R").count() as u64;
-    assert_eq!(rtos, delta("Tcp:RetransSegs") - 1, "{counters}");
-    assert!(rtos >= 2, "{counters}");
+    assert_eq!(rtos + probes, kinds.len() as u64, "{counters}");
+    assert!(delta("TcpExt:TCPTimeouts") >= 2, "{counters}");
     for r in &flow {
         assert_eq!(r["ip"], if loopback == "::1" { 6 } else { 4 });
         assert_eq!(r["laddr"], loopback);
@@ -113,7 +124,11 @@ fn probes_are_hidden_without_l() {
     let out = t.stop();
     let rows = out.json();
     let flow = flow_rows(&rows, &ns, client.local_addr().unwrap().port(), port);
-    assert!(!flow.is_empty(), "{}", out.stdout);
+    assert!(
+        !flow.is_empty() || out.hidden(&[TIMER, NET_RX]) > 0,
+        "{}",
+        out.stdout
+    );
     assert!(flow.iter().all(|r| r["type"] == "R"), "{}", out.stdout);
 }
 
@@ -172,11 +187,21 @@ fn per_flow_counts_match_the_kernel() {
     }
     let kernel = after["Tcp:RetransSegs"] - before["Tcp:RetransSegs"];
     assert!(kernel > 0, "no retransmits happened");
-    assert_eq!(
-        segs, kernel,
-        "tracer {segs} segments, kernel {kernel}; {}",
-        out.stdout
-    );
+    // Exact, unless the kernel ran softirqs where BPF cannot see them: one can
+    // hold several retransmits, so then the tracer's count is only bounded.
+    if out.hidden(&[TIMER, NET_RX]) == 0 {
+        assert_eq!(
+            segs, kernel,
+            "tracer {segs} segments, kernel {kernel}; {}",
+            out.stdout
+        );
+    } else {
+        assert!(
+            segs <= kernel,
+            "tracer {segs} segments, kernel {kernel}; {}",
+            out.stdout
+        );
+    }
 }
 
 #[test]
@@ -189,8 +214,9 @@ fn text_columns() {
     let t = Tracer::start(&["tcpretrans", "-l"]);
     ns.drop_rule(&format!("tcp dport {port} drop"));
     std::io::Write::write_all(&mut client, &[1u8; 10]).unwrap();
-    let needle = format!("L> 127.0.0.1:{port}");
-    wait_for("the loss probe's line", || t.stdout_now().contains(&needle));
+    // The loss probe's line, or an RTO's if the kernel hid the probe.
+    let needle = format!("> 127.0.0.1:{port}");
+    wait_for("a retransmit's line", || t.stdout_now().contains(&needle));
     ns.flush_rules();
     let out = t.stop();
     let header: Vec<&str> = out

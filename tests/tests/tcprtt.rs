@@ -2,6 +2,7 @@
 
 use tracer_tests::{
     Tracer,
+    hidden::{NET_RX, TIMER},
     net::{Netns, ping_pong, segs_in, wait_acked},
     require_tracing, run_tracer,
 };
@@ -29,9 +30,12 @@ fn remote_port_filter_keeps_one_flow() {
     // the kernel chose to send, which TCP_INFO counts. Sampled on both sides of
     // start and stop, the kernel's count brackets the tracer's (equal when quiet).
     let count = r["count"].as_u64().unwrap();
-    assert!(count >= 100, "{r}");
+    // Segments received in softirqs the kernel hides from BPF are not sampled.
+    let hidden = out.hidden(&[TIMER, NET_RX]);
+    assert!(count + hidden >= 100, "{r}");
     assert!(
-        (before_stop - after_start..=after_stop - before_start).contains(&count),
+        (before_stop - after_start..=after_stop - before_start)
+            .any(|n| count <= n && count + hidden >= n),
         "{count} samples; the client received {}..={} segments: {r}",
         before_stop - after_start,
         after_stop - before_start
@@ -60,7 +64,7 @@ fn per_address_histograms_and_address_filter() {
             .find(|r| r["raddr"] == addr)
             .unwrap_or_else(|| panic!("{addr}: {}", out.stdout));
         assert!(
-            r["count"].as_u64().unwrap() >= 100,
+            r["count"].as_u64().unwrap() + out.hidden(&[TIMER, NET_RX]) >= 100,
             "both ends of 50 round trips: {r}"
         );
     }
@@ -79,9 +83,11 @@ fn per_address_histograms_and_address_filter() {
     let out = t.stop();
     let after_stop = segs_in(&c6);
     let count = out.json()[0]["count"].as_u64().unwrap();
-    assert!(count >= 20, "{}", out.stdout);
+    let hidden = out.hidden(&[TIMER, NET_RX]);
+    assert!(count + hidden >= 20, "{}", out.stdout);
     assert!(
-        (before_stop - after_start..=after_stop - before_start).contains(&count),
+        (before_stop - after_start..=after_stop - before_start)
+            .any(|n| count <= n && count + hidden >= n),
         "{count} samples; the IPv6 client received {}..={} segments: {}",
         before_stop - after_start,
         after_stop - before_start,
