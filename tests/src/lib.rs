@@ -22,6 +22,7 @@ pub mod fuse;
 pub mod hidden;
 pub mod kvm;
 pub mod net;
+pub mod prometheus;
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -240,6 +241,11 @@ impl Tracer {
     /// The output so far.
     pub fn stdout_now(&self) -> String {
         self.stdout.lock().unwrap().clone()
+    }
+
+    /// Its stderr so far.
+    pub fn stderr_now(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// The NDJSON records printed so far (complete lines only).

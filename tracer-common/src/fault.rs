@@ -46,6 +46,8 @@ pod!(FaultConfig);
 
 /// One histogram per process (faultlat -P).
 pub const FLAG_PER_PROCESS: u32 = 1 << 0;
+/// faultsnoop: report every major fault, whatever `min_latency_ns` (tracer record).
+pub const FLAG_ALL_MAJOR: u32 = 1 << 1;
 
 impl FaultConfig {
     pub const INITIAL: FaultConfig = FaultConfig {

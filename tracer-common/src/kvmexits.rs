@@ -177,6 +177,25 @@ pod!(KvmConfig);
 
 /// Time exits (--latency).
 pub const FLAG_LATENCY: u32 = 1 << 0;
+/// Also send each timed exit on the `EVENTS` ring (tracer record).
+pub const FLAG_EVENTS: u32 = 1 << 1;
+
+/// One timed exit: from the exit to the vCPU's next entry (or, for exits to the
+/// VMM, its next KVM_RUN).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    /// When the vCPU went back in (CLOCK_MONOTONIC ns).
+    pub ts: u64,
+    pub lat_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// `kind::*` and its code, as in ExitKey.
+    pub kind: u32,
+    pub code: u32,
+}
+assert_size!(ExitEvent, 32);
+pod!(ExitEvent);
 
 /// KVM_RUN = _IO(KVMIO 0xAE, 0x80).
 pub const KVM_RUN: u32 = 0xAE80;

@@ -1,16 +1,22 @@
 //! The command line above core and the tools: `tracer <tool> ...` (or a symlink
 //! named after the tool), `tracer list`, `tracer doctor`, `tracer exporter`.
 
-use std::{ffi::OsString, net::SocketAddr, path::Path};
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Arg, ArgAction, Command};
 use serde_json::json;
 
 use crate::{
     core::{
         exporter::{self, Absent},
-        kernel, tracefs,
+        kernel, record, report, tracefs,
+        trigger::{self, Subsystem, Trigger},
     },
     tools::{self, TOOLS, Tool},
 };
@@ -53,6 +59,13 @@ fn root_command() -> Command {
                         .help("Where to serve /metrics"),
                 )
                 .arg(
+                    Arg::new("top")
+                        .long("top-processes")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u64).range(1..=100_000))
+                        .help("Process names that get series of their own in per-process metrics (default 20; the rest are summed as \"other\")"),
+                )
+                .arg(
                     Arg::new("tools")
                         .long("tools")
                         .value_name("TOOL,...|all")
@@ -61,6 +74,100 @@ fn root_command() -> Command {
                             "Tools to run (all: those this kernel can run): {}",
                             exporter_tools().join(", ")
                         )),
+                ),
+        );
+    cmd = cmd
+        .subcommand(
+            Command::new("record")
+                .about("Keep a window of block, fault, TCP and KVM events; write it around each trigger")
+                .arg(
+                    Arg::new("sources")
+                        .long("sources")
+                        .value_name("LIST")
+                        .default_value("block,faults,tcp,kvm")
+                        .help("Which to record: block, faults, tcp, kvm (all those this kernel can run when left as is)"),
+                )
+                .arg(
+                    Arg::new("trigger")
+                        .long("trigger")
+                        .value_name("EXPR")
+                        .action(ArgAction::Append)
+                        .value_parser(|s: &str| Trigger::parse(s).map_err(|e| e.to_string()))
+                        .help("block.lat>50ms, fault.lat>10ms, kvm.lat>5ms, tcp.connlat>1s, tcp.retrans, tcp.drop, block.p99>3x; SIGUSR2 always triggers"),
+                )
+                .arg(duration_arg("before", "10s", "How much of the past a capture keeps"))
+                .arg(duration_arg("after", "2s", "How long a capture goes on after its (last) trigger"))
+                .arg(duration_arg("holdoff", "10s", "After a capture, how long triggers are ignored"))
+                .arg(duration_arg("fault-floor", "100us", "Faults faster than this are not kept (major faults always are)"))
+                .arg(
+                    Arg::new("max-mem")
+                        .long("max-mem")
+                        .value_name("SIZE")
+                        .default_value("64M")
+                        .value_parser(parse_size)
+                        .help("Memory for the window (e.g. 64M); the oldest records are dropped first, counted"),
+                )
+                .arg(
+                    Arg::new("max-captures")
+                        .long("max-captures")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .help("Stop after N captures"),
+                )
+                .arg(
+                    Arg::new("dir")
+                        .short('o')
+                        .long("output")
+                        .value_name("DIR")
+                        .default_value(".")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Where capture files go"),
+                )
+                .arg(
+                    Arg::new("pid")
+                        .short('p')
+                        .long("pid")
+                        .value_name("PID")
+                        .value_parser(clap::value_parser!(u32))
+                        .help("Only this process's block I/O, faults, connects (and VM, if it is one)"),
+                )
+                .arg(
+                    Arg::new("cgroup")
+                        .short('c')
+                        .long("cgroup")
+                        .value_name("CGROUP_PATH")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Only tasks in this cgroup v2 (and below)"),
+                )
+                .arg(
+                    Arg::new("disk")
+                        .short('d')
+                        .long("disk")
+                        .value_name("DISK")
+                        .help("Only this disk's I/O"),
+                ),
+        )
+        .subcommand(
+            Command::new("report")
+                .about("Read a capture of tracer record: the trigger, what happened around it")
+                .arg(
+                    Arg::new("file")
+                        .required(true)
+                        .value_name("FILE")
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .help("Print JSON"),
+                )
+                .arg(
+                    Arg::new("perfetto")
+                        .long("perfetto")
+                        .value_name("OUT")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Also write the capture as a Perfetto trace (opens in ui.perfetto.dev)"),
                 ),
         );
     for tool in TOOLS {
@@ -72,6 +179,29 @@ fn root_command() -> Command {
         );
     }
     cmd
+}
+
+fn duration_arg(name: &'static str, default: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name("DURATION")
+        .default_value(default)
+        .value_parser(trigger::parse_duration)
+        .help(help)
+}
+
+/// "64M", "512K", "1G", or bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.trim().chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    match num.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * mult),
+        _ => Err(format!("'{s}' is not a size (e.g. 64M, 512K, 1G)")),
+    }
 }
 
 /// A tool invoked through a symlink named after it runs as `tracer <tool>`.
@@ -102,7 +232,12 @@ pub fn main() -> i32 {
 
     let args = argv_with_tool(std::env::args_os().collect());
     let prefix = match args.get(1).map(|a| a.to_string_lossy().into_owned()) {
-        Some(name) if tools::find(&name).is_some() || name == "exporter" => name,
+        Some(name)
+            if tools::find(&name).is_some()
+                || ["exporter", "record", "report"].contains(&name.as_str()) =>
+        {
+            name
+        }
         _ => "tracer".to_string(),
     };
     let matches = match root_command().try_get_matches_from(args) {
@@ -116,6 +251,13 @@ pub fn main() -> i32 {
         "exporter" => run_exporter(
             *sub.get_one::<SocketAddr>("listen").expect("has a default"),
             sub.get_one::<String>("tools").expect("has a default"),
+            sub.get_one::<u64>("top").map(|&n| n as usize),
+        ),
+        "record" => run_record(sub),
+        "report" => run_report(
+            sub.get_one::<PathBuf>("file").expect("required"),
+            sub.get_flag("json"),
+            sub.get_one::<PathBuf>("perfetto"),
         ),
         _ => match tools::find(name) {
             Some(tool) => kernel::require_privileges().and_then(|()| (tool.run)(sub)),
@@ -179,7 +321,7 @@ fn exporter_tools() -> Vec<&'static str> {
 }
 
 /// `tracer exporter`: every chosen tool's exporter source, then serve.
-fn run_exporter(listen: SocketAddr, which: &str) -> Result<()> {
+fn run_exporter(listen: SocketAddr, which: &str, top: Option<usize>) -> Result<()> {
     let all = which.trim() == "all";
     let chosen: Vec<&'static Tool> = if all {
         TOOLS
@@ -208,6 +350,7 @@ fn run_exporter(listen: SocketAddr, which: &str) -> Result<()> {
         chosen
     };
     kernel::require_privileges()?;
+    let listener = exporter::bind(listen)?;
     let mut sources = Vec::new();
     let mut absent = Vec::new();
     for tool in chosen {
@@ -225,7 +368,115 @@ fn run_exporter(listen: SocketAddr, which: &str) -> Result<()> {
     if sources.is_empty() {
         bail!("none of the tools can run on this kernel");
     }
-    exporter::serve(sources, absent, listen)
+    exporter::serve(sources, absent, listener, top)
+}
+
+/// The tools that give `tracer record` context: their histograms, every 100 ms.
+const RECORD_CONTEXT: &[&str] = &["biolatency", "faultlat", "tcprtt"];
+
+fn run_record(m: &clap::ArgMatches) -> Result<()> {
+    let wanted: Vec<&str> = m
+        .get_one::<String>("sources")
+        .expect("has a default")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let explicit = m.value_source("sources") == Some(clap::parser::ValueSource::CommandLine);
+    let mut families = Vec::new();
+    for w in &wanted {
+        match Subsystem::parse(w) {
+            Some(f) => families.push(f),
+            None => bail!("unknown source '{w}' in --sources: block, faults, tcp, kvm"),
+        }
+    }
+    let triggers: Vec<Trigger> = m
+        .get_many::<Trigger>("trigger")
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    for t in &triggers {
+        if !families.contains(&t.family()) {
+            bail!(
+                "trigger {t} needs --sources to include {}",
+                t.family().name()
+            );
+        }
+    }
+    let dir = m.get_one::<PathBuf>("dir").expect("has a default").clone();
+    record::check_dir(&dir)?;
+    let filter = record::Filter {
+        pid: m.get_one::<u32>("pid").copied(),
+        cgroup: m.get_one::<PathBuf>("cgroup").cloned(),
+        disk: m.get_one::<String>("disk").cloned(),
+        fault_floor: *m.get_one::<Duration>("fault-floor").expect("has a default"),
+    };
+    if let Some(pid) = filter.pid {
+        kernel::check_pid(pid)?;
+    }
+    if let Some(cg) = &filter.cgroup {
+        kernel::cgroup(cg)?;
+    }
+    if let Some(d) = &filter.disk {
+        crate::core::disks::Disks::scan().lookup(d)?;
+    }
+    kernel::require_privileges()?;
+    let mut streams = Vec::new();
+    let mut contexts = Vec::new();
+    for tool in TOOLS.iter().filter(|t| families.contains(&t.family)) {
+        let started = match tool.recorder {
+            Some(r) => (r.make)(&filter).map(|source| {
+                streams.push(record::Stream {
+                    source,
+                    family: r.family,
+                    kind: r.kind,
+                })
+            }),
+            None if RECORD_CONTEXT.contains(&tool.name) => match tool.exporter {
+                Some(make) => make().map(|s| contexts.push(s)),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        };
+        if let Err(e) = started {
+            if explicit {
+                return Err(e.context(format!("starting {}", tool.name)));
+            }
+            eprintln!("record: not recording {}: {}", tool.name, one_line(&e));
+        }
+    }
+    if streams.is_empty() {
+        bail!("none of the sources can run on this kernel");
+    }
+    record::run(
+        streams,
+        contexts,
+        record::Options {
+            triggers,
+            before: *m.get_one::<Duration>("before").expect("has a default"),
+            after: *m.get_one::<Duration>("after").expect("has a default"),
+            max_mem: *m.get_one::<u64>("max-mem").expect("has a default"),
+            holdoff: *m.get_one::<Duration>("holdoff").expect("has a default"),
+            max_captures: m.get_one::<u64>("max-captures").copied(),
+            dir,
+        },
+    )
+}
+
+fn run_report(file: &Path, as_json: bool, perfetto: Option<&PathBuf>) -> Result<()> {
+    let mut capture = report::Capture::read(file)?;
+    if let Some(out) = perfetto {
+        let trace = report::perfetto(&mut capture);
+        std::fs::write(out, &trace).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("report: wrote {} ({} bytes)", out.display(), trace.len());
+    }
+    if as_json {
+        println!("{}", report::json(&mut capture));
+    } else {
+        print!("{}", report::text(&mut capture));
+    }
+    Ok(())
 }
 
 /// Whether the running kernel has a hook for every chain the tool always needs.

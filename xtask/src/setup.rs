@@ -181,6 +181,8 @@ pub fn test_prerequisites() -> Result<()> {
         ("ip", "iproute2"),
         ("nft", "nftables"),
         ("nstat", "iproute2"),
+        ("prometheus", "prometheus"),
+        ("promtool", "prometheus"),
     ];
     let missing: Vec<&str> = needed
         .iter()

@@ -10,7 +10,11 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::PerfEventContext,
 };
-use tracer_common::{counters::NUM_COUNTERS, fault::FaultConfig, faultsnoop::FaultEvent};
+use tracer_common::{
+    counters::NUM_COUNTERS,
+    fault::{FLAG_ALL_MAJOR, FaultConfig},
+    faultsnoop::FaultEvent,
+};
 use tracer_ebpf::{current_tgid, emit, fault};
 
 tracer_ebpf::license!();
@@ -32,7 +36,7 @@ fn end(major: u32) {
         return;
     };
     let lat_ns = now.saturating_sub(start.ts);
-    if lat_ns < cfg.min_latency_ns {
+    if lat_ns < cfg.min_latency_ns && !(major != 0 && cfg.flags & FLAG_ALL_MAJOR != 0) {
         return;
     }
     let event = FaultEvent {

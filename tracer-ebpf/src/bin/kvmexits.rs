@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use tracer_common::{
@@ -17,11 +17,13 @@ use tracer_common::{
     counters::{Counter, NUM_COUNTERS},
     hist::{HistKey, HistStats},
     kvmexits::{
-        COUNT_SLOTS, CountSlots, ExitKey, FLAG_LATENCY, KVM_RUN, KvmConfig, LatGroup, NO_VCPU,
-        Pending, SYS_IOCTL, ThreadName, kind, layout,
+        COUNT_SLOTS, CountSlots, ExitEvent, ExitKey, FLAG_EVENTS, FLAG_LATENCY, KVM_RUN, KvmConfig,
+        LatGroup, NO_VCPU, Pending, SYS_IOCTL, ThreadName, kind, layout,
     },
 };
-use tracer_ebpf::{NO_COMMON_LRU, NO_PREALLOC, count, hist_record, now_ns, task_passes, tp_read};
+use tracer_ebpf::{
+    NO_COMMON_LRU, NO_PREALLOC, count, emit, hist_record, now_ns, task_passes, tp_read,
+};
 
 tracer_ebpf::license!();
 
@@ -47,6 +49,9 @@ static HIST_STATS: PerCpuHashMap<LatGroup, HistStats> =
     PerCpuHashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+/// Timed exits, one record each (FLAG_EVENTS).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
 
 #[inline(always)]
 fn slot_of(tid: u64) -> u32 {
@@ -155,10 +160,20 @@ fn finish_timing(cfg: &KvmConfig, kind: u32) {
     if p.kind != kind && !(kind == kind::EXIT_VMX as u32 && p.kind < kind::PIO as u32) {
         return;
     }
-    let value = now_ns()
-        .saturating_sub(p.ts)
-        .checked_div(cfg.unit_div)
-        .unwrap_or(0);
+    let now = now_ns();
+    let lat_ns = now.saturating_sub(p.ts);
+    if cfg.flags & FLAG_EVENTS != 0 {
+        let e = ExitEvent {
+            ts: now,
+            lat_ns,
+            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            tid: tid as u32,
+            kind: p.kind,
+            code: p.code,
+        };
+        emit(&EVENTS, &COUNTERS, &e);
+    }
+    let value = lat_ns.checked_div(cfg.unit_div).unwrap_or(0);
     let group = LatGroup {
         tid: tid as u32,
         kind: p.kind,

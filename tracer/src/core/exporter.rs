@@ -7,12 +7,7 @@
 //! client costs one connection slot until its deadline, never memory.
 
 use std::{
-    cell::RefCell,
-    collections::HashMap,
-    net::SocketAddr,
-    rc::Rc,
-    sync::Arc,
-    time::{Duration, Instant},
+    cell::RefCell, collections::HashMap, net::SocketAddr, rc::Rc, sync::Arc, time::Duration,
 };
 
 use anyhow::{Context as _, Result};
@@ -35,9 +30,7 @@ const MAX_HEAD: usize = 8192;
 /// Time a client has to send its request, and to take the response.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 /// Connections served at once; more are told 503 and closed.
-const MAX_CONNECTIONS: usize = 32;
-/// Scrapes closer together than this share one sample of the sources.
-const RESAMPLE_AFTER: Duration = Duration::from_millis(100);
+const MAX_CONNECTIONS: usize = 128;
 
 static LOST: Family = Family::counter(
     "tracer_events_lost",
@@ -98,8 +91,9 @@ struct State {
     last_counters: Vec<[u64; tracer_common::counters::NUM_COUNTERS as usize]>,
     last_bpf: HashMap<(usize, String), (u64, u64)>,
     last_folded: HashMap<&'static str, u64>,
-    sampled_at: Option<Instant>,
+    /// Scrapes served, and how many of them the registry has counted.
     scrapes: u64,
+    scrapes_counted: u64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -115,14 +109,9 @@ fn bpf_stats_enabled() -> bool {
 }
 
 impl State {
-    /// Samples every source into the registry (at most once per RESAMPLE_AFTER).
+    /// Samples every source into the registry: each scrape sees the kernel's
+    /// counts as of its request.
     fn sample(&mut self) {
-        if self
-            .sampled_at
-            .is_some_and(|t| t.elapsed() < RESAMPLE_AFTER)
-        {
-            return;
-        }
         let cpu = cpu_seconds();
         let stats = bpf_stats_enabled();
         let mut obs = Observations::default();
@@ -183,18 +172,31 @@ impl State {
             own.count(&FOLDED, vec![("family", family.to_string())], n - *last);
             *last = n;
         }
-        own.count(&SCRAPES, Vec::new(), 1);
+        own.count(&SCRAPES, Vec::new(), self.scrapes - self.scrapes_counted);
+        self.scrapes_counted = self.scrapes;
         own.count_f64(&SCRAPE_CPU, Vec::new(), (cpu_seconds() - cpu).max(0.0));
         self.registry.apply(own);
         let mut series = Observations::default();
         series.gauge(&SERIES, Vec::new(), self.registry.series() as f64 + 1.0);
         self.registry.apply(series);
-        self.sampled_at = Some(Instant::now());
-        self.scrapes += 1;
     }
 }
-/// Serves the sources' metrics on `listen` until SIGINT/SIGTERM.
-pub fn serve(sources: Vec<Box<dyn Source>>, absent: Vec<Absent>, listen: SocketAddr) -> Result<()> {
+/// Serves the sources' metrics on `listener` until SIGINT/SIGTERM.
+/// Binds the exporter's address (before any program is loaded, so that a busy
+/// port fails fast).
+pub fn bind(listen: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+pub fn serve(
+    sources: Vec<Box<dyn Source>>,
+    absent: Vec<Absent>,
+    listener: std::net::TcpListener,
+    fold_limit: Option<usize>,
+) -> Result<()> {
     let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
     let n = sources.len();
     let state = Rc::new(RefCell::new(State {
@@ -203,14 +205,12 @@ pub fn serve(sources: Vec<Box<dyn Source>>, absent: Vec<Absent>, listen: SocketA
         last_folded: HashMap::new(),
         sources,
         absent,
-        registry: Registry::default(),
-        sampled_at: None,
+        registry: Registry::with_fold_limit(fold_limit),
         scrapes: 0,
+        scrapes_counted: 0,
     }));
     run::block_on(async move {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = TcpListener::from_std(listener).context("serving HTTP")?;
         let addr = listener.local_addr()?;
         let mut signals = Signals::new()?;
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -247,7 +247,7 @@ pub fn serve(sources: Vec<Box<dyn Source>>, absent: Vec<Absent>, listen: SocketA
                 for s in &st.sources {
                     run::exit_report(s.as_ref(), false);
                 }
-                eprintln!("exporter: served {} scrapes", st.scrapes.saturating_sub(1));
+                eprintln!("exporter: served {} scrapes", st.scrapes);
                 Ok(())
             })
             .await
@@ -369,6 +369,7 @@ async fn handle(mut stream: TcpStream, state: &Rc<RefCell<State>>) -> Result<()>
             let body = {
                 let mut st = state.borrow_mut();
                 st.sample();
+                st.scrapes += 1;
                 st.registry.encode(format)
             };
             respond(stream, 200, "OK", format.content_type(), body, head_only).await

@@ -32,9 +32,10 @@ pub struct Family {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: MetricKind,
-    /// Histograms: what one unit of the recorded values is in the family's base
-    /// unit (1e-9 for nanoseconds exported as seconds, 1 for bytes).
-    pub scale: f64,
+    /// Histograms: how many recorded units make one base unit (1e9 for
+    /// nanoseconds exported as seconds, 1 for bytes). A divisor, so that bounds
+    /// and sums are correctly rounded decimals.
+    pub units_per_base: f64,
     /// Histograms: the log2 slots exported as buckets, [first, last] (see
     /// `integer` for their bounds). Slots below `first` count in the first
     /// bucket, above `last` only in `+Inf`.
@@ -53,7 +54,7 @@ impl Family {
             name,
             help,
             kind: MetricKind::Counter,
-            scale: 1.0,
+            units_per_base: 1.0,
             slots: (0, 0),
             integer: false,
             fold: None,
@@ -70,12 +71,12 @@ impl Family {
     pub const fn histogram(
         name: &'static str,
         help: &'static str,
-        scale: f64,
+        units_per_base: f64,
         slots: (u32, u32),
     ) -> Family {
         Family {
             kind: MetricKind::Histogram,
-            scale,
+            units_per_base,
             slots,
             ..Family::counter(name, help)
         }
@@ -155,6 +156,8 @@ struct FamilyState {
 #[derive(Debug, Default)]
 pub struct Registry {
     families: BTreeMap<&'static str, FamilyState>,
+    /// Overrides the families' own limit on values of a folding label.
+    fold_limit: Option<usize>,
 }
 
 /// Exposition formats.
@@ -184,6 +187,13 @@ impl Format {
 }
 
 impl Registry {
+    pub fn with_fold_limit(limit: Option<usize>) -> Registry {
+        Registry {
+            families: BTreeMap::new(),
+            fold_limit: limit,
+        }
+    }
+
     /// Adds a sample's observations to the totals.
     pub fn apply(&mut self, obs: Observations) {
         for (family, mut labels, value) in obs.items {
@@ -201,6 +211,7 @@ impl Registry {
                 && let Some(slot) = labels.iter_mut().find(|(k, _)| *k == label)
                 && !state.kept.contains(&slot.1)
             {
+                let max = self.fold_limit.unwrap_or(max);
                 if state.kept.len() < max {
                     state.kept.insert(slot.1.clone());
                 } else {
@@ -296,9 +307,9 @@ fn number(v: f64) -> String {
 pub fn slot_le(family: &Family, k: u32) -> f64 {
     let top = 2f64.powi(k as i32 + 1);
     if family.integer {
-        (top - 1.0) * family.scale
+        (top - 1.0) / family.units_per_base
     } else {
-        top * family.scale
+        top / family.units_per_base
     }
 }
 
@@ -354,7 +365,7 @@ fn encode_family(out: &mut String, s: &FamilyState, format: Format) {
                     "{}_sum{} {}",
                     f.name,
                     label_text(labels, None),
-                    number(h.sum as f64 * f.scale)
+                    number(h.sum as f64 / f.units_per_base)
                 );
                 let _ = writeln!(
                     out,
@@ -374,7 +385,7 @@ mod tests {
 
     use super::*;
 
-    static LAT: Family = Family::histogram("t_latency_seconds", "Latency.", 1e-9, (10, 12));
+    static LAT: Family = Family::histogram("t_latency_seconds", "Latency.", 1e9, (10, 12));
     static OPS: Family = Family::counter("t_ops", "Operations.");
     static PROC: Family = Family::counter("t_proc_ops", "Per process.").folding("comm", 2);
 

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Region {
-    start: u64,
-    end: u64,
-    name: String,
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    /// Offset in the mapped file of `start`.
+    pub offset: u64,
+    pub name: String,
 }
 
 /// Splits off the first whitespace-separated field.
@@ -25,7 +27,10 @@ fn parse(text: &str) -> Vec<Region> {
             let (start, end) = range.split_once('-')?;
             // perms, offset, dev, inode, then the optional path, kept verbatim
             // (it may contain runs of spaces).
-            for _ in 0..4 {
+            rest = field(rest)?.1; // perms
+            let (offset, after) = field(rest)?;
+            rest = after;
+            for _ in 0..2 {
                 rest = field(rest)?.1;
             }
             let path = rest.trim_start();
@@ -37,6 +42,7 @@ fn parse(text: &str) -> Vec<Region> {
             Some(Region {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
+                offset: u64::from_str_radix(offset, 16).ok()?,
                 name,
             })
         })
@@ -51,12 +57,12 @@ pub struct ProcMaps {
 impl ProcMaps {
     /// The mapping containing `addr` in process `pid`; None if the process is gone
     /// or the address is not mapped.
-    pub fn lookup(&mut self, pid: u32, addr: u64) -> Option<String> {
+    pub fn lookup(&mut self, pid: u32, addr: u64) -> Option<Region> {
         let find = |regions: &Vec<Region>| {
             regions
                 .iter()
                 .find(|r| r.start <= addr && addr < r.end)
-                .map(|r| r.name.clone())
+                .cloned()
         };
         if let Some(hit) = self.cache.get(&pid).and_then(find) {
             return Some(hit);
@@ -87,6 +93,7 @@ mod tests {
         let r = parse(MAPS);
         assert_eq!(r.len(), 6);
         assert_eq!(r[0].name, "/usr/bin/cat");
+        assert_eq!(r[0].offset, 0);
         assert_eq!(
             (r[1].start, r[1].end, r[1].name.as_str()),
             (0x55d0c9000000, 0x55d0c9021000, "[heap]")
@@ -100,9 +107,11 @@ mod tests {
     #[test]
     fn own_code_is_found() {
         let addr = own_code_is_found as fn() as usize as u64;
-        let name = ProcMaps::default().lookup(std::process::id(), addr);
+        let region = ProcMaps::default()
+            .lookup(std::process::id(), addr)
+            .unwrap();
         let exe = std::env::current_exe().unwrap();
-        assert_eq!(name.as_deref(), exe.to_str());
+        assert_eq!(Some(region.name.as_str()), exe.to_str());
         assert_eq!(ProcMaps::default().lookup(std::process::id(), 8), None);
     }
 }

@@ -10,6 +10,7 @@ use tracer_common::{
 
 use super::Tool;
 use crate::core::ebpf::Object;
+use crate::core::trigger::Subsystem;
 use crate::core::{
     block::{self, Needs},
     cli::{self, DiskArgs, IntervalArgs, OutputArgs, TaskArgs},
@@ -30,6 +31,8 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || block::hook_uses(NEEDS, &[("-Q", Needs::INSERT), ("-p/-c", Needs::SUBMIT)]),
     exporter: Some(exporter),
+    family: Subsystem::Block,
+    recorder: None,
     object: Object {
         elf: crate::ebpf_object!("biolatency"),
         maps: &[
@@ -173,7 +176,7 @@ impl Source for BioLatency {
         static LATENCY: Family = Family::histogram(
             "tracer_block_io_latency_seconds",
             "Block I/O latency from issue to the device until completion.",
-            1e-9,
+            1e9,
             (10, 34),
         );
         for g in &sample.hists {

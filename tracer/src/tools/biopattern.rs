@@ -7,6 +7,7 @@ use tracer_common::biopattern::PatternValue;
 
 use super::Tool;
 use crate::core::ebpf::Object;
+use crate::core::trigger::Subsystem;
 use crate::core::{
     block::{self, Needs},
     cli::{self, DiskArgs, IntervalArgs, OutputArgs},
@@ -26,6 +27,8 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || block::hook_uses(NEEDS, &[]),
     exporter: Some(exporter),
+    family: Subsystem::Block,
+    recorder: None,
     object: Object {
         elf: crate::ebpf_object!("biopattern"),
         maps: &["PATTERN"],

@@ -2,7 +2,7 @@
 //! submitted it, with outliers filtered in the kernel.
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::biosnoop::BioEvent;
 
@@ -17,6 +17,10 @@ use crate::core::{
     run,
     source::{self, Event, Get as _, Kind, Layout, Source},
 };
+use crate::core::{
+    record::{self, Recorder},
+    trigger::{EventKind, Subsystem},
+};
 
 pub const TOOL: Tool = Tool {
     name: "biosnoop",
@@ -26,6 +30,12 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || block::hook_uses(NEEDS, &[("-Q", Needs::INSERT)]),
     exporter: None,
+    family: Subsystem::Block,
+    recorder: Some(Recorder {
+        family: Subsystem::Block,
+        kind: EventKind::Op,
+        make: recorder,
+    }),
     object: Object {
         elf: crate::ebpf_object!("biosnoop"),
         maps: &["EVENTS", "INFLIGHT", "INFLIGHT_SLOTS"],
@@ -158,18 +168,24 @@ impl Layout for Text {
     }
 }
 
+impl BioSnoop {
+    fn new(a: &Args) -> Result<BioSnoop> {
+        let task = a.task.resolve()?;
+        let disks = Disks::scan();
+        let dev = a.disk.resolve(&disks)?;
+        let mut plan = block::plan(NEEDS.and_if(a.queued, Needs::INSERT), task, dev)?;
+        plan.config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
+        Ok(BioSnoop {
+            loaded: block::load(&TOOL.object, &plan, |_| {})?,
+            disks,
+            queued: a.queued,
+        })
+    }
+}
+
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
-    let task = a.task.resolve()?;
-    let disks = Disks::scan();
-    let dev = a.disk.resolve(&disks)?;
-    let mut plan = block::plan(NEEDS.and_if(a.queued, Needs::INSERT), task, dev)?;
-    plan.config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
-    let source = BioSnoop {
-        loaded: block::load(&TOOL.object, &plan, |_| {})?,
-        disks,
-        queued: a.queued,
-    };
+    let source = BioSnoop::new(&a)?;
     let text = Text {
         queued: a.queued,
         wall: a.out.timestamp,
@@ -179,4 +195,10 @@ fn run(m: &ArgMatches) -> Result<()> {
         Box::new(text),
         a.out.options("block I/O", a.interval.duration_schedule()),
     )
+}
+
+/// Every I/O, with its OS queue time, for `tracer record`.
+fn recorder(f: &record::Filter) -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(record::args(&["biosnoop", "-Q"], f, true, true))?;
+    Ok(Box::new(BioSnoop::new(&a)?))
 }

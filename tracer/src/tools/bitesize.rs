@@ -12,6 +12,7 @@ use tracer_common::{
 
 use super::Tool;
 use crate::core::ebpf::Object;
+use crate::core::trigger::Subsystem;
 use crate::core::{
     block::{self, Needs},
     cli::{self, DiskArgs, IntervalArgs, OutputArgs},
@@ -32,6 +33,8 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || block::hook_uses(NEEDS, &[]),
     exporter: Some(exporter),
+    family: Subsystem::Block,
+    recorder: None,
     object: Object {
         elf: crate::ebpf_object!("bitesize"),
         maps: &["HIST", "HIST_STATS", "INFLIGHT", "INFLIGHT_SLOTS"],

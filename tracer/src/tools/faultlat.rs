@@ -9,6 +9,7 @@ use tracer_common::{fault::FLAG_PER_PROCESS, faultlat::FaultGroup};
 
 use super::Tool;
 use crate::core::ebpf::Object;
+use crate::core::trigger::Subsystem;
 use crate::core::{
     cli::{self, IntervalArgs, OutputArgs, TaskArgs},
     ebpf::{self, HookUse, Loaded},
@@ -34,6 +35,8 @@ pub const TOOL: Tool = Tool {
             .collect()
     },
     exporter: Some(exporter),
+    family: Subsystem::Fault,
+    recorder: None,
     object: Object {
         elf: crate::ebpf_object!("faultlat"),
         maps: &["HIST", "HIST_STATS", "HIST_SLOTS"],
@@ -140,7 +143,7 @@ impl Source for FaultLat {
         static LATENCY: Family = Family::histogram(
             "tracer_page_fault_latency_seconds",
             "Page-fault handling time, from the exception to the fault's accounting.",
-            1e-9,
+            1e9,
             (7, 31),
         );
         for g in &sample.hists {

@@ -2,9 +2,9 @@
 //! and the mapping the address falls in; outliers filtered in the kernel.
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _};
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
-use tracer_common::faultsnoop::FaultEvent;
+use tracer_common::{fault::FLAG_ALL_MAJOR, faultsnoop::FaultEvent};
 
 use super::Tool;
 use crate::core::ebpf::Object;
@@ -16,6 +16,10 @@ use crate::core::{
     procmaps::ProcMaps,
     run,
     source::{self, Event, Get as _, Kind, Layout, Source},
+};
+use crate::core::{
+    record::{self, Recorder},
+    trigger::{EventKind, Subsystem},
 };
 
 pub const TOOL: Tool = Tool {
@@ -32,6 +36,12 @@ pub const TOOL: Tool = Tool {
             .collect()
     },
     exporter: None,
+    family: Subsystem::Fault,
+    recorder: Some(Recorder {
+        family: Subsystem::Fault,
+        kind: EventKind::Op,
+        make: recorder,
+    }),
     object: Object {
         elf: crate::ebpf_object!("faultsnoop"),
         maps: &["EVENTS"],
@@ -82,7 +92,10 @@ impl Source for FaultSnoop {
         let mapping = self
             .maps
             .lookup(e.tgid, e.address)
-            .unwrap_or_else(|| "?".into());
+            .map_or_else(|| "?".into(), |r| r.name);
+        // Where the faulting instruction is: its file and offset in it, for
+        // symbol names (tracer report).
+        let code = self.maps.lookup(e.tgid, e.ip);
         Some(Event {
             ts: e.ts,
             dur_ns: e.lat_ns,
@@ -99,6 +112,14 @@ impl Source for FaultSnoop {
                 ("lat_us", json!(e.lat_ns as f64 / 1e3)),
                 ("lat_ns", json!(e.lat_ns)),
                 ("mapping", json!(mapping)),
+                (
+                    "ip_mapping",
+                    json!(code.as_ref().map_or("?", |r| r.name.as_str())),
+                ),
+                (
+                    "ip_offset",
+                    json!(code.as_ref().map_or(0, |r| e.ip - r.start + r.offset)),
+                ),
             ],
         })
     }
@@ -139,21 +160,31 @@ impl Layout for Text {
     }
 }
 
+impl FaultSnoop {
+    /// `all_major`: every major fault too, whatever the threshold (record).
+    fn new(a: &Args, all_major: bool) -> Result<FaultSnoop> {
+        let task = a.task.resolve()?;
+        let mut config = fault::config(task, true)?;
+        config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
+        if all_major {
+            config.flags |= FLAG_ALL_MAJOR;
+        }
+        let mut loaded = ebpf::load(&TOOL.object, |l| {
+            l.override_global("CONFIG", &config, true);
+        })?;
+        for u in (TOOL.hooks)() {
+            loaded.attach_chain(&u.chain)?;
+        }
+        Ok(FaultSnoop {
+            loaded,
+            maps: ProcMaps::default(),
+        })
+    }
+}
+
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
-    let task = a.task.resolve()?;
-    let mut config = fault::config(task, true)?;
-    config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
-    let mut loaded = ebpf::load(&TOOL.object, |l| {
-        l.override_global("CONFIG", &config, true);
-    })?;
-    for u in (TOOL.hooks)() {
-        loaded.attach_chain(&u.chain)?;
-    }
-    let source = FaultSnoop {
-        loaded,
-        maps: ProcMaps::default(),
-    };
+    let source = FaultSnoop::new(&a, false)?;
     run::tool(
         Box::new(source),
         Box::new(Text {
@@ -161,4 +192,16 @@ fn run(m: &ArgMatches) -> Result<()> {
         }),
         a.out.options("page faults", a.interval.duration_schedule()),
     )
+}
+
+/// Faults above the floor, and every major fault, for `tracer record`.
+fn recorder(f: &record::Filter) -> Result<Box<dyn Source>> {
+    let floor = format!("{}", f.fault_floor.as_secs_f64() * 1e6);
+    let a = Args::try_parse_from(record::args(
+        &["faultsnoop", "--min-latency", &floor],
+        f,
+        true,
+        false,
+    ))?;
+    Ok(Box::new(FaultSnoop::new(&a, true)?))
 }

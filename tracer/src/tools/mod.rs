@@ -5,7 +5,9 @@ use clap::{ArgMatches, Command};
 
 use crate::core::{
     ebpf::{HookUse, Object},
+    record::Recorder,
     source::Source,
+    trigger::Subsystem,
 };
 
 mod biolatency;
@@ -37,6 +39,10 @@ pub struct Tool {
     pub hooks: fn() -> Vec<HookUse>,
     /// The tool's aggregation as `tracer exporter` runs it (None: an event tool).
     pub exporter: Option<ExporterSource>,
+    /// What it traces (`tracer record --sources`).
+    pub family: Subsystem,
+    /// Its event stream as `tracer record` runs it.
+    pub recorder: Option<Recorder>,
     pub object: Object,
 }
 

@@ -10,6 +10,7 @@ use tracer_common::pagefaults::{ProcCache, ProcFaults};
 
 use super::Tool;
 use crate::core::ebpf::Object;
+use crate::core::trigger::Subsystem;
 use crate::core::{
     cli::{self, IntervalArgs, OutputArgs, TaskArgs},
     ebpf::{self, HookUse, Loaded},
@@ -30,6 +31,8 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || vec![HookUse::always(END_MINOR), HookUse::always(END_MAJOR)],
     exporter: Some(exporter),
+    family: Subsystem::Fault,
+    recorder: None,
     object: Object {
         elf: crate::ebpf_object!("pagefaults"),
         maps: &["PROCS", "CACHE"],

@@ -22,6 +22,10 @@ use crate::core::{
     tcp::{self, fmt_addr, ip_version},
     tracefs::Format,
 };
+use crate::core::{
+    record::{self, Recorder},
+    trigger::{EventKind, Subsystem},
+};
 
 const SET_STATE: HookChain = HookChain {
     role: "state",
@@ -37,6 +41,12 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || vec![HookUse::always(SET_STATE)],
     exporter: Some(exporter),
+    family: Subsystem::Tcp,
+    recorder: Some(Recorder {
+        family: Subsystem::Tcp,
+        kind: EventKind::Connect,
+        make: recorder,
+    }),
     object: Object {
         elf: crate::ebpf_object!("tcpconnlat"),
         maps: &["EVENTS", "HIST_SLOTS"],
@@ -170,7 +180,7 @@ impl Source for TcpConnLat {
         static LATENCY: Family = Family::histogram(
             "tracer_tcp_connect_latency_seconds",
             "Active TCP connect latency, SYN sent to established.",
-            1e-9,
+            1e9,
             (10, 35),
         );
         for g in &sample.hists {
@@ -250,4 +260,10 @@ fn run(m: &ArgMatches) -> Result<()> {
 fn exporter() -> Result<Box<dyn Source>> {
     let a = Args::try_parse_from(["tcpconnlat", "--hist"])?;
     Ok(Box::new(TcpConnLat::new(&a, 1)?))
+}
+
+/// Every active connect, for `tracer record`.
+fn recorder(f: &record::Filter) -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(record::args(&["tcpconnlat"], f, true, false))?;
+    Ok(Box::new(TcpConnLat::new(&a, 1000)?))
 }

@@ -27,6 +27,10 @@ use crate::core::{
     tcp::{self, endpoint, ip_version, tcp_state},
     tracefs::{Format, symbolic_tables},
 };
+use crate::core::{
+    record::{self, Recorder},
+    trigger::{EventKind, Subsystem},
+};
 
 const KFREE_SKB: HookChain = HookChain {
     role: "drop",
@@ -42,6 +46,12 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || vec![HookUse::always(KFREE_SKB)],
     exporter: Some(exporter),
+    family: Subsystem::Tcp,
+    recorder: Some(Recorder {
+        family: Subsystem::Tcp,
+        kind: EventKind::Drop,
+        make: recorder,
+    }),
     object: Object {
         elf: crate::ebpf_object!("tcpdrop"),
         maps: &["EVENTS", "STACKS", "REASONS"],
@@ -287,4 +297,10 @@ fn exporter() -> Result<Box<dyn Source>> {
         &Args::try_parse_from(["tcpdrop"])?,
         true,
     )?))
+}
+
+/// Every TCP drop, for `tracer record`.
+fn recorder(f: &record::Filter) -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(record::args(&["tcpdrop"], f, false, false))?;
+    Ok(Box::new(TcpDrop::new(&a, false)?))
 }

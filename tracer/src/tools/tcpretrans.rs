@@ -29,6 +29,10 @@ use crate::core::{
     tcp::{self, endpoint, ip_version, tcp_state},
     tracefs::Format,
 };
+use crate::core::{
+    record::{self, Recorder},
+    trigger::{EventKind, Subsystem},
+};
 
 const RETRANSMIT: HookChain = HookChain {
     role: "retrans",
@@ -54,6 +58,12 @@ pub const TOOL: Tool = Tool {
         ]
     },
     exporter: Some(exporter),
+    family: Subsystem::Tcp,
+    recorder: Some(Recorder {
+        family: Subsystem::Tcp,
+        kind: EventKind::Retransmit,
+        make: recorder,
+    }),
     object: Object {
         elf: crate::ebpf_object!("tcpretrans"),
         maps: &["EVENTS", "COUNTS"],
@@ -372,5 +382,16 @@ fn run(m: &ArgMatches) -> Result<()> {
 /// Retransmitted segments by kind, counted in the kernel.
 fn exporter() -> Result<Box<dyn Source>> {
     let a = Args::try_parse_from(["tcpretrans", "-c", "-l"])?;
+    Ok(Box::new(TcpRetrans::new(&a)?))
+}
+
+/// Every retransmit, loss probes included, for `tracer record`.
+fn recorder(f: &record::Filter) -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(record::args(
+        &["tcpretrans", "-l", "--netns"],
+        f,
+        false,
+        false,
+    ))?;
     Ok(Box::new(TcpRetrans::new(&a)?))
 }

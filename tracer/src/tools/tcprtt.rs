@@ -11,6 +11,7 @@ use tracer_common::tcprtt::{
 
 use super::Tool;
 use crate::core::ebpf::Object;
+use crate::core::trigger::Subsystem;
 use crate::core::{
     cli::{self, IntervalArgs, OutputArgs},
     ebpf::{self, Hook, HookChain, HookUse, Loaded},
@@ -36,6 +37,8 @@ pub const TOOL: Tool = Tool {
     run,
     hooks: || vec![HookUse::always(PROBE)],
     exporter: Some(exporter),
+    family: Subsystem::Tcp,
+    recorder: None,
     object: Object {
         elf: crate::ebpf_object!("tcprtt"),
         maps: &["HIST", "HIST_STATS", "HIST_SLOTS"],
@@ -179,7 +182,7 @@ impl Source for TcpRtt {
         static RTT: Family = Family::histogram(
             "tracer_tcp_rtt_seconds",
             "TCP smoothed round-trip time, sampled on each segment an established connection receives.",
-            1e-6,
+            1e6,
             (3, 24),
         );
         for g in &sample.hists {

@@ -12,7 +12,10 @@ use clap::{ArgMatches, CommandFactory as _, Parser as _, ValueEnum};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
-    kvmexits::{CountSlots, ExitKey, FLAG_LATENCY, KvmConfig, LatGroup, NO_VCPU, ThreadName, kind},
+    kvmexits::{
+        CountSlots, ExitEvent, ExitKey, FLAG_EVENTS, FLAG_LATENCY, KvmConfig, LatGroup, NO_VCPU,
+        ThreadName, kind,
+    },
 };
 use vm::{Column, ExitNames};
 
@@ -25,9 +28,13 @@ use crate::core::{
     kernel,
     metrics::{Family, Observations},
     output, run,
-    source::{Fields, Get as _, HistGroup, Kind, Layout, Sample, Source, Table},
+    source::{self, Event, Fields, Get as _, HistGroup, Kind, Layout, Sample, Source, Table},
     tally::Deltas,
     tracefs::{self, Format},
+};
+use crate::core::{
+    record::{self, Recorder},
+    trigger::{EventKind, Subsystem},
 };
 
 const EXIT: HookChain = HookChain {
@@ -113,9 +120,22 @@ pub const TOOL: Tool = Tool {
         ]
     },
     exporter: Some(exporter),
+    family: Subsystem::Kvm,
+    recorder: Some(Recorder {
+        family: Subsystem::Kvm,
+        kind: EventKind::Op,
+        make: recorder,
+    }),
     object: Object {
         elf: crate::ebpf_object!("kvmexits"),
-        maps: &["COUNTS", "COUNT_CACHE", "THREADS", "HIST", "HIST_STATS"],
+        maps: &[
+            "COUNTS",
+            "COUNT_CACHE",
+            "THREADS",
+            "HIST",
+            "HIST_STATS",
+            "EVENTS",
+        ],
         #[cfg(test)]
         globals: &[],
     },
@@ -243,6 +263,8 @@ fn config(backend: Backend, latency: bool, run_enter: Option<&Choice>) -> Result
 
 struct KvmExits {
     loaded: Loaded,
+    /// Timed exits arrive as events (tracer record).
+    events: bool,
     backend: Backend,
     latency: bool,
     /// --vcpu: the generic backend's events carry no vCPU id, so its vCPUs are
@@ -261,7 +283,14 @@ struct KvmExits {
 
 impl KvmExits {
     /// `interactive`: say so when no VM is running yet (the exporter does not).
-    fn new(a: &Args, unit_div: u64, verbose: bool, interactive: bool) -> Result<KvmExits> {
+    /// `events`: also stream each timed exit (tracer record).
+    fn new(
+        a: &Args,
+        unit_div: u64,
+        verbose: bool,
+        interactive: bool,
+        events: bool,
+    ) -> Result<KvmExits> {
         let mut task = tracer_common::TaskFilter::default();
         if let Some(pid) = a.pid {
             kernel::check_pid(pid)?;
@@ -295,6 +324,9 @@ impl KvmExits {
         let mut cfg = config(backend, a.latency, run_enter.as_ref())?;
         cfg.task = task;
         cfg.unit_div = unit_div;
+        if events {
+            cfg.flags |= FLAG_EVENTS | FLAG_LATENCY;
+        }
         if let (Some(v), Backend::Exit) = (a.vcpu, backend) {
             cfg.vcpu = v;
         }
@@ -352,6 +384,7 @@ impl KvmExits {
         };
         Ok(KvmExits {
             loaded,
+            events,
             backend,
             latency: a.latency,
             vcpu: a.vcpu,
@@ -476,7 +509,11 @@ impl Source for KvmExits {
     }
 
     fn kind(&self) -> Kind {
-        Kind::Aggregate
+        if self.events {
+            Kind::Stream
+        } else {
+            Kind::Aggregate
+        }
     }
 
     fn loaded(&self) -> &Loaded {
@@ -485,6 +522,26 @@ impl Source for KvmExits {
 
     fn loaded_mut(&mut self) -> &mut Loaded {
         &mut self.loaded
+    }
+
+    fn decode(&mut self, raw: &[u8]) -> Option<Event> {
+        let e: ExitEvent = source::record(raw)?;
+        let recorded = recorded_threads(&self.loaded);
+        let vcpu = self
+            .thread_vcpu(e.tgid, e.tid, &recorded)
+            .map_or_else(|| format!("t{}", e.tid), |v| v.to_string());
+        Some(Event {
+            ts: e.ts,
+            dur_ns: e.lat_ns,
+            fields: vec![
+                ("pid", json!(e.tgid)),
+                ("tid", json!(e.tid)),
+                ("vm", json!(self.vm_name(e.tgid))),
+                ("vcpu", json!(vcpu)),
+                ("reason", json!(self.names.name(e.kind as u16, e.code))),
+                ("lat_ns", json!(e.lat_ns)),
+            ],
+        })
     }
 
     fn sample(&mut self) -> Result<Sample> {
@@ -601,7 +658,7 @@ impl Source for KvmExits {
         static LATENCY: Family = Family::histogram(
             "tracer_kvm_exit_latency_seconds",
             "Time from a VM exit to the vCPU's next entry, by exit reason.",
-            1e-9,
+            1e9,
             (8, 33),
         );
         for t in sample.tables.iter().filter(|t| t.name == Some("reasons")) {
@@ -690,7 +747,7 @@ impl Layout for Text {
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
     let unit_div = if a.milliseconds { 1_000_000 } else { 1000 };
-    let source = KvmExits::new(&a, unit_div, a.out.verbose, true)?;
+    let source = KvmExits::new(&a, unit_div, a.out.verbose, true, false)?;
     let what = if a.latency {
         "VM exits and their latency"
     } else {
@@ -708,5 +765,19 @@ fn run(m: &ArgMatches) -> Result<()> {
 /// Exits by reason and their latency in nanoseconds, every VM.
 fn exporter() -> Result<Box<dyn Source>> {
     let a = Args::try_parse_from(["kvmexits", "--latency"])?;
-    Ok(Box::new(KvmExits::new(&a, 1, false, false)?))
+    Ok(Box::new(KvmExits::new(&a, 1, false, false, false)?))
+}
+
+/// Every timed exit (to the VMM, on hosts whose KVM has no kvm_exit), for
+/// `tracer record`.
+fn recorder(f: &record::Filter) -> Result<Box<dyn Source>> {
+    let a = Args::try_parse_from(record::args(&["kvmexits", "--latency"], f, false, false))?;
+    if let Some(pid) = f.pid {
+        // Only a VM process can be a kvmexits -p; others see every VM.
+        if vm::vm_fds(pid).0 {
+            let a = Args::try_parse_from(["kvmexits", "--latency", "-p", &pid.to_string()])?;
+            return Ok(Box::new(KvmExits::new(&a, 1, false, false, true)?));
+        }
+    }
+    Ok(Box::new(KvmExits::new(&a, 1, false, false, true)?))
 }

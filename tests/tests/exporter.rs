@@ -1,0 +1,335 @@
+//! tracer exporter against the real kernel and a real Prometheus: known block,
+//! fault and TCP workloads arrive as exact counts, and the HTTP side survives
+//! hostile clients.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tracer_tests::{
+    LoopDevice, Toucher, Tracer, block_workload,
+    hidden::{BLOCK, NET_RX, TIMER, assert_count},
+    net::{Netns, ping_pong, tcp_info, wait_acked},
+    prometheus::{Prometheus, http_get},
+    require_tracing, run_command, run_tracer, tracer_bin, wait_for,
+};
+
+const N: u64 = 200;
+const M: u64 = 50;
+
+/// One exporter at a time: they count system-wide.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Starts `tracer exporter` on a port of the kernel's choice; returns it and
+/// the port it serves on.
+fn start_exporter(args: &[&str]) -> (Tracer, u16) {
+    let mut all = vec!["exporter", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let t = Tracer::start(&all);
+    let err = t.stderr_now();
+    let port = err
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in: {err}"));
+    (t, port)
+}
+
+/// The exporter's own value of a series (exact label set, Prometheus text).
+fn scrape_value(port: u16, series: &str) -> f64 {
+    let (status, _, body) = http_get(port, "/metrics", &[]);
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sum of every series of a family whose labels contain `matcher`.
+fn scrape_sum(port: u16, name: &str, matcher: &str) -> f64 {
+    let (_, _, body) = http_get(port, "/metrics", &[]);
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.contains(matcher))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn block_faults_and_tcp_reach_prometheus() {
+    require_tracing!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = LoopDevice::new(64);
+    let (exporter, port) = start_exporter(&["--top-processes", "1000"]);
+    let prom = Prometheus::start(&format!("127.0.0.1:{port}"));
+    prom.wait_value("up{job=\"tracer\"}", 1.0);
+
+    // Block: N 4 KiB writes and M 64 KiB reads on the test's own disk.
+    block_workload(&dev, N, M);
+    let disk = format!("disk=\"{}\"", dev.name);
+    let count =
+        |op: &str| format!("sum(tracer_block_io_latency_seconds_count{{{disk},op=\"{op}\"}})");
+    wait_for("Prometheus to see the block I/O", || {
+        let seen =
+            prom.value(&count("write")).unwrap_or(0.0) + prom.value(&count("read")).unwrap_or(0.0);
+        seen + exporter.hidden_now(&[BLOCK]) as f64 >= (N + M) as f64
+    });
+    let allowed = exporter.hidden_now(&[BLOCK]);
+    let writes = prom.value(&count("write")).unwrap() as u64;
+    let reads = prom.value(&count("read")).unwrap() as u64;
+    assert_count(writes, N, allowed, "writes in Prometheus");
+    assert_count(reads, M, allowed, "reads in Prometheus");
+    let sizes = prom
+        .value(&format!("sum(tracer_block_io_size_bytes_sum{{{disk}}})"))
+        .unwrap() as u64;
+    assert_eq!(sizes, writes * 4096 + reads * 65536, "bytes of the I/O");
+    // Prometheus' median of the writes lies in the bucket of the exporter's
+    // exposition where half the writes are reached (the kernel's bucket edges).
+    let q = prom
+        .value(&format!(
+            "histogram_quantile(0.5, sum by (le) (tracer_block_io_latency_seconds_bucket{{{disk},op=\"write\"}}))"
+        ))
+        .unwrap();
+    let (_, _, body) = http_get(port, "/metrics", &[]);
+    let buckets: Vec<(f64, f64)> = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("tracer_block_io_latency_seconds_bucket{")
+                && l.contains(&disk)
+                && l.contains("op=\"write\"")
+                && !l.contains("+Inf")
+        })
+        .map(|l| {
+            let le: f64 = l
+                .split("le=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (le, l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        })
+        .collect();
+    let half = writes as f64 / 2.0;
+    let i = buckets
+        .iter()
+        .position(|(_, c)| *c >= half)
+        .expect("a bucket with half the writes");
+    let low = if i == 0 { 0.0 } else { buckets[i - 1].0 };
+    assert!(
+        low <= q && q <= buckets[i].0,
+        "median {q} s outside the bucket ({low}, {}] holding it: {buckets:?}",
+        buckets[i].0
+    );
+
+    // Faults: the kernel's own count of the helper's faults while it ran.
+    let minor = "tracer_process_page_faults_total{comm=\"page-toucher\",type=\"minor\"}";
+    let mut toucher = Toucher::spawn(&["anon", "3000"]);
+    let before = scrape_value(port, minor);
+    toucher.go();
+    let after = scrape_value(port, minor);
+    assert_eq!((after - before) as u64, toucher.faults().0, "minor faults");
+    assert!(toucher.faults().0 >= 3000);
+    prom.wait_value(&format!("sum({minor})"), after);
+    drop(toucher);
+
+    // TCP: a loss probe and RTOs in a namespace, their segments counted; the
+    // retransmits' drops by reason.
+    let ns = Netns::new();
+    let (mut client, mut server, tcp_port) = ns.connect("127.0.0.1");
+    ping_pong(&mut client, &mut server, 5, 100);
+    wait_acked(&client, &server);
+    let retrans = |p| scrape_sum(p, "tracer_tcp_retransmitted_segments_total", "");
+    let drops = |p| scrape_sum(p, "tracer_tcp_drops_total", "reason=\"NETFILTER_DROP\"");
+    let hidden_before = exporter.hidden_now(&[TIMER, NET_RX]);
+    let (r0, d0, k0) = (retrans(port), drops(port), ns.snmp());
+    ns.drop_rule(&format!("tcp dport {tcp_port} counter drop"));
+    std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
+    wait_for("two RTOs", || tcp_info(&client).tcpi_retransmits >= 2);
+    ns.accept_all();
+    let dropped = ns.counted_packets();
+    ns.flush_rules();
+    let mut buf = [0u8; 100];
+    std::io::Read::read_exact(&mut server, &mut buf).unwrap();
+    wait_acked(&client, &server);
+    let (r1, d1, k1) = (retrans(port), drops(port), ns.snmp());
+    let allowed = exporter.hidden_now(&[TIMER, NET_RX]) - hidden_before;
+    let kernel = k1["Tcp:RetransSegs"] - k0["Tcp:RetransSegs"];
+    assert!(kernel >= 3, "a probe and two RTOs at least: {kernel}");
+    assert_count((r1 - r0) as u64, kernel, allowed, "retransmitted segments");
+    assert_count((d1 - d0) as u64, dropped, allowed, "netfilter drops");
+    prom.wait_value("sum(tracer_tcp_retransmitted_segments_total)", r1);
+    assert!(
+        prom.value("sum(tracer_tcp_rtt_seconds_count)")
+            .unwrap_or(0.0)
+            > 0.0
+    );
+
+    // Self-metrics: every tool is up; nothing was lost.
+    assert_eq!(
+        prom.value("sum(tracer_source_up)"),
+        Some(11.0),
+        "{}",
+        prom.log()
+    );
+    assert_eq!(prom.value("sum(tracer_events_lost_total)"), Some(0.0));
+    let out = exporter.stop();
+    out.assert_success();
+}
+
+#[test]
+fn exposition_is_valid_and_hostile_clients_do_no_harm() {
+    require_tracing!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = LoopDevice::new(16);
+    let (exporter, port) = start_exporter(&["--tools", "biolatency,pagefaults"]);
+    block_workload(&dev, 10, 0);
+
+    // Both formats, as Prometheus' own checker reads them.
+    let (status, head, text) = http_get(port, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let (status, head, om) = http_get(
+        port,
+        "/metrics",
+        &["Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    let mut check = std::process::Command::new("promtool");
+    check
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = check
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Histograms: cumulative buckets, +Inf equal to _count.
+    let disk = format!("disk=\"{}\"", dev.name);
+    let counts: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("tracer_block_io_latency_seconds_bucket{") && l.contains(&disk))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    let total = scrape_sum(port, "tracer_block_io_latency_seconds_count", &disk);
+    assert_eq!(counts.last().copied(), Some(total));
+    assert_count(total as u64, 10, exporter.hidden_now(&[BLOCK]), "I/Os");
+
+    // Paths, methods and malformed requests.
+    assert_eq!(http_get(port, "/nope", &[]).0, 404);
+    assert_eq!(http_get(port, "/", &[]).0, 200);
+    let raw = |req: &[u8]| -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(req).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let post = raw(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"),
+        "{post}"
+    );
+    let head = raw(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    assert!(raw(b"HELLO\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(raw(b"GET /metrics HTTP/9.9\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    assert!(raw(huge.as_bytes()).starts_with("HTTP/1.1 431"));
+
+    // Clients that stall (nothing sent, or half a request) hold a connection
+    // each, never a scrape: scrapes meanwhile are answered at once.
+    let mut stalled = Vec::new();
+    for i in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x").unwrap();
+        }
+        stalled.push(s);
+    }
+    // Concurrent scrapes all succeed.
+    let scrapers: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || (0..10).all(|_| http_get(port, "/metrics", &[]).0 == 200))
+        })
+        .collect();
+    assert!(scrapers.into_iter().all(|h| h.join().unwrap()));
+    // A client that asks and never reads: the response is dropped at the
+    // deadline, the server goes on.
+    let mut lazy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    lazy.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(http_get(port, "/metrics", &[]).0, 200);
+    // Past the connection limit, the extra clients are told 503 at once.
+    for _ in 0..128 {
+        stalled.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    let started = Instant::now();
+    let busy = raw(b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(stalled);
+    drop(lazy);
+    wait_for("the server to serve again", || {
+        http_get(port, "/metrics", &[]).0 == 200
+    });
+    // Memory stays bounded: 128 connections at 8 KiB of request head each, and
+    // one exposition shared by every response in flight.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", exporter.pid())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(hwm_kb < 64 * 1024, "exporter peak RSS {hwm_kb} kB");
+    let out = exporter.stop();
+    out.assert_success();
+    assert!(out.stderr.contains("served"), "{}", out.stderr);
+}
+
+#[test]
+fn bad_input() {
+    run_tracer(&["exporter", "--tools", "nosuch"]).assert_one_line_error("unknown tool 'nosuch'");
+    run_tracer(&["exporter", "--tools", "biosnoop"]).assert_one_line_error("nothing to export");
+    let out = run_tracer(&["exporter", "--listen", "nowhere"]);
+    out.assert_one_line_error("--listen");
+    assert_eq!(out.status.code(), Some(2));
+    require_tracing!();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    run_command(std::process::Command::new(tracer_bin()).args(["exporter", "--listen", &addr]))
+        .assert_one_line_error("cannot listen on");
+}

@@ -1,0 +1,686 @@
+//! `tracer record`: a flight recorder. Event sources stream into a bounded
+//! in-memory window (by time, `--before`, and by memory, `--max-mem`: the
+//! oldest records go first, counted); aggregating sources are sampled every
+//! 100 ms for context. A trigger makes a capture: once `--after` has passed,
+//! the window around it is written to one file, on a thread of its own so that
+//! writing never holds up tracing. Triggers inside a pending window extend it.
+
+use std::{
+    collections::VecDeque,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval},
+};
+
+use crate::core::{
+    kernel,
+    output::{self, Clock},
+    run::{self, Ring, Signals},
+    source::{Event, Sample, Source},
+    trigger::{self, EventKind, Excursion, Subsystem, Trigger},
+};
+
+/// The filters `tracer record` passes to every source it starts.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub pid: Option<u32>,
+    pub cgroup: Option<PathBuf>,
+    pub disk: Option<String>,
+    /// Faults faster than this are not streamed (major faults always are).
+    pub fault_floor: Duration,
+}
+
+/// A tool's command line for the recorder: `base`, then the filters the tool
+/// takes (`-p`, `-c` with `task`; `-d` with `disk`).
+pub fn args(base: &[&str], f: &Filter, task: bool, disk: bool) -> Vec<String> {
+    let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    if task {
+        if let Some(pid) = f.pid {
+            v.extend(["-p".into(), pid.to_string()]);
+        }
+        if let Some(cg) = &f.cgroup {
+            v.extend(["-c".into(), cg.display().to_string()]);
+        }
+    }
+    if disk && let Some(d) = &f.disk {
+        v.extend(["-d".into(), d.clone()]);
+    }
+    v
+}
+
+/// A tool's event stream as the recorder starts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Recorder {
+    pub family: Subsystem,
+    pub kind: EventKind,
+    pub make: fn(&Filter) -> Result<Box<dyn Source>>,
+}
+
+/// An event source and what its events are to the triggers.
+pub struct Stream {
+    pub source: Box<dyn Source>,
+    pub family: Subsystem,
+    pub kind: EventKind,
+}
+
+pub struct Options {
+    pub triggers: Vec<Trigger>,
+    pub before: Duration,
+    pub after: Duration,
+    pub max_mem: u64,
+    pub holdoff: Duration,
+    pub max_captures: Option<u64>,
+    pub dir: PathBuf,
+}
+
+/// A record in the window.
+struct Stored {
+    ts: u64,
+    stream: usize,
+    event: Event,
+    bytes: u64,
+}
+
+/// A context sample in the window.
+struct Slice {
+    start: u64,
+    end: u64,
+    source: usize,
+    sample: Sample,
+    bytes: u64,
+}
+
+/// Records lost by the kernel (ring full) in one 100 ms slice.
+#[derive(Clone, Debug)]
+struct LostSpan {
+    start: u64,
+    end: u64,
+    source: usize,
+    records: u64,
+}
+
+/// A trigger that fired, and the event that fired it (None: SIGUSR2, or an
+/// excursion, which has its statistic instead).
+#[derive(Clone, Debug)]
+struct Fired {
+    trigger: String,
+    at: u64,
+    event: Option<(usize, Event)>,
+    detail: Option<Value>,
+}
+
+struct Pending {
+    start: u64,
+    end: u64,
+    fired: Vec<Fired>,
+}
+
+/// A rough count of the memory a record holds (what `--max-mem` bounds).
+fn size_of_event(e: &Event) -> u64 {
+    fn value(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => 24 + s.len() as u64,
+            Value::Array(a) => 24 + a.iter().map(value).sum::<u64>(),
+            Value::Object(o) => {
+                48 + o
+                    .iter()
+                    .map(|(k, v)| k.len() as u64 + value(v))
+                    .sum::<u64>()
+            }
+            _ => 16,
+        }
+    }
+    64 + e.fields.iter().map(|(_, v)| 16 + value(v)).sum::<u64>()
+}
+
+fn size_of_sample(s: &Sample) -> u64 {
+    let hists: u64 = s
+        .hists
+        .iter()
+        .map(|h| 96 + 24 * h.hist.buckets.len() as u64 + 32 * h.labels.len() as u64)
+        .sum();
+    let rows: u64 = s.tables.iter().map(|t| 64 * t.rows.len() as u64).sum();
+    64 + hists + rows
+}
+
+struct State {
+    streams: Vec<Stream>,
+    contexts: Vec<Box<dyn Source>>,
+    opts: Options,
+    clock: Clock,
+    window: VecDeque<Stored>,
+    slices: VecDeque<Slice>,
+    lost: VecDeque<LostSpan>,
+    bytes: u64,
+    /// Records and samples dropped for `--max-mem`, oldest first.
+    dropped: u64,
+    dropped_at: Option<u64>,
+    last_lost: Vec<u64>,
+    pending: Option<Pending>,
+    holdoff_until: u64,
+    suppressed: u64,
+    captures: u64,
+    excursions: Vec<(usize, Excursion)>,
+    /// Durations of each family's operations in the current 100 ms slice.
+    slice_durations: Vec<(Subsystem, u64)>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl State {
+    fn all_sources(&self) -> impl Iterator<Item = &dyn Source> {
+        self.streams
+            .iter()
+            .map(|s| s.source.as_ref())
+            .chain(self.contexts.iter().map(|c| c.as_ref()))
+    }
+
+    fn fire(
+        &mut self,
+        trigger: String,
+        at: u64,
+        event: Option<(usize, Event)>,
+        detail: Option<Value>,
+    ) {
+        let now = kernel::monotonic_ns();
+        if now < self.holdoff_until
+            || self
+                .opts
+                .max_captures
+                .is_some_and(|m| self.captures >= m && self.pending.is_none())
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let after = self.opts.after.as_nanos() as u64;
+        let fired = Fired {
+            trigger,
+            at,
+            event,
+            detail,
+        };
+        match &mut self.pending {
+            Some(p) => {
+                p.end = p.end.max(at + after);
+                p.fired.push(fired);
+            }
+            None => {
+                eprintln!(
+                    "record: triggered by {} at {}; capturing until {} after it",
+                    fired.trigger,
+                    output::format_local(self.clock.unix_ns(at), true),
+                    trigger_after(self.opts.after)
+                );
+                self.pending = Some(Pending {
+                    start: at.saturating_sub(self.opts.before.as_nanos() as u64),
+                    end: at + after,
+                    fired: vec![fired],
+                });
+            }
+        }
+    }
+
+    fn ingest(&mut self, stream: usize, event: Event) {
+        let (family, kind) = (self.streams[stream].family, self.streams[stream].kind);
+        if kind == EventKind::Op {
+            self.slice_durations.push((family, event.dur_ns));
+        }
+        let fired: Vec<String> = self
+            .opts
+            .triggers
+            .iter()
+            .filter(|t| t.fires_on(family, kind, event.dur_ns))
+            .map(|t| t.to_string())
+            .collect();
+        for t in fired {
+            self.fire(t, event.ts, Some((stream, event.clone())), None);
+        }
+        let bytes = size_of_event(&event);
+        self.bytes += bytes;
+        self.window.push_back(Stored {
+            ts: event.ts,
+            stream,
+            event,
+            bytes,
+        });
+        self.evict();
+    }
+
+    /// Drops what is older than `--before` (unless a pending capture needs it)
+    /// and, oldest first, whatever exceeds `--max-mem`.
+    fn evict(&mut self) {
+        let now = kernel::monotonic_ns();
+        let mut keep_from = now.saturating_sub(self.opts.before.as_nanos() as u64);
+        if let Some(p) = &self.pending {
+            keep_from = keep_from.min(p.start);
+        }
+        while let Some(front) = self.window.front() {
+            let over = self.bytes > self.opts.max_mem;
+            if front.ts >= keep_from && !over {
+                break;
+            }
+            if over {
+                self.dropped += 1;
+                self.dropped_at.get_or_insert(front.ts);
+            }
+            self.bytes -= front.bytes;
+            self.window.pop_front();
+        }
+        while let Some(front) = self.slices.front() {
+            let over = self.bytes > self.opts.max_mem;
+            if front.end >= keep_from && !over {
+                break;
+            }
+            if over {
+                self.dropped += 1;
+            }
+            self.bytes -= front.bytes;
+            self.slices.pop_front();
+        }
+        while self.lost.front().is_some_and(|l| l.end < keep_from) {
+            self.lost.pop_front();
+        }
+    }
+
+    /// Every 100 ms: context samples, lost records, excursions, a due capture.
+    fn tick(&mut self, start: u64, end: u64) -> Result<()> {
+        for (i, source) in self.contexts.iter_mut().enumerate() {
+            let sample = source.sample()?;
+            if sample.hists.iter().all(|h| h.hist.count == 0)
+                && sample.tables.iter().all(|t| t.rows.is_empty())
+            {
+                continue;
+            }
+            let bytes = size_of_sample(&sample);
+            self.bytes += bytes;
+            self.slices.push_back(Slice {
+                start,
+                end,
+                source: i,
+                sample,
+                bytes,
+            });
+        }
+        let lost: Vec<u64> = self
+            .streams
+            .iter()
+            .map(|s| {
+                s.source
+                    .loaded()
+                    .counters()
+                    .map(|c| c[tracer_common::counters::Counter::Lost as usize])
+                    .unwrap_or(0)
+            })
+            .collect();
+        for (i, n) in lost.iter().enumerate() {
+            if *n > self.last_lost[i] {
+                self.lost.push_back(LostSpan {
+                    start,
+                    end,
+                    source: i,
+                    records: n - self.last_lost[i],
+                });
+            }
+        }
+        self.last_lost = lost;
+        let durations = std::mem::take(&mut self.slice_durations);
+        let mut fired = Vec::new();
+        for (t, ex) in self.excursions.iter_mut() {
+            let trigger = &self.opts.triggers[*t];
+            let Trigger::Excursion { family, factor } = trigger else {
+                continue;
+            };
+            let of: Vec<u64> = durations
+                .iter()
+                .filter(|(f, _)| f == family)
+                .map(|(_, d)| *d)
+                .collect();
+            if let Some((recent, baseline)) = ex.push(end, of, *factor) {
+                fired.push((
+                    trigger.to_string(),
+                    json!({"p99_last_second_ns": recent, "p99_minute_before_ns": baseline}),
+                ));
+            }
+        }
+        for (t, detail) in fired {
+            self.fire(t, end, None, Some(detail));
+        }
+        self.evict();
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| kernel::monotonic_ns() >= p.end)
+        {
+            self.write_capture(false)?;
+        }
+        Ok(())
+    }
+
+    fn event_json(&self, stream: usize, e: &Event) -> Value {
+        let mut v = run::event_record(self.streams[stream].source.name(), e, &self.clock);
+        v["type"] = json!("event");
+        v["source"] = json!(self.streams[stream].family.name());
+        v["ts_ns"] = json!(e.ts);
+        v["dur_ns"] = json!(e.dur_ns);
+        v
+    }
+
+    /// Writes the pending capture (on a thread of its own).
+    fn write_capture(&mut self, early: bool) -> Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let sources: Vec<&dyn Source> = self.all_sources().collect();
+        let hooks: Value = sources
+            .iter()
+            .map(|s| {
+                (
+                    s.name().to_string(),
+                    json!(
+                        s.loaded()
+                            .attached
+                            .iter()
+                            .map(|c| c.explain())
+                            .collect::<Vec<_>>()
+                    ),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        let lost_total: Value = self
+            .streams
+            .iter()
+            .zip(&self.last_lost)
+            .map(|(s, n)| (s.source.name().to_string(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        let clock = self.clock;
+        let local = |ns: u64| output::format_local(clock.unix_ns(ns), true);
+        let triggers: Vec<Value> = p
+            .fired
+            .iter()
+            .map(|f| {
+                let mut v = json!({"trigger": f.trigger, "at_ns": f.at, "time": local(f.at)});
+                if let Some((s, e)) = &f.event {
+                    v["event"] = self.event_json(*s, e);
+                } else if f.detail.is_none() {
+                    v["signal"] = json!("SIGUSR2");
+                }
+                if let Some(d) = &f.detail {
+                    v["detail"] = d.clone();
+                }
+                v
+            })
+            .collect();
+        let lost_spans: Vec<Value> = self
+            .lost
+            .iter()
+            .filter(|l| l.end >= p.start && l.start <= p.end)
+            .map(|l| {
+                json!({"source": self.streams[l.source].source.name(), "start_ns": l.start, "end_ns": l.end, "records": l.records})
+            })
+            .collect();
+        let mut events: Vec<&Stored> = self
+            .window
+            .iter()
+            .filter(|s| s.ts >= p.start && s.ts <= p.end)
+            .collect();
+        events.sort_by_key(|s| s.ts);
+        let header = json!({
+            "type": "capture",
+            "version": 1,
+            "host": hostname(),
+            "kernel": kernel::release(),
+            "triggers": triggers,
+            "window": {
+                "start_ns": p.start, "end_ns": p.end,
+                "start": local(p.start), "end": local(p.end),
+                "before_s": self.opts.before.as_secs_f64(), "after_s": self.opts.after.as_secs_f64(),
+                "closed_early": early,
+            },
+            "clock": {"unix_ns_at_mono_zero": clock.unix_ns(0)},
+            "sources": sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "hooks": hooks,
+            "events": events.len(),
+            "dropped_for_memory": self.dropped,
+            "dropped_for_memory_since_ns": self.dropped_at,
+            "lost": lost_total,
+            "lost_spans": lost_spans,
+            "suppressed_triggers": self.suppressed,
+        });
+        let mut lines = Vec::with_capacity(events.len() + 2);
+        lines.push(header.to_string());
+        for s in &events {
+            lines.push(self.event_json(s.stream, &s.event).to_string());
+        }
+        for s in self
+            .slices
+            .iter()
+            .filter(|s| s.end >= p.start && s.start <= p.end)
+        {
+            let name = self.contexts[s.source].name();
+            for mut rec in run::sample_records(name, &s.sample, false) {
+                rec["type"] = json!("hist");
+                rec["start_ns"] = json!(s.start);
+                rec["end_ns"] = json!(s.end);
+                lines.push(rec.to_string());
+            }
+        }
+        let first = &p.fired[0];
+        let path = self.opts.dir.join(format!(
+            "capture-{}.ndjson",
+            output::format_local(clock.unix_ns(first.at), true).replace(':', "")
+        ));
+        let path = unique(path);
+        let n_events = events.len();
+        let what = p
+            .fired
+            .iter()
+            .map(|f| f.trigger.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.captures += 1;
+        self.holdoff_until = kernel::monotonic_ns() + self.opts.holdoff.as_nanos() as u64;
+        self.writers.push(std::thread::spawn(move || {
+            match write_atomically(&path, &lines) {
+                Ok(()) => eprintln!(
+                    "record: wrote {} ({what}; {n_events} events)",
+                    path.display()
+                ),
+                Err(e) => eprintln!("record: writing {}: {e:#}", path.display()),
+            }
+        }));
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_none() && self.opts.max_captures.is_some_and(|m| self.captures >= m)
+    }
+}
+
+fn trigger_after(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// `path`, or with a counter before the extension if it exists.
+fn unique(path: PathBuf) -> PathBuf {
+    if !path.exists() {
+        return path;
+    }
+    let stem = path.with_extension("");
+    (2..)
+        .map(|i| PathBuf::from(format!("{}-{i}.ndjson", stem.display())))
+        .find(|p| !p.exists())
+        .expect("some name is free")
+}
+
+fn write_atomically(path: &Path, lines: &[String]) -> Result<()> {
+    let tmp = path.with_extension("ndjson.tmp");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    for l in lines {
+        f.write_all(l.as_bytes())?;
+        f.write_all(b"\n")?;
+    }
+    f.into_inner()?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Checks the capture directory before anything is loaded.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let probe = dir.join(".tracer-record-probe");
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write in {}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// How often the rings are drained.
+const DRAIN: Duration = Duration::from_millis(20);
+
+/// Runs the recorder until SIGINT/SIGTERM, or `--max-captures` captures.
+pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) -> Result<()> {
+    for s in streams
+        .iter()
+        .map(|s| s.source.as_ref())
+        .chain(contexts.iter().map(|c| c.as_ref()))
+    {
+        s.loaded().report_hooks(s.name(), false);
+    }
+    let excursions = opts
+        .triggers
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t, Trigger::Excursion { .. }))
+        .map(|(i, _)| (i, Excursion::default()))
+        .collect();
+    let n = streams.len();
+    let mut rec = State {
+        streams,
+        contexts,
+        opts,
+        clock: Clock::now(),
+        window: VecDeque::new(),
+        slices: VecDeque::new(),
+        lost: VecDeque::new(),
+        bytes: 0,
+        dropped: 0,
+        dropped_at: None,
+        last_lost: vec![0; n],
+        pending: None,
+        holdoff_until: 0,
+        suppressed: 0,
+        captures: 0,
+        excursions,
+        slice_durations: Vec::new(),
+        writers: Vec::new(),
+    };
+    let result = run::block_on(async {
+        let mut signals = Signals::new()?;
+        let mut usr2 =
+            signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
+        let mut rings: Vec<Ring> = rec
+            .streams
+            .iter_mut()
+            .map(|s| Ring::take(s.source.as_mut()))
+            .collect::<Result<_>>()?;
+        let names: Vec<&str> = rec.all_sources().map(|s| s.name()).collect();
+        eprintln!(
+            "record: {} armed with {} (window {} before, {} after, {} MiB)",
+            names.join(", "),
+            if rec.opts.triggers.is_empty() {
+                "SIGUSR2 only".to_string()
+            } else {
+                rec.opts
+                    .triggers
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            trigger_after(rec.opts.before),
+            trigger_after(rec.opts.after),
+            rec.opts.max_mem >> 20
+        );
+        run::announce("events for captures");
+        let mut drain = interval(DRAIN);
+        drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut slice = interval(trigger::SLICE);
+        slice.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut slice_start = kernel::monotonic_ns();
+        loop {
+            tokio::select! {
+                _ = drain.tick() => {
+                    for (i, ring) in rings.iter_mut().enumerate() {
+                        let mut got = Vec::new();
+                        let source = &mut rec.streams[i].source;
+                        ring.drain(|raw| {
+                            if let Some(e) = source.decode(raw) {
+                                got.push(e);
+                            }
+                            Ok(())
+                        })?;
+                        for e in got {
+                            rec.ingest(i, e);
+                        }
+                    }
+                }
+                _ = slice.tick() => {
+                    let end = kernel::monotonic_ns();
+                    rec.tick(slice_start, end)?;
+                    slice_start = end;
+                    if rec.done() {
+                        break;
+                    }
+                }
+                _ = usr2.recv() => {
+                    let now = kernel::monotonic_ns();
+                    rec.fire("SIGUSR2".into(), now, None, None);
+                }
+                _ = signals.recv() => {
+                    for (i, ring) in rings.iter_mut().enumerate() {
+                        let mut got = Vec::new();
+                        let source = &mut rec.streams[i].source;
+                        ring.drain(|raw| {
+                            if let Some(e) = source.decode(raw) {
+                                got.push(e);
+                            }
+                            Ok(())
+                        })?;
+                        for e in got {
+                            rec.ingest(i, e);
+                        }
+                    }
+                    rec.write_capture(true)?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    });
+    for w in rec.writers.drain(..) {
+        let _ = w.join();
+    }
+    for s in rec.all_sources() {
+        run::exit_report(s, false);
+    }
+    eprintln!(
+        "record: {} captures written; {} triggers suppressed (holdoff or --max-captures); {} records dropped for --max-mem",
+        rec.captures, rec.suppressed, rec.dropped
+    );
+    result
+}
