@@ -85,6 +85,7 @@ fn root_command() -> Command {
                         .long("sources")
                         .value_name("LIST")
                         .default_value("block,faults,tcp,kvm")
+                        .value_parser(parse_sources)
                         .help("Which to record: block, faults, tcp, kvm (all those this kernel can run when left as is)"),
                 )
                 .arg(
@@ -190,16 +191,36 @@ fn duration_arg(name: &'static str, default: &'static str, help: &'static str) -
         .help(help)
 }
 
+/// `tracer record --sources`: the families to record.
+#[derive(Clone, Debug)]
+struct Sources(Vec<Subsystem>);
+
+fn parse_sources(s: &str) -> Result<Sources, String> {
+    let mut families = Vec::new();
+    for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match Subsystem::parse(w) {
+            Some(f) if !families.contains(&f) => families.push(f),
+            Some(_) => {}
+            None => return Err(format!("unknown source '{w}' (block, faults, tcp, kvm)")),
+        }
+    }
+    if families.is_empty() {
+        return Err("no source named (block, faults, tcp, kvm)".into());
+    }
+    Ok(Sources(families))
+}
+
 /// "64M", "512K", "1G", or bytes.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.trim().chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
     };
-    match num.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * mult),
+    match num.trim().parse::<u64>().map(|n| n.checked_mul(mult)) {
+        Ok(Some(n)) if n > 0 => Ok(n),
         _ => Err(format!("'{s}' is not a size (e.g. 64M, 512K, 1G)")),
     }
 }
@@ -375,21 +396,8 @@ fn run_exporter(listen: SocketAddr, which: &str, top: Option<usize>) -> Result<(
 const RECORD_CONTEXT: &[&str] = &["biolatency", "faultlat", "tcprtt"];
 
 fn run_record(m: &clap::ArgMatches) -> Result<()> {
-    let wanted: Vec<&str> = m
-        .get_one::<String>("sources")
-        .expect("has a default")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let families = &m.get_one::<Sources>("sources").expect("has a default").0;
     let explicit = m.value_source("sources") == Some(clap::parser::ValueSource::CommandLine);
-    let mut families = Vec::new();
-    for w in &wanted {
-        match Subsystem::parse(w) {
-            Some(f) => families.push(f),
-            None => bail!("unknown source '{w}' in --sources: block, faults, tcp, kvm"),
-        }
-    }
     let triggers: Vec<Trigger> = m
         .get_many::<Trigger>("trigger")
         .into_iter()

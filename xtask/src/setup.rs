@@ -191,9 +191,52 @@ pub fn test_prerequisites() -> Result<()> {
         .collect();
     if missing.is_empty() {
         step("test tools", "present");
-        return Ok(());
+    } else {
+        apt_install(&missing)?;
     }
-    apt_install(&missing)
+    // The Perfetto protos that pip's `perfetto` package ships: the record
+    // tests parse tracer's traces with them (test-only, never a dependency).
+    let has_protos = || {
+        Command::new("python3")
+            .args([
+                "-c",
+                "from perfetto.protos.perfetto.trace import perfetto_trace_pb2",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_protos() {
+        step("perfetto protos (python)", "present");
+    } else {
+        step(
+            "perfetto protos (python)",
+            &format!("missing, installing perfetto=={PERFETTO_VERSION} with pip"),
+        );
+        pip_install(&format!("perfetto=={PERFETTO_VERSION}"))?;
+        if !has_protos() {
+            bail!("pip installed perfetto but python3 cannot import its protos");
+        }
+    }
+    Ok(())
+}
+
+const PERFETTO_VERSION: &str = "0.59.1";
+
+fn pip_install(spec: &str) -> Result<()> {
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(extra)
+            .arg(spec)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // Debian's own python refuses system-wide pip installs (PEP 668).
+    if !pip(&[]) && !pip(&["--break-system-packages"]) {
+        bail!("pip install {spec} failed; install it by hand");
+    }
+    Ok(())
 }
 
 /// Peers the benchmarks compare against.
@@ -252,19 +295,7 @@ pub fn vm_prerequisites() -> Result<()> {
                 "virtme-ng",
                 &format!("missing, installing {VIRTME_NG_VERSION} with pip"),
             );
-            let spec = format!("virtme-ng=={VIRTME_NG_VERSION}");
-            let pip = |extra: &[&str]| {
-                Command::new("python3")
-                    .args(["-m", "pip", "install", "--quiet"])
-                    .args(extra)
-                    .arg(&spec)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            // Debian's own python refuses system-wide pip installs (PEP 668).
-            if !pip(&[]) && !pip(&["--break-system-packages"]) {
-                bail!("pip install {spec} failed; install it by hand");
-            }
+            pip_install(&format!("virtme-ng=={VIRTME_NG_VERSION}"))?;
             if output("vng", &["--version"]).is_none() {
                 bail!("virtme-ng installed but `vng` is not on PATH (pip's script directory)");
             }

@@ -56,6 +56,17 @@ fn touch_anon(p: *mut u8, pages: usize) {
     }
 }
 
+/// Reads a byte of a mapped file: the faulting instruction, in a function of its
+/// own so that `tracer report` has a symbol to name (page_toucher::read_page).
+///
+/// # Safety
+/// `p` is inside a readable mapping.
+#[inline(never)]
+unsafe fn read_page(p: *const u8) -> u8 {
+    // SAFETY: the caller's.
+    unsafe { std::ptr::read_volatile(p) }
+}
+
 /// Touches each page with `touch`, returning the pages that took at least
 /// `long` (none when `long` is None: then nothing is timed).
 fn touch_timed(pages: usize, long: Option<Duration>, mut touch: impl FnMut(usize)) -> Vec<usize> {
@@ -157,7 +168,7 @@ fn main() {
             handshake(p, pages * PAGE, || {
                 touch_timed(pages, long, |i| {
                     // SAFETY: inside the mapping.
-                    std::hint::black_box(unsafe { std::ptr::read_volatile(p.add(i * PAGE)) });
+                    std::hint::black_box(unsafe { read_page(p.add(i * PAGE)) });
                 })
             });
         }

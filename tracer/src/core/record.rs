@@ -97,6 +97,15 @@ struct Slice {
     bytes: u64,
 }
 
+/// Records and samples dropped for `--max-mem`, and the time they span.
+#[derive(Clone, Copy, Debug)]
+struct Dropped {
+    first_ns: u64,
+    last_ns: u64,
+    events: u64,
+    slices: u64,
+}
+
 /// Records lost by the kernel (ring full) in one 100 ms slice.
 #[derive(Clone, Debug)]
 struct LostSpan {
@@ -159,9 +168,11 @@ struct State {
     slices: VecDeque<Slice>,
     lost: VecDeque<LostSpan>,
     bytes: u64,
-    /// Records and samples dropped for `--max-mem`, oldest first.
-    dropped: u64,
-    dropped_at: Option<u64>,
+    /// Records and samples dropped for `--max-mem` since the start.
+    dropped_events: u64,
+    dropped_slices: u64,
+    /// What was dropped for `--max-mem` that a capture could still cover.
+    drops: Option<Dropped>,
     last_lost: Vec<u64>,
     pending: Option<Pending>,
     holdoff_until: u64,
@@ -213,6 +224,10 @@ impl State {
         };
         match &mut self.pending {
             Some(p) => {
+                // A trigger seen later may be stamped earlier (another ring).
+                p.start = p
+                    .start
+                    .min(at.saturating_sub(self.opts.before.as_nanos() as u64));
                 p.end = p.end.max(at + after);
                 p.fired.push(fired);
             }
@@ -230,6 +245,24 @@ impl State {
                 });
             }
         }
+    }
+
+    /// Moves what the kernel streamed into the window.
+    fn drain(&mut self, rings: &mut [Ring]) -> Result<()> {
+        for (i, ring) in rings.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            let source = &mut self.streams[i].source;
+            ring.drain(|raw| {
+                if let Some(e) = source.decode(raw) {
+                    got.push(e);
+                }
+                Ok(())
+            })?;
+            for e in got {
+                self.ingest(i, e);
+            }
+        }
+        Ok(())
     }
 
     fn ingest(&mut self, stream: usize, event: Event) {
@@ -255,36 +288,70 @@ impl State {
             event,
             bytes,
         });
-        self.evict();
+        self.evict_for_memory();
     }
 
-    /// Drops what is older than `--before` (unless a pending capture needs it)
-    /// and, oldest first, whatever exceeds `--max-mem`.
-    fn evict(&mut self) {
-        let now = kernel::monotonic_ns();
-        let mut keep_from = now.saturating_sub(self.opts.before.as_nanos() as u64);
+    /// Drops the oldest records and samples while the window holds more than
+    /// `--max-mem`, counting them.
+    fn evict_for_memory(&mut self) {
+        while self.bytes > self.opts.max_mem {
+            let event_ts = self.window.front().map(|s| s.ts);
+            let slice_end = self.slices.front().map(|s| s.end);
+            let event_first = match (event_ts, slice_end) {
+                (Some(ts), Some(end)) => ts <= end,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if event_first {
+                let s = self.window.pop_front().expect("has a front");
+                self.bytes -= s.bytes;
+                let d = self.drops.get_or_insert(Dropped {
+                    first_ns: s.ts,
+                    last_ns: s.ts,
+                    events: 0,
+                    slices: 0,
+                });
+                d.last_ns = d.last_ns.max(s.ts);
+                d.events += 1;
+                self.dropped_events += 1;
+            } else {
+                let s = self.slices.pop_front().expect("has a front");
+                self.bytes -= s.bytes;
+                let d = self.drops.get_or_insert(Dropped {
+                    first_ns: s.start,
+                    last_ns: s.end,
+                    events: 0,
+                    slices: 0,
+                });
+                d.last_ns = d.last_ns.max(s.end);
+                d.slices += 1;
+                self.dropped_slices += 1;
+            }
+        }
+    }
+
+    /// Drops what is older than `--before` (unless a pending capture needs it).
+    /// Called right after the rings were drained at `drained_at`: every event
+    /// stamped before that has been seen, and has fired its triggers, so a
+    /// trigger still to come is younger and needs nothing older than this.
+    fn evict_by_time(&mut self, drained_at: u64) {
+        let mut keep_from = drained_at
+            .saturating_sub(COMMIT_GRACE.as_nanos() as u64)
+            .saturating_sub(self.opts.before.as_nanos() as u64);
         if let Some(p) = &self.pending {
             keep_from = keep_from.min(p.start);
         }
         while let Some(front) = self.window.front() {
-            let over = self.bytes > self.opts.max_mem;
-            if front.ts >= keep_from && !over {
+            if front.ts >= keep_from {
                 break;
-            }
-            if over {
-                self.dropped += 1;
-                self.dropped_at.get_or_insert(front.ts);
             }
             self.bytes -= front.bytes;
             self.window.pop_front();
         }
         while let Some(front) = self.slices.front() {
-            let over = self.bytes > self.opts.max_mem;
-            if front.end >= keep_from && !over {
+            if front.end >= keep_from {
                 break;
-            }
-            if over {
-                self.dropped += 1;
             }
             self.bytes -= front.bytes;
             self.slices.pop_front();
@@ -292,10 +359,13 @@ impl State {
         while self.lost.front().is_some_and(|l| l.end < keep_from) {
             self.lost.pop_front();
         }
+        if self.drops.is_some_and(|d| d.last_ns < keep_from) {
+            self.drops = None;
+        }
     }
 
     /// Every 100 ms: context samples, lost records, excursions, a due capture.
-    fn tick(&mut self, start: u64, end: u64) -> Result<()> {
+    fn tick(&mut self, start: u64, end: u64, drained_at: u64) -> Result<()> {
         for (i, source) in self.contexts.iter_mut().enumerate() {
             let sample = source.sample()?;
             if sample.hists.iter().all(|h| h.hist.count == 0)
@@ -357,11 +427,12 @@ impl State {
         for (t, detail) in fired {
             self.fire(t, end, None, Some(detail));
         }
-        self.evict();
+        self.evict_for_memory();
+        self.evict_by_time(drained_at);
         if self
             .pending
             .as_ref()
-            .is_some_and(|p| kernel::monotonic_ns() >= p.end)
+            .is_some_and(|p| drained_at >= p.end + COMMIT_GRACE.as_nanos() as u64)
         {
             self.write_capture(false)?;
         }
@@ -370,7 +441,7 @@ impl State {
 
     fn event_json(&self, stream: usize, e: &Event) -> Value {
         let mut v = run::event_record(self.streams[stream].source.name(), e, &self.clock);
-        v["type"] = json!("event");
+        v["record"] = json!("event");
         v["source"] = json!(self.streams[stream].family.name());
         v["ts_ns"] = json!(e.ts);
         v["dur_ns"] = json!(e.dur_ns);
@@ -439,7 +510,7 @@ impl State {
             .collect();
         events.sort_by_key(|s| s.ts);
         let header = json!({
-            "type": "capture",
+            "record": "capture",
             "version": 1,
             "host": hostname(),
             "kernel": kernel::release(),
@@ -454,8 +525,10 @@ impl State {
             "sources": sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "hooks": hooks,
             "events": events.len(),
-            "dropped_for_memory": self.dropped,
-            "dropped_for_memory_since_ns": self.dropped_at,
+            "dropped_for_memory": self.drops.filter(|d| d.last_ns >= p.start).map_or_else(
+                || json!({"events": 0, "hist_slices": 0}),
+                |d| json!({"events": d.events, "hist_slices": d.slices, "first_ns": d.first_ns, "last_ns": d.last_ns}),
+            ),
             "lost": lost_total,
             "lost_spans": lost_spans,
             "suppressed_triggers": self.suppressed,
@@ -472,7 +545,7 @@ impl State {
         {
             let name = self.contexts[s.source].name();
             for mut rec in run::sample_records(name, &s.sample, false) {
-                rec["type"] = json!("hist");
+                rec["record"] = json!("hist");
                 rec["start_ns"] = json!(s.start);
                 rec["end_ns"] = json!(s.end);
                 lines.push(rec.to_string());
@@ -552,6 +625,11 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 /// How often the rings are drained.
 const DRAIN: Duration = Duration::from_millis(20);
 
+/// How long after stamping its time a kernel program may still be committing
+/// the record (it runs with preemption off: microseconds; this is generous).
+/// Reading the rings at T has every record stamped before T - COMMIT_GRACE.
+const COMMIT_GRACE: Duration = Duration::from_millis(20);
+
 /// Runs the recorder until SIGINT/SIGTERM, or `--max-captures` captures.
 pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) -> Result<()> {
     for s in streams
@@ -578,8 +656,9 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
         slices: VecDeque::new(),
         lost: VecDeque::new(),
         bytes: 0,
-        dropped: 0,
-        dropped_at: None,
+        dropped_events: 0,
+        dropped_slices: 0,
+        drops: None,
         last_lost: vec![0; n],
         pending: None,
         holdoff_until: 0,
@@ -624,24 +703,14 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
         let mut slice_start = kernel::monotonic_ns();
         loop {
             tokio::select! {
-                _ = drain.tick() => {
-                    for (i, ring) in rings.iter_mut().enumerate() {
-                        let mut got = Vec::new();
-                        let source = &mut rec.streams[i].source;
-                        ring.drain(|raw| {
-                            if let Some(e) = source.decode(raw) {
-                                got.push(e);
-                            }
-                            Ok(())
-                        })?;
-                        for e in got {
-                            rec.ingest(i, e);
-                        }
-                    }
-                }
+                _ = drain.tick() => rec.drain(&mut rings)?,
                 _ = slice.tick() => {
+                    // Drained first, so that a capture due now has every
+                    // event up to its end.
+                    let drained_at = kernel::monotonic_ns();
+                    rec.drain(&mut rings)?;
                     let end = kernel::monotonic_ns();
-                    rec.tick(slice_start, end)?;
+                    rec.tick(slice_start, end, drained_at)?;
                     slice_start = end;
                     if rec.done() {
                         break;
@@ -652,19 +721,7 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
                     rec.fire("SIGUSR2".into(), now, None, None);
                 }
                 _ = signals.recv() => {
-                    for (i, ring) in rings.iter_mut().enumerate() {
-                        let mut got = Vec::new();
-                        let source = &mut rec.streams[i].source;
-                        ring.drain(|raw| {
-                            if let Some(e) = source.decode(raw) {
-                                got.push(e);
-                            }
-                            Ok(())
-                        })?;
-                        for e in got {
-                            rec.ingest(i, e);
-                        }
-                    }
+                    rec.drain(&mut rings)?;
                     rec.write_capture(true)?;
                     break;
                 }
@@ -679,8 +736,8 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
         run::exit_report(s, false);
     }
     eprintln!(
-        "record: {} captures written; {} triggers suppressed (holdoff or --max-captures); {} records dropped for --max-mem",
-        rec.captures, rec.suppressed, rec.dropped
+        "record: {} captures written; {} triggers suppressed (holdoff or --max-captures); {} records and {} histogram slices dropped for --max-mem",
+        rec.captures, rec.suppressed, rec.dropped_events, rec.dropped_slices
     );
     result
 }

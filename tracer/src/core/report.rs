@@ -36,7 +36,7 @@ impl Capture {
                 path.display()
             )
         })?;
-        if header["type"] != "capture" {
+        if header["record"] != "capture" {
             bail!("{} is not a capture of tracer record", path.display());
         }
         let mut events = Vec::new();
@@ -44,7 +44,7 @@ impl Capture {
         for (i, l) in lines.enumerate() {
             let v: Value = serde_json::from_str(l)
                 .with_context(|| format!("{} line {}: not JSON", path.display(), i + 2))?;
-            match v["type"].as_str() {
+            match v["record"].as_str() {
                 Some("event") => events.push(v),
                 Some("hist") => hists.push(v),
                 _ => {}
@@ -181,7 +181,12 @@ impl Symbols {
             .symbols()
             .chain(file.dynamic_symbols())
             .filter(|s| s.kind() == object::SymbolKind::Text && s.address() != 0)
-            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+            // Rust symbols read as paths (`{:#}` leaves the hash out); other
+            // names are kept as they are.
+            .filter_map(|s| {
+                let name = format!("{:#}", rustc_demangle::demangle(s.name().ok()?));
+                Some((s.address(), s.size(), name))
+            })
             .collect();
         symbols.sort();
         symbols.dedup_by_key(|s| s.0);
@@ -350,6 +355,10 @@ pub fn text(c: &mut Capture) -> String {
         let _ = writeln!(out, "\n{source}: time per operation in the window");
         out.push_str(&log2_hist(&timed, 1000).render("usecs"));
     }
+    for (title, (slots, unit)) in context_hists(&c.hists) {
+        let _ = writeln!(out, "\n{title}: in the kernel, host-wide, over the window");
+        crate::core::hist::render_log2(&mut out, &slots, &unit);
+    }
     let mut procs = BTreeMap::new();
     let mut disks = BTreeMap::new();
     let mut flows = BTreeMap::new();
@@ -415,12 +424,46 @@ pub fn text(c: &mut Capture) -> String {
             );
         }
     }
-    if h["dropped_for_memory"].as_u64().unwrap_or(0) > 0 {
+    let dropped = &h["dropped_for_memory"];
+    if dropped["events"].as_u64().unwrap_or(0) + dropped["hist_slices"].as_u64().unwrap_or(0) > 0 {
         let _ = writeln!(
             out,
-            "{} older records dropped to stay within --max-mem",
-            h["dropped_for_memory"]
+            "{} records and {} histogram slices up to {:+.3} s from the trigger dropped to stay within --max-mem",
+            dropped["events"],
+            dropped["hist_slices"],
+            (dropped["last_ns"].as_u64().unwrap_or(0) as i128 - t0 as i128) as f64 / 1e9
         );
+    }
+    out
+}
+
+/// The window's in-kernel histograms (sampled every 100 ms, host-wide),
+/// summed per tool and labels: title -> (log2 slots, unit).
+fn context_hists(hists: &[Value]) -> BTreeMap<String, (Vec<u64>, String)> {
+    let mut out: BTreeMap<String, (Vec<u64>, String)> = BTreeMap::new();
+    for h in hists {
+        let labels: Vec<String> = h
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| v.is_string() && !matches!(k.as_str(), "record" | "tool" | "unit"))
+            .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("")))
+            .collect();
+        let title = format!(
+            "{} {}",
+            h["tool"].as_str().unwrap_or("?"),
+            labels.join(", ")
+        );
+        let unit = h["unit"].as_str().unwrap_or("").to_string();
+        let (slots, _) = out.entry(title).or_insert_with(|| (Vec::new(), unit));
+        for b in h["buckets"].as_array().into_iter().flatten() {
+            let low = b["low"].as_u64().unwrap_or(0);
+            let slot = if low == 0 { 0 } else { low.ilog2() as usize };
+            if slots.len() <= slot {
+                slots.resize(slot + 1, 0);
+            }
+            slots[slot] += b["count"].as_u64().unwrap_or(0);
+        }
     }
     out
 }
@@ -487,7 +530,12 @@ pub fn perfetto(c: &mut Capture) -> bytes::Bytes {
             .as_object()
             .into_iter()
             .flatten()
-            .filter(|(k, _)| !matches!(k.as_str(), "type" | "ts_ns" | "dur_ns" | "time" | "time_s"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "record" | "ts_ns" | "dur_ns" | "time" | "time_s"
+                )
+            })
             .map(|(k, v)| {
                 let a = match v {
                     Value::Number(n) if n.is_u64() => Arg::Uint(n.as_u64().unwrap_or(0)),
