@@ -435,6 +435,24 @@ fn block(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
             "bpftrace count by comm",
             "tracepoint:block:block_rq_issue { @[comm] = count(); }",
         ),
+        tracer(
+            "tracer exporter --tools biolatency",
+            &[
+                "exporter",
+                "--listen",
+                "127.0.0.1:0",
+                "--tools",
+                "biolatency",
+            ],
+        ),
+        tracer(
+            "tracer exporter (all tools)",
+            &["exporter", "--listen", "127.0.0.1:0"],
+        ),
+        tracer(
+            "tracer record --sources block",
+            &["record", "--sources", "block", "-o", "/tmp"],
+        ),
         tracer("tracer biosnoop", &["biosnoop", "-d", &d]),
         tracer(
             "tracer biosnoop --min-latency 10",
@@ -488,6 +506,14 @@ fn faults(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
             "software:minor-faults:1 { @[comm] = count(); }",
         ),
         tracer("tracer faultlat", &["faultlat"]),
+        tracer(
+            "tracer exporter --tools faultlat",
+            &["exporter", "--listen", "127.0.0.1:0", "--tools", "faultlat"],
+        ),
+        tracer(
+            "tracer record --sources faults",
+            &["record", "--sources", "faults", "-o", "/tmp"],
+        ),
         bpftrace(
             "bpftrace faultlat",
             "tracepoint:exceptions:page_fault_user { @s[tid] = nsecs; } \
@@ -542,6 +568,10 @@ fn kvm(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
         },
         tracer("tracer kvmexits", &["kvmexits"]),
         tracer("tracer kvmexits --latency", &["kvmexits", "--latency"]),
+        tracer(
+            "tracer record --sources kvm",
+            &["record", "--sources", "kvm", "-o", "/tmp"],
+        ),
         bpftrace(
             "bpftrace kvm_pio count by comm",
             "tracepoint:kvm:kvm_pio { @[comm] = count(); }",
@@ -670,6 +700,235 @@ fn tcp(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
     )
 }
 
+// ---- exporter and recorder: start-up, memory, CPU per scrape, idle CPU ----
+
+/// User + system CPU time of a process so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the comm: utime and stime are the 12th and 13th fields.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// A free local TCP port.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// GET /metrics; returns the body.
+fn scrape(port: u16) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => bail!("bad scrape: {}", out.lines().next().unwrap_or("")),
+    }
+}
+
+/// The sum of a metric family's samples in an exposition.
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Some block, fault and TCP activity, so that every family has series.
+fn mixed_workload(dev: &str, toucher: &Path, ns: &str) -> Result<()> {
+    direct_writes(dev, 2000)?;
+    let st = Command::new(toucher).args(["loop", "2000", "5"]).status()?;
+    if !st.success() {
+        bail!("page-toucher failed");
+    }
+    tcp_stream(ns, 16)?;
+    Ok(())
+}
+
+fn service(bin: &Path, report: &mut String) -> Result<()> {
+    eprintln!("bench: exporter and recorder");
+    let dev = Loop::new(128)?;
+    let ns = Netns::new()?;
+    let toucher = build_helper("page-toucher")?;
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let exporter = start(
+        bin,
+        &Tracing::Tracer(vec!["exporter".into(), "--listen".into(), listen]),
+    )?
+    .context("the exporter did not start")?;
+    let pid = exporter.child.id();
+    let startup = exporter.startup;
+    mixed_workload(&dev.path, &toucher, &ns.0)?;
+    let body = scrape(port)?;
+    let series = metric_sum(&body, "tracer_exporter_series");
+    const SCRAPES: u32 = 200;
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..SCRAPES {
+        bytes += scrape(port)?.len();
+    }
+    let wall = t0.elapsed();
+    let per_scrape_ms = (cpu_seconds(pid) - cpu0) * 1e3 / SCRAPES as f64;
+    let (hwm, _) = stop(Some(exporter));
+
+    // An armed recorder with every source and nothing happening: its own CPU.
+    let dir = std::env::temp_dir().join(format!("tracer-bench-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let recorder = start(
+        bin,
+        &Tracing::Tracer(vec![
+            "record".into(),
+            "-o".into(),
+            dir.display().to_string(),
+        ]),
+    )?
+    .context("the recorder did not start")?;
+    let rpid = recorder.child.id();
+    let rstartup = recorder.startup;
+    thread::sleep(Duration::from_secs(1));
+    const IDLE: Duration = Duration::from_secs(20);
+    let c0 = cpu_seconds(rpid);
+    thread::sleep(IDLE);
+    let idle_pct = (cpu_seconds(rpid) - c0) * 100.0 / IDLE.as_secs_f64();
+    mixed_workload(&dev.path, &toucher, &ns.0)?;
+    let (rhwm, _) = stop(Some(recorder));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let _ = writeln!(
+        report,
+        "\n### Exporter (every tool) and recorder (every source)\n"
+    );
+    let _ = writeln!(report, "| measure | value | target |");
+    let _ = writeln!(report, "|---|---:|---:|");
+    let _ = writeln!(
+        report,
+        "| exporter start-up (exec to serving) | {:.0} ms | |",
+        startup.as_secs_f64() * 1e3
+    );
+    let _ = writeln!(
+        report,
+        "| exporter peak RSS | {:.1} MB | <= 20 MB |",
+        hwm as f64 / 1024.0
+    );
+    let _ = writeln!(
+        report,
+        "| exporter CPU per scrape ({series:.0} series, {} bytes) | {per_scrape_ms:.2} ms | <= 5 ms |",
+        bytes / SCRAPES as usize
+    );
+    let _ = writeln!(
+        report,
+        "| scrape wall time (client side) | {:.2} ms | |",
+        wall.as_secs_f64() * 1e3 / SCRAPES as f64
+    );
+    let _ = writeln!(
+        report,
+        "| recorder start-up (exec to armed) | {:.0} ms | |",
+        rstartup.as_secs_f64() * 1e3
+    );
+    let _ = writeln!(
+        report,
+        "| recorder CPU, armed and idle ({}s) | {idle_pct:.2} % of a core | < 1 % |",
+        IDLE.as_secs()
+    );
+    let _ = writeln!(
+        report,
+        "| recorder peak RSS (default --max-mem 64M) | {:.1} MB | |",
+        rhwm as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// `cargo xtask soak --minutes N`: the exporter with every tool under a mixed
+/// block/fault/TCP workload, scraped every second; RSS, series, in-flight
+/// entries and lost counts once a minute. Memory should stay flat after warm-up.
+pub fn soak(bin: &Path, minutes: u64) -> Result<()> {
+    run_cmd(Command::new(bin).arg("doctor").stdout(Stdio::null()))?;
+    let dev = Loop::new(128)?;
+    let ns = Netns::new()?;
+    let toucher = build_helper("page-toucher")?;
+    let port = free_port()?;
+    let exporter = start(
+        bin,
+        &Tracing::Tracer(vec![
+            "exporter".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ]),
+    )?
+    .context("the exporter did not start")?;
+    let pid = exporter.child.id();
+    let stop_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let stop_flag = stop_flag.clone();
+        let (dev, toucher, ns) = (dev.path.clone(), toucher.clone(), ns.0.clone());
+        thread::spawn(move || -> Result<u64> {
+            let mut rounds = 0;
+            while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                mixed_workload(&dev, &toucher, &ns)?;
+                rounds += 1;
+            }
+            Ok(rounds)
+        })
+    };
+    let vm_rss_kb = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    println!("| minute | RSS MB | peak RSS MB | series | in-flight | lost | map full | CPU s |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let t0 = Instant::now();
+    let mut scrapes = 0u64;
+    for minute in 0..=minutes {
+        let until = t0 + Duration::from_secs(minute * 60);
+        while Instant::now() < until {
+            scrape(port)?;
+            scrapes += 1;
+            thread::sleep(Duration::from_secs(1));
+        }
+        let body = scrape(port)?;
+        println!(
+            "| {minute} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            vm_rss_kb(pid) as f64 / 1024.0,
+            vm_hwm_kb(pid) as f64 / 1024.0,
+            metric_sum(&body, "tracer_exporter_series"),
+            metric_sum(&body, "tracer_inflight_entries"),
+            metric_sum(&body, "tracer_events_lost_total"),
+            metric_sum(&body, "tracer_map_full_total"),
+            cpu_seconds(pid)
+        );
+    }
+    stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("workload thread panicked"))??;
+    let _ = stop(Some(exporter));
+    println!("\n{scrapes} scrapes, {rounds} workload rounds in {minutes} minutes");
+    Ok(())
+}
+
 /// Builds a helper binary of the tests crate and returns its path.
 pub fn build_helper(name: &str) -> Result<PathBuf> {
     run_cmd(
@@ -728,6 +987,9 @@ pub fn run(bin: &Path, rounds: usize, only: &[String]) -> Result<()> {
     }
     if want("tcp") {
         tcp(bin, rounds, &mut report)?;
+    }
+    if want("exporter") {
+        service(bin, &mut report)?;
     }
     println!("{report}");
     let out = workspace_root().join("target/bench-report.md");

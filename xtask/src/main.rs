@@ -55,9 +55,14 @@ enum Cmd {
         /// Rounds per configuration
         #[arg(long, default_value_t = 7)]
         rounds: usize,
-        /// Only these benchmarks (block, faults, kvm, tcp)
+        /// Only these benchmarks (block, faults, kvm, tcp, exporter)
         #[arg(long)]
         only: Vec<String>,
+    },
+    /// The exporter with every tool under a mixed workload, scraped every second
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
     },
     /// Run the integration tests on other kernels under qemu
     VmTest {
@@ -122,6 +127,12 @@ fn real_main() -> Result<()> {
             setup::bench_prerequisites()?;
             let bin = build_release()?;
             bench::run(&bin, rounds, &only)
+        }
+        Cmd::Soak { minutes } => {
+            setup::build_prerequisites()?;
+            setup::bench_prerequisites()?;
+            let bin = build_release()?;
+            bench::soak(&bin, minutes)
         }
         Cmd::VmTest {
             kernel,

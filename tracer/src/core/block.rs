@@ -2,7 +2,6 @@
 //! tracking, field offsets from the format files, and decoding of rwbs flags.
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use tracer_common::{
     Slot, TaskFilter,
     block::{BlockConfig, FLAG_ATTRIBUTE, Inflight, RqFields, RqKey},
@@ -10,6 +9,7 @@ use tracer_common::{
 
 use crate::core::{
     ebpf::{Choice, Hook, HookChain, HookUse, Loaded, Object},
+    mapdump,
     tracefs::Format,
 };
 
@@ -185,22 +185,17 @@ pub fn load<'a>(
 pub fn in_flight(loaded: &Loaded) -> u64 {
     let mut n = 0;
     if let Some(map) = loaded.ebpf.map("INFLIGHT_SLOTS")
-        && let Ok(slots) = Array::<&MapData, Slot<RqKey, Inflight>>::try_from(map)
+        && let Ok(slots) = mapdump::entries::<u32, Slot<RqKey, Inflight>>(map)
     {
         n += slots
             .iter()
-            .flatten()
-            .filter(|s| s.key.dev != 0 && s.value.ts_issue != 0)
+            .filter(|(_, s)| s[0].key.dev != 0 && s[0].value.ts_issue != 0)
             .count();
     }
     if let Some(map) = loaded.ebpf.map("INFLIGHT")
-        && let Ok(map) = BpfHashMap::<&MapData, RqKey, Inflight>::try_from(map)
+        && let Ok(map) = mapdump::entries::<RqKey, Inflight>(map)
     {
-        n += map
-            .iter()
-            .flatten()
-            .filter(|(_, v)| v.ts_issue != 0)
-            .count();
+        n += map.iter().filter(|(_, v)| v[0].ts_issue != 0).count();
     }
     n as u64
 }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, RingBuf},
     programs::{ProgramError, TracePoint},
 };
 use tracer_common::counters::{Counter, NUM_COUNTERS};
@@ -362,10 +362,11 @@ impl Loaded {
     /// Sums the per-CPU `COUNTERS` array.
     pub fn counters(&self) -> Result<[u64; NUM_COUNTERS as usize]> {
         let map = self.ebpf.map("COUNTERS").context("COUNTERS map missing")?;
-        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
         let mut out = [0u64; NUM_COUNTERS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = array.get(&(i as u32), 0)?.iter().sum();
+        for (i, per_cpu) in crate::core::mapdump::entries::<u32, u64>(map)? {
+            if let Some(slot) = out.get_mut(i as usize) {
+                *slot = per_cpu.iter().sum();
+            }
         }
         Ok(out)
     }

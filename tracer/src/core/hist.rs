@@ -10,7 +10,7 @@ use std::{
 use anyhow::Result;
 use aya::{
     Ebpf, Pod,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{MapData, PerCpuArray},
 };
 use serde_json::{Value, json};
 use tracer_common::hist::{
@@ -259,15 +259,14 @@ where
         let mut bucket_totals: Vec<(G, u32, u64)> = Vec::new();
         self.read_slots(ebpf, &mut totals, &mut bucket_totals)?;
         let stats = match ebpf.map("HIST_STATS") {
-            Some(m) => Some(PerCpuHashMap::<&MapData, G, HistStats>::try_from(m)?),
-            None => None,
+            Some(m) => crate::core::mapdump::entries::<G, HistStats>(m)?,
+            None => Vec::new(),
         };
         let hist = match ebpf.map("HIST") {
-            Some(m) => Some(PerCpuHashMap::<&MapData, HistKey<G>, u64>::try_from(m)?),
-            None => None,
+            Some(m) => crate::core::mapdump::entries::<HistKey<G>, u64>(m)?,
+            None => Vec::new(),
         };
-        for entry in stats.iter().flat_map(|m| m.iter()) {
-            let (group, per_cpu) = entry?;
+        for (group, per_cpu) in stats {
             let mut total = HistStats::default();
             for s in per_cpu.iter() {
                 total.count += s.count;
@@ -276,8 +275,7 @@ where
             }
             totals.push((group, total));
         }
-        for entry in hist.iter().flat_map(|m| m.iter()) {
-            let (key, per_cpu) = entry?;
+        for (key, per_cpu) in hist {
             bucket_totals.push((key.group, key.bucket, per_cpu.iter().sum()));
         }
 

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod hist;
 pub mod kernel;
 pub mod ksyms;
+pub mod mapdump;
 pub mod metrics;
 pub mod output;
 pub mod perfetto;

@@ -622,9 +622,6 @@ pub fn check_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How often the rings are drained.
-const DRAIN: Duration = Duration::from_millis(20);
-
 /// How long after stamping its time a kernel program may still be committing
 /// the record (it runs with preemption off: microseconds; this is generous).
 /// Reading the rings at T has every record stamped before T - COMMIT_GRACE.
@@ -696,14 +693,17 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
             rec.opts.max_mem >> 20
         );
         run::announce("events for captures");
-        let mut drain = interval(DRAIN);
-        drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut slice = interval(trigger::SLICE);
         slice.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut slice_start = kernel::monotonic_ns();
         loop {
             tokio::select! {
-                _ = drain.tick() => rec.drain(&mut rings)?,
+                // A ring past its wake-up mark (64 KiB) is drained at once;
+                // the others at the next 100 ms slice.
+                ready = run::any_readable(&mut rings) => {
+                    ready?;
+                    rec.drain(&mut rings)?;
+                }
                 _ = slice.tick() => {
                     // Drained first, so that a capture due now has every
                     // event up to its end.

@@ -116,6 +116,21 @@ impl Ring {
     }
 }
 
+/// Waits until the kernel signals pending records on any of `rings` (never,
+/// for none).
+pub async fn any_readable(rings: &mut [Ring]) -> Result<()> {
+    std::future::poll_fn(|cx| {
+        for ring in rings.iter_mut() {
+            if let std::task::Poll::Ready(guard) = ring.0.poll_read_ready_mut(cx) {
+                guard.context("polling the ring buffer")?.clear_ready();
+                return std::task::Poll::Ready(Ok(()));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// Runs one tool: its source feeds the terminal (its own layout) or NDJSON.
 pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Options) -> Result<()> {
     let name = source.name();

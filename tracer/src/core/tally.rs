@@ -72,20 +72,22 @@ impl<K: Pod + Eq + Hash, V: Tally> Deltas<K, V> {
 
     /// Reads a per-CPU hash map, returns this interval's deltas, deletes idle keys.
     pub fn read_percpu(&mut self, ebpf: &mut Ebpf, name: &str) -> Result<Vec<(K, V)>> {
-        let mut map: PerCpuHashMap<&mut MapData, K, V> = PerCpuHashMap::try_from(
-            ebpf.map_mut(name)
+        let current = crate::core::mapdump::entries::<K, V>(
+            ebpf.map(name)
                 .with_context(|| format!("map {name} missing"))?,
-        )?;
-        let mut current = Vec::new();
-        for entry in map.iter() {
-            let (k, per_cpu) = entry?;
+        )?
+        .into_iter()
+        .map(|(k, per_cpu)| {
             let mut total = V::default();
-            for v in per_cpu.iter() {
+            for v in &per_cpu {
                 total.add(v);
             }
-            current.push((k, total));
-        }
+            (k, total)
+        })
+        .collect();
         let (changed, idle) = self.update(current);
+        let mut map: PerCpuHashMap<&mut MapData, K, V> =
+            PerCpuHashMap::try_from(ebpf.map_mut(name).expect("found above"))?;
         for k in idle {
             let _ = map.remove(&k);
         }

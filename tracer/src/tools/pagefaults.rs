@@ -114,14 +114,11 @@ impl PageFaults {
         use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
         let ebpf = &mut self.loaded.ebpf;
         let mut totals: HashMap<u32, ProcFaults> = HashMap::new();
-        {
-            let procs: PerCpuHashMap<&MapData, u32, ProcFaults> =
-                PerCpuHashMap::try_from(ebpf.map("PROCS").context("PROCS map missing")?)?;
-            for entry in procs.iter() {
-                let (tgid, per_cpu) = entry?;
-                let t = totals.entry(tgid).or_default();
-                per_cpu.iter().for_each(|v| t.add(v));
-            }
+        for (tgid, per_cpu) in crate::core::mapdump::entries::<u32, ProcFaults>(
+            ebpf.map("PROCS").context("PROCS map missing")?,
+        )? {
+            let t = totals.entry(tgid).or_default();
+            per_cpu.iter().for_each(|v| t.add(v));
         }
         let mut cached = HashSet::new();
         {

@@ -408,13 +408,10 @@ impl KvmExits {
     fn read_counts(&mut self) -> Result<Vec<(ExitKey, u64)>> {
         let ebpf = &mut self.loaded.ebpf;
         let mut totals: HashMap<ExitKey, u64> = HashMap::new();
-        {
-            let counts: PerCpuHashMap<&MapData, ExitKey, u64> =
-                PerCpuHashMap::try_from(ebpf.map("COUNTS").context("COUNTS map missing")?)?;
-            for entry in counts.iter() {
-                let (k, per_cpu) = entry?;
-                *totals.entry(k).or_default() += per_cpu.iter().sum::<u64>();
-            }
+        for (k, per_cpu) in crate::core::mapdump::entries::<ExitKey, u64>(
+            ebpf.map("COUNTS").context("COUNTS map missing")?,
+        )? {
+            *totals.entry(k).or_default() += per_cpu.iter().sum::<u64>();
         }
         let mut cached = HashSet::new();
         {
