@@ -131,22 +131,30 @@ struct Pending {
     fired: Vec<Fired>,
 }
 
-/// A rough count of the memory a record holds (what `--max-mem` bounds).
+/// The heap a record holds (what `--max-mem` bounds), counted from the real
+/// layout: its slot in the window (twice over: a VecDeque grows by doubling),
+/// its field vector, and each string's allocation, with the allocator's
+/// 16-byte overhead and rounding per allocation.
 fn size_of_event(e: &Event) -> u64 {
-    fn value(v: &Value) -> u64 {
+    fn alloc(bytes: usize) -> u64 {
+        (bytes.next_multiple_of(16) + 16) as u64
+    }
+    fn heap(v: &Value) -> u64 {
         match v {
-            Value::String(s) => 24 + s.len() as u64,
-            Value::Array(a) => 24 + a.iter().map(value).sum::<u64>(),
-            Value::Object(o) => {
-                48 + o
-                    .iter()
-                    .map(|(k, v)| k.len() as u64 + value(v))
-                    .sum::<u64>()
+            Value::String(s) => alloc(s.capacity()),
+            Value::Array(a) => {
+                alloc(a.capacity() * std::mem::size_of::<Value>()) + a.iter().map(heap).sum::<u64>()
             }
-            _ => 16,
+            Value::Object(o) => o
+                .iter()
+                .map(|(k, v)| 64 + alloc(k.capacity()) + heap(v))
+                .sum::<u64>(),
+            _ => 0,
         }
     }
-    64 + e.fields.iter().map(|(_, v)| 16 + value(v)).sum::<u64>()
+    2 * std::mem::size_of::<Stored>() as u64
+        + alloc(e.fields.capacity() * std::mem::size_of::<(&str, Value)>())
+        + e.fields.iter().map(|(_, v)| heap(v)).sum::<u64>()
 }
 
 fn size_of_sample(s: &Sample) -> u64 {

@@ -255,7 +255,9 @@ fn top(out: &mut String, title: &str, counts: BTreeMap<String, (u64, u64)>) {
         return;
     }
     let mut rows: Vec<(String, (u64, u64))> = counts.into_iter().collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    // Where the time went first: the slow operation's owner leads, however
+    // few its events; counts order what has no duration (retransmits).
+    rows.sort_by(|a, b| (b.1.1, b.1.0).cmp(&(a.1.1, a.1.0)).then(a.0.cmp(&b.0)));
     let _ = writeln!(out, "\n{title:<48} {:>8} {:>12}", "EVENTS", "TIME(ms)");
     for (k, (n, ns)) in rows.into_iter().take(10) {
         let _ = writeln!(out, "  {k:<46} {n:>8} {:>12.3}", ns as f64 / 1e6);
