@@ -607,9 +607,24 @@ impl Toucher {
     /// whose touch (which contains its fault) took at least `long`.
     #[track_caller]
     pub fn spawn_timed(args: &[&str], long: Option<Duration>) -> Toucher {
+        Toucher::spawn_with(args, long, None)
+    }
+
+    /// Like `spawn`, under a process name of the test's choosing (at most 15
+    /// bytes): its faults are told from any other page-toucher's by name.
+    #[track_caller]
+    pub fn spawn_named(args: &[&str], comm: &str) -> Toucher {
+        Toucher::spawn_with(args, None, Some(comm))
+    }
+
+    #[track_caller]
+    fn spawn_with(args: &[&str], long: Option<Duration>, comm: Option<&str>) -> Toucher {
         let mut cmd = Command::new(helper_bin("page-toucher"));
         if let Some(long) = long {
             cmd.env("TOUCHER_LONG_NS", long.as_nanos().to_string());
+        }
+        if let Some(comm) = comm {
+            cmd.env("TOUCHER_COMM", comm);
         }
         let mut child = cmd
             .args(args)

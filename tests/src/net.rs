@@ -127,23 +127,66 @@ impl Netns {
 
     /// TCP counters of the namespace, as "Tcp:RetransSegs", "TcpExt:TCPLossProbes".
     pub fn snmp(&self) -> HashMap<String, u64> {
-        let text = self.exec("cat /proc/net/snmp /proc/net/netstat");
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = HashMap::new();
-        for pair in lines.chunks(2) {
-            let [names, values] = pair else { continue };
-            let mut names = names.split_whitespace();
-            let mut values = values.split_whitespace();
-            let prefix = names.next().unwrap_or("").to_string();
-            values.next();
-            for (n, v) in names.zip(values) {
-                if let Ok(v) = v.parse() {
-                    out.insert(format!("{prefix}{n}"), v);
-                }
+        parse_snmp(&self.exec("cat /proc/net/snmp /proc/net/netstat"))
+    }
+}
+
+/// /proc/net/snmp and netstat text as "Tcp:RetransSegs" -> value.
+fn parse_snmp(text: &str) -> HashMap<String, u64> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = HashMap::new();
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        let mut names = names.split_whitespace();
+        let mut values = values.split_whitespace();
+        let prefix = names.next().unwrap_or("").to_string();
+        values.next();
+        for (n, v) in names.zip(values) {
+            if let Ok(v) = v.parse() {
+                out.insert(format!("{prefix}{n}"), v);
             }
         }
-        out
     }
+    out
+}
+
+/// A TCP counter summed over every network namespace of the host (those of
+/// running processes, and the named ones): what a host-wide tool counts.
+pub fn host_tcp_counter(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()));
+    for e in pids {
+        let dir = e.path();
+        let Ok(ns) = std::fs::metadata(dir.join("ns/net")) else {
+            continue;
+        };
+        if !seen.insert(ns.ino()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(dir.join("net/snmp")).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join("net/netstat")).unwrap_or_default();
+        total += parse_snmp(&text).get(name).copied().unwrap_or(0);
+    }
+    // Named namespaces no process is in.
+    for e in std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten() {
+        let Ok(ns) = std::fs::metadata(e.path()) else {
+            continue;
+        };
+        if seen.insert(ns.ino()) {
+            let n = Netns {
+                name: e.file_name().to_string_lossy().into_owned(),
+            };
+            total += n.snmp().get(name).copied().unwrap_or(0);
+            std::mem::forget(n);
+        }
+    }
+    total
 }
 
 impl Drop for Netns {

@@ -7,7 +7,7 @@
 //!   page-toucher loop PAGES ROUNDS anon, ROUNDS times (map, touch, unmap), no
 //!                                  handshake: for benchmarks
 //!
-//! Handshake (anon, file): prints "ready", waits for a line on stdin, faults,
+//! $TOUCHER_COMM sets the process name. Handshake (anon, file): prints "ready", waits for a line on stdin, faults,
 //! prints "done START END LONG" (the mapping's address range, hex, and the
 //! comma-separated indexes of the pages whose touch took at least
 //! $TOUCHER_LONG_NS ns, "-" for none), then waits for stdin to close so the test
@@ -142,6 +142,12 @@ fn pages_arg(s: Option<&String>) -> usize {
 }
 
 fn main() {
+    // $TOUCHER_COMM: a process name of the test's choosing.
+    if let Ok(comm) = std::env::var("TOUCHER_COMM") {
+        let name = std::ffi::CString::new(comm).unwrap_or_else(|_| die("bad TOUCHER_COMM"));
+        // SAFETY: PR_SET_NAME with a NUL-terminated string (the kernel takes 15 bytes).
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let long = std::env::var("TOUCHER_LONG_NS")
         .ok()
