@@ -160,7 +160,12 @@ pub fn host_tcp_counter(name: &str) -> u64 {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()));
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        });
     for e in pids {
         let dir = e.path();
         let Ok(ns) = std::fs::metadata(dir.join("ns/net")) else {
@@ -174,7 +179,11 @@ pub fn host_tcp_counter(name: &str) -> u64 {
         total += parse_snmp(&text).get(name).copied().unwrap_or(0);
     }
     // Named namespaces no process is in.
-    for e in std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let Ok(ns) = std::fs::metadata(e.path()) else {
             continue;
         };

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::{
     core::{
         exporter::{self, Absent},
-        kernel, record, report, tracefs,
+        kernel, plot, record, report, tracefs,
         trigger::{self, Subsystem, Trigger},
     },
     tools::{self, TOOLS, Tool},
@@ -170,6 +170,47 @@ fn root_command() -> Command {
                         .value_parser(clap::value_parser!(PathBuf))
                         .help("Also write the capture as a Perfetto trace (opens in ui.perfetto.dev)"),
                 ),
+        )
+        .subcommand(
+            Command::new("plot")
+                .about("Draw a tool's NDJSON (--json) or a capture as an SVG picture")
+                .arg(
+                    Arg::new("input")
+                        .required(true)
+                        .value_name("INPUT")
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(
+                    Arg::new("output")
+                        .short('o')
+                        .long("output")
+                        .required(true)
+                        .value_name("OUT.svg")
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(
+                    Arg::new("kind")
+                        .long("kind")
+                        .required(true)
+                        .value_parser(clap::value_parser!(plot::Kind))
+                        .help("scatter: time x latency per operation; latency-heatmap; offset-heatmap: time x disk offset; utilization: busy fraction per disk"),
+                )
+                .arg(
+                    Arg::new("interval")
+                        .long("interval")
+                        .value_name("SECONDS")
+                        .value_parser(|s: &str| match s.parse::<f64>() {
+                            Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+                            _ => Err(format!("'{s}' is not a positive number of seconds")),
+                        })
+                        .help("Column width of heatmaps and utilization (default: about 100 columns)"),
+                )
+                .arg(
+                    Arg::new("log")
+                        .long("log")
+                        .action(ArgAction::SetTrue)
+                        .help("Scatter: latency on a log scale"),
+                ),
         );
     for tool in TOOLS {
         cmd = cmd.subcommand(
@@ -255,7 +296,7 @@ pub fn main() -> i32 {
     let prefix = match args.get(1).map(|a| a.to_string_lossy().into_owned()) {
         Some(name)
             if tools::find(&name).is_some()
-                || ["exporter", "record", "report"].contains(&name.as_str()) =>
+                || ["exporter", "record", "report", "plot"].contains(&name.as_str()) =>
         {
             name
         }
@@ -275,6 +316,15 @@ pub fn main() -> i32 {
             sub.get_one::<u64>("top").map(|&n| n as usize),
         ),
         "record" => run_record(sub),
+        "plot" => plot::plot(
+            sub.get_one::<PathBuf>("input").expect("required"),
+            sub.get_one::<PathBuf>("output").expect("required"),
+            &plot::Options {
+                kind: *sub.get_one::<plot::Kind>("kind").expect("required"),
+                interval: sub.get_one::<f64>("interval").copied(),
+                log: sub.get_flag("log"),
+            },
+        ),
         "report" => run_report(
             sub.get_one::<PathBuf>("file").expect("required"),
             sub.get_flag("json"),

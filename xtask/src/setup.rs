@@ -183,6 +183,8 @@ pub fn test_prerequisites() -> Result<()> {
         ("nstat", "iproute2"),
         ("prometheus", "prometheus"),
         ("promtool", "prometheus"),
+        ("xmllint", "libxml2-utils"),
+        ("rsvg-convert", "librsvg2-bin"),
     ];
     let missing: Vec<&str> = needed
         .iter()

@@ -86,8 +86,18 @@ impl OutputArgs {
             verbose: self.verbose,
             timestamp: self.timestamp,
             schedule,
+            heatmap: None,
         }
     }
+}
+
+/// `--heatmap FILE.svg` (histogram tools).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct HeatmapArgs {
+    /// Also draw the histograms as an SVG heatmap: a column per interval (each
+    /// second without one), rewritten after each
+    #[arg(long, value_name = "FILE.svg")]
+    pub heatmap: Option<PathBuf>,
 }
 
 /// `[interval [count]]`.

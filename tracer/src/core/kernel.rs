@@ -130,6 +130,12 @@ pub fn cgroup(arg: &Path) -> Result<Cgroup> {
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime with a valid out-parameter.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };

@@ -192,12 +192,6 @@ struct State {
     writers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 impl State {
     fn all_sources(&self) -> impl Iterator<Item = &dyn Source> {
         self.streams
@@ -520,7 +514,7 @@ impl State {
         let header = json!({
             "record": "capture",
             "version": 1,
-            "host": hostname(),
+            "host": kernel::hostname(),
             "kernel": kernel::release(),
             "triggers": triggers,
             "window": {

@@ -3,7 +3,7 @@
 //! aggregating source is sampled each interval (or once at the end); an event
 //! source's ring buffer is drained into tokio as records arrive.
 
-use std::{future::Future, io::Write as _, time::Duration};
+use std::{future::Future, io::Write as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -15,6 +15,8 @@ use tokio::{
 };
 
 use crate::core::{
+    cli::HeatmapArgs,
+    heatmap::Heatmap,
     output::{self, Clock},
     source::{Event, Kind, Layout, Sample, Source},
 };
@@ -29,7 +31,7 @@ pub struct Schedule {
 }
 
 /// How a tool's run prints.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options<'a> {
     /// What is traced, for the banner: "Tracing <what>... Hit Ctrl-C to end."
     pub what: &'a str,
@@ -38,6 +40,15 @@ pub struct Options<'a> {
     /// -T: wall-clock times in records.
     pub timestamp: bool,
     pub schedule: Schedule,
+    /// `--heatmap FILE.svg`: a column per interval (every second without one).
+    pub heatmap: Option<PathBuf>,
+}
+
+impl Options<'_> {
+    pub fn with_heatmap(mut self, heatmap: &HeatmapArgs) -> Self {
+        self.heatmap = heatmap.heatmap.clone();
+        self
+    }
 }
 
 /// Runs a future on a single-threaded tokio runtime: one thread is plenty and
@@ -136,6 +147,10 @@ pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Opti
     let name = source.name();
     source.loaded().report_hooks(name, opts.verbose);
     let clock = Clock::now();
+    let mut heatmap = match &opts.heatmap {
+        Some(path) => Some(Heatmap::new(path, name)?),
+        None => None,
+    };
     block_on(async move {
         let mut signals = Signals::new()?;
         let mut ring = match source.kind() {
@@ -148,7 +163,12 @@ pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Opti
         {
             println!("{h}");
         }
-        let period = opts.schedule.interval;
+        let schedule = opts.schedule;
+        let period = schedule.interval;
+        // Without an interval, a heatmap still gets a column every second; the
+        // terminal then reports the whole run at the end, as without one.
+        let mut whole_run = Sample::default();
+        let sampled = period.is_some() || heatmap.is_some();
         let mut ticks = interval_at(
             Instant::now() + period.unwrap_or(Duration::from_secs(1)),
             period.unwrap_or(Duration::from_secs(1)),
@@ -169,27 +189,49 @@ pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Opti
                     sink.drain(source.as_mut(), ring.as_mut())?;
                 }
                 _ = drains.tick(), if ring.is_some() => sink.drain(source.as_mut(), ring.as_mut())?,
-                _ = ticks.tick(), if period.is_some() => {
-                    done += 1;
-                    let last = opts.schedule.count.is_some_and(|c| done >= c);
-                    match ring {
-                        Some(_) => sink.drain(source.as_mut(), ring.as_mut())?,
-                        None => sink.sample(source.as_mut())?,
+                _ = ticks.tick(), if sampled => {
+                    if ring.is_some() {
+                        sink.drain(source.as_mut(), ring.as_mut())?;
+                    } else {
+                        let at = output::unix_time();
+                        let sample = source.sample()?;
+                        if let Some(h) = &mut heatmap {
+                            h.add(at, &sample)?;
+                        }
+                        match period {
+                            Some(_) => sink.show(source.name(), &sample),
+                            None => source.absorb(&mut whole_run, sample),
+                        }
                     }
-                    if last {
-                        break;
+                    if period.is_some() {
+                        done += 1;
+                        if schedule.count.is_some_and(|c| done >= c) {
+                            break;
+                        }
                     }
                 }
                 _ = signals.recv() => {
-                    match ring {
-                        Some(_) => sink.drain(source.as_mut(), ring.as_mut())?,
-                        None => sink.sample(source.as_mut())?,
+                    if ring.is_some() {
+                        sink.drain(source.as_mut(), ring.as_mut())?;
+                    } else {
+                        let at = output::unix_time();
+                        let sample = source.sample()?;
+                        if let Some(h) = &mut heatmap {
+                            h.add(at, &sample)?;
+                        }
+                        match (period, &heatmap) {
+                            (None, Some(_)) => {
+                                source.absorb(&mut whole_run, sample);
+                                sink.show(source.name(), &whole_run);
+                            }
+                            _ => sink.show(source.name(), &sample),
+                        }
                     }
                     break;
                 }
             }
         }
-        exit_report(source.as_ref(), opts.verbose);
+        exit_report(source.as_ref(), sink.opts.verbose);
         Ok(())
     })
 }
@@ -214,18 +256,16 @@ struct Terminal<'a> {
 }
 
 impl Terminal<'_> {
-    fn sample(&mut self, source: &mut dyn Source) -> Result<()> {
-        let sample = source.sample()?;
+    fn show(&mut self, tool: &str, sample: &Sample) {
         if self.opts.json {
-            for rec in sample_records(source.name(), &sample, self.opts.timestamp) {
+            for rec in sample_records(tool, sample, self.opts.timestamp) {
                 output::json_line(&rec);
             }
         } else {
             let mut out = String::new();
-            self.layout.sample(&sample, &mut out);
+            self.layout.sample(sample, &mut out);
             print_flush(&out);
         }
-        Ok(())
     }
 
     fn drain(&mut self, source: &mut dyn Source, ring: Option<&mut Ring>) -> Result<()> {

@@ -62,6 +62,50 @@ pub struct Sample {
     pub unit: &'static str,
 }
 
+impl Sample {
+    /// Adds a later interval to this one (a run reported once at its end, read
+    /// every interval for a picture): histograms merge by labels; table rows
+    /// merge by their text fields, summing their counts; the latest value of
+    /// anything else stands.
+    pub fn absorb(&mut self, next: Sample) {
+        self.fields = next.fields;
+        if !next.unit.is_empty() {
+            self.unit = next.unit;
+        }
+        for g in next.hists {
+            match self.hists.iter_mut().find(|h| h.labels == g.labels) {
+                Some(h) => h.hist.merge(&g.hist),
+                None => self.hists.push(g),
+            }
+        }
+        for t in next.tables {
+            let Some(into) = self.tables.iter_mut().find(|x| x.name == t.name) else {
+                self.tables.push(t);
+                continue;
+            };
+            let key = |r: &Fields| -> Vec<(&'static str, Value)> {
+                r.iter().filter(|(_, v)| !v.is_number()).cloned().collect()
+            };
+            for row in t.rows {
+                match into.rows.iter_mut().find(|r| key(r) == key(&row)) {
+                    Some(r) => {
+                        for (k, v) in row {
+                            match (r.iter_mut().find(|(x, _)| *x == k), v.as_u64()) {
+                                (Some((_, old)), Some(n)) if old.is_u64() => {
+                                    *old = Value::from(old.as_u64().unwrap_or(0) + n);
+                                }
+                                (Some((_, old)), _) => *old = v,
+                                (None, _) => r.push((k, v)),
+                            }
+                        }
+                    }
+                    None => into.rows.push(row),
+                }
+            }
+        }
+    }
+}
+
 /// One decoded kernel record.
 #[derive(Clone, Debug, Default)]
 pub struct Event {
@@ -111,6 +155,12 @@ pub trait Source {
         None
     }
 
+    /// Adds a later interval's sample to `total` (see `Sample::absorb`); a
+    /// source whose rows hold derived values (percentages) recomputes them.
+    fn absorb(&self, total: &mut Sample, next: Sample) {
+        total.absorb(next);
+    }
+
     /// The metrics a sample stands for (exporter): families, labels and values.
     fn export(&self, _sample: &Sample, _out: &mut Observations) {}
 }
@@ -135,4 +185,55 @@ pub fn record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     // bytes; read_unaligned copes with the ring's 8-byte alignment.
     (bytes.len() >= size_of::<T>())
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn absorb_merges_by_labels_and_sums_counts() {
+        let hist = |n: u64| {
+            let mut h = Hist::default();
+            h.buckets.insert(3, n);
+            h.count = n;
+            h.sum = 3 * n;
+            h.max = 3;
+            h
+        };
+        let sample = |n: u64, backend: &str| Sample {
+            fields: vec![("backend", json!(backend))],
+            tables: vec![Table {
+                name: Some("rows"),
+                rows: vec![vec![
+                    ("reason", json!("io")),
+                    ("count", json!(n)),
+                    ("pct", json!(50.0)),
+                ]],
+            }],
+            hists: vec![HistGroup {
+                labels: vec![("disk", json!("vda"))],
+                hist: hist(n),
+            }],
+            unit: "usecs",
+        };
+        let mut total = sample(2, "a");
+        total.absorb(sample(3, "b"));
+        assert_eq!(total.fields, vec![("backend", json!("b"))]);
+        assert_eq!(total.hists.len(), 1);
+        assert_eq!(total.hists[0].hist, hist(5));
+        let row = &total.tables[0].rows[0];
+        assert_eq!(row.u64("count"), 5);
+        assert_eq!(row.f64("pct"), 50.0);
+        total.absorb(Sample {
+            hists: vec![HistGroup {
+                labels: vec![("disk", json!("vdb"))],
+                hist: hist(1),
+            }],
+            ..Sample::default()
+        });
+        assert_eq!(total.hists.len(), 2);
+        assert_eq!(total.unit, "usecs");
+    }
 }

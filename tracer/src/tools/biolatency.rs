@@ -13,7 +13,7 @@ use crate::core::ebpf::Object;
 use crate::core::trigger::Subsystem;
 use crate::core::{
     block::{self, Needs},
-    cli::{self, DiskArgs, IntervalArgs, OutputArgs, TaskArgs},
+    cli::{self, DiskArgs, HeatmapArgs, IntervalArgs, OutputArgs, TaskArgs},
     disks::Disks,
     ebpf::Loaded,
     hist::HistReader,
@@ -77,6 +77,8 @@ struct Args {
     task: TaskArgs,
     #[command(flatten)]
     out: OutputArgs,
+    #[command(flatten)]
+    pictures: HeatmapArgs,
     #[command(flatten)]
     interval: IntervalArgs,
 }
@@ -242,7 +244,9 @@ fn run(m: &ArgMatches) -> Result<()> {
     run::tool(
         Box::new(source),
         Box::new(text),
-        a.out.options("block device I/O", a.interval.schedule()),
+        a.out
+            .options("block device I/O", a.interval.schedule())
+            .with_heatmap(&a.pictures),
     )
 }
 

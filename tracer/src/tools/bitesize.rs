@@ -15,7 +15,7 @@ use crate::core::ebpf::Object;
 use crate::core::trigger::Subsystem;
 use crate::core::{
     block::{self, Needs},
-    cli::{self, DiskArgs, IntervalArgs, OutputArgs},
+    cli::{self, DiskArgs, HeatmapArgs, IntervalArgs, OutputArgs},
     disks::Disks,
     ebpf::Loaded,
     hist::HistReader,
@@ -66,6 +66,8 @@ struct Args {
     cgroup: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
+    #[command(flatten)]
+    pictures: HeatmapArgs,
     #[command(flatten)]
     interval: IntervalArgs,
 }
@@ -200,7 +202,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         Box::new(Text {
             timestamp: a.out.timestamp,
         }),
-        a.out.options("block I/O", a.interval.schedule()),
+        a.out
+            .options("block I/O", a.interval.schedule())
+            .with_heatmap(&a.pictures),
     )
 }
 

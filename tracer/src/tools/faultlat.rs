@@ -11,7 +11,7 @@ use super::Tool;
 use crate::core::ebpf::Object;
 use crate::core::trigger::Subsystem;
 use crate::core::{
-    cli::{self, IntervalArgs, OutputArgs, TaskArgs},
+    cli::{self, HeatmapArgs, IntervalArgs, OutputArgs, TaskArgs},
     ebpf::{self, HookUse, Loaded},
     fault::{self, END_MAJOR, END_MINOR, START_KERNEL, START_USER},
     hist::HistReader,
@@ -61,6 +61,8 @@ struct Args {
     task: TaskArgs,
     #[command(flatten)]
     out: OutputArgs,
+    #[command(flatten)]
+    pictures: HeatmapArgs,
     #[command(flatten)]
     interval: IntervalArgs,
 }
@@ -190,7 +192,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         Box::new(Text {
             timestamp: a.out.timestamp,
         }),
-        a.out.options("page faults", a.interval.schedule()),
+        a.out
+            .options("page faults", a.interval.schedule())
+            .with_heatmap(&a.pictures),
     )
 }
 

@@ -13,7 +13,7 @@ use super::Tool;
 use crate::core::ebpf::Object;
 use crate::core::trigger::Subsystem;
 use crate::core::{
-    cli::{self, IntervalArgs, OutputArgs},
+    cli::{self, HeatmapArgs, IntervalArgs, OutputArgs},
     ebpf::{self, Hook, HookChain, HookUse, Loaded},
     hist::HistReader,
     metrics::{Family, Observations},
@@ -76,6 +76,8 @@ struct Args {
     milliseconds: bool,
     #[command(flatten)]
     out: OutputArgs,
+    #[command(flatten)]
+    pictures: HeatmapArgs,
     #[command(flatten)]
     interval: IntervalArgs,
 }
@@ -232,7 +234,9 @@ fn run(m: &ArgMatches) -> Result<()> {
     run::tool(
         Box::new(source),
         Box::new(text),
-        a.out.options("TCP RTT", a.interval.schedule()),
+        a.out
+            .options("TCP RTT", a.interval.schedule())
+            .with_heatmap(&a.pictures),
     )
 }
 

@@ -22,7 +22,7 @@ use vm::{Column, ExitNames};
 use super::Tool;
 use crate::core::ebpf::Object;
 use crate::core::{
-    cli::{self, IntervalArgs, OutputArgs},
+    cli::{self, HeatmapArgs, IntervalArgs, OutputArgs},
     ebpf::{self, Choice, Hook, HookChain, HookUse, Loaded},
     hist::{Hist, HistReader},
     kernel,
@@ -174,6 +174,8 @@ struct Args {
     backend: Backend,
     #[command(flatten)]
     out: OutputArgs,
+    #[command(flatten)]
+    pictures: HeatmapArgs,
     #[command(flatten)]
     interval: IntervalArgs,
 }
@@ -647,6 +649,24 @@ impl Source for KvmExits {
         })
     }
 
+    /// Counts add up; each reason's share is recomputed from the sums.
+    fn absorb(&self, total: &mut Sample, next: Sample) {
+        total.absorb(next);
+        for t in total
+            .tables
+            .iter_mut()
+            .filter(|t| t.name == Some("reasons"))
+        {
+            let sum: u64 = t.rows.iter().map(|r| r.u64("count")).sum();
+            for r in &mut t.rows {
+                let pct = 100.0 * r.u64("count") as f64 / sum.max(1) as f64;
+                if let Some((_, v)) = r.iter_mut().find(|(k, _)| *k == "pct") {
+                    *v = json!(pct);
+                }
+            }
+        }
+    }
+
     fn export(&self, sample: &Sample, out: &mut Observations) {
         static EXITS: Family = Family::counter(
             "tracer_kvm_exits",
@@ -743,6 +763,9 @@ impl Layout for Text {
 
 fn run(m: &ArgMatches) -> Result<()> {
     let a: Args = cli::parse(m)?;
+    if a.pictures.heatmap.is_some() && !a.latency {
+        anyhow::bail!("--heatmap draws the exit latency histograms: it needs --latency");
+    }
     let unit_div = if a.milliseconds { 1_000_000 } else { 1000 };
     let source = KvmExits::new(&a, unit_div, a.out.verbose, true, false)?;
     let what = if a.latency {
@@ -755,7 +778,9 @@ fn run(m: &ArgMatches) -> Result<()> {
         Box::new(Text {
             timestamp: a.out.timestamp,
         }),
-        a.out.options(what, a.interval.schedule()),
+        a.out
+            .options(what, a.interval.schedule())
+            .with_heatmap(&a.pictures),
     )
 }
 
