@@ -84,11 +84,50 @@ pub struct Finished {
     pub hidden: Vec<u32>,
 }
 
+/// The kernel's `recursion_misses` summed over the BPF programs process `pid`
+/// holds (/proc/PID/fdinfo shows them for every program fd, 5.12 and later).
+pub fn programs_missed(pid: u32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("prog_id:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("recursion_misses:"))?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The sum of the tracer's "N events missed (...)" warnings (one per tool).
+pub fn reported_missed(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.split_once("WARNING: ")?
+                .1
+                .split_once(" event")?
+                .0
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 impl Finished {
-    /// How many softirqs of these vectors ran hidden from BPF during the run:
-    /// each may have hidden one event of a workload with one operation in flight.
+    /// How many events the kernel may have hidden from the tracer during the
+    /// run: the softirqs of these vectors run in PID 1's context (each may
+    /// have hidden one event of a workload with one operation in flight), plus
+    /// the events the tracer itself reported missed (the kernel skips a
+    /// program while BPF is busy on that CPU, e.g. during any tracer's map
+    /// reads, and counts it).
     pub fn hidden(&self, vectors: &[u32]) -> u64 {
         self.hidden.iter().filter(|v| vectors.contains(v)).count() as u64
+            + reported_missed(&self.stderr)
     }
 
     #[track_caller]
@@ -229,13 +268,16 @@ impl Tracer {
         self.child.id()
     }
 
-    /// Softirqs of these vectors the kernel ran hidden from BPF so far.
+    /// Events the kernel may have hidden from the tracer so far: softirqs of
+    /// these vectors in PID 1's context, plus its programs' missed runs (see
+    /// `Finished::hidden`), read from its program fds' fdinfo.
     pub fn hidden_now(&self, vectors: &[u32]) -> u64 {
         self.hidden
             .softirqs()
             .iter()
             .filter(|v| vectors.contains(v))
             .count() as u64
+            + programs_missed(self.child.id())
     }
 
     /// The output so far.

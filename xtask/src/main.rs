@@ -257,7 +257,8 @@ fn test(args: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--package", "tracer-tests", "--"])
         .args(args)
-        .env("TRACER_BIN", &bin);
+        .env("TRACER_BIN", &bin)
+        .env("TRACER_PYTHON", setup::python());
     run(&mut cmd)?;
     // The kernel matrix's 6.1 leg (about 2 minutes): the paths this kernel lacks
     // (block_bio_queue, kvm:kvm_exit) are exercised there. TRACER_SKIP_VM=1 skips

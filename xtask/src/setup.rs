@@ -225,6 +225,20 @@ pub fn test_prerequisites() -> Result<()> {
 
 const PERFETTO_VERSION: &str = "0.59.1";
 
+/// The interpreter `python3` resolves to here (the one pip installed the
+/// perfetto protos for), by absolute path: the tests use it through
+/// TRACER_PYTHON, also inside the vm-test guest, whose PATH is the system's.
+pub fn python() -> String {
+    Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
 fn pip_install(spec: &str) -> Result<()> {
     let pip = |extra: &[&str]| {
         Command::new("python3")

@@ -472,7 +472,7 @@ run() {{
   echo "$M BEGIN $name"
   dmesg -C 2>/dev/null
   start=$SECONDS
-  (cd /tmp && TRACER_BIN="$T" CI=true exec "$S/deps/$@" </dev/null 2>&1) &
+  (cd /tmp && TRACER_BIN="$T" TRACER_PYTHON={python} CI=true exec "$S/deps/$@" </dev/null 2>&1) &
   pid=$!
   # The limit: past it, say what is stuck, then kill the binary and its children.
   (for _ in $(seq {timeout}); do sleep 1; kill -0 $pid 2>/dev/null || exit 0; done
@@ -493,6 +493,7 @@ run() {{
   fi
 }}"#,
         stage = quote(&stage.dir.to_string_lossy()),
+        python = quote(&crate::setup::python()),
         timeout = opts.binary_timeout.as_secs(),
         modules = MODULES.join(" "),
     );

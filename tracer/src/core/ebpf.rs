@@ -370,6 +370,17 @@ impl Loaded {
         }
         Ok(out)
     }
+
+    /// Events the kernel did not hand to the tool's programs: it skips a
+    /// classic tracepoint's program while another BPF program, or a BPF map
+    /// syscall (any tracer's map reads), is active on that CPU, and counts it.
+    pub fn missed(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.info().ok())
+            .map(|info| info.recursion_misses())
+            .sum()
+    }
 }
 
 impl Loaded {
@@ -409,11 +420,19 @@ impl Loaded {
         if lost > 0 {
             eprintln!("{tool}: WARNING: {lost} records lost (ring buffer full)");
         }
+        let missed = self.missed();
+        if missed > 0 {
+            let s = if missed == 1 { "" } else { "s" };
+            eprintln!(
+                "{tool}: WARNING: {missed} event{s} missed (the kernel skipped tracing while BPF was busy on that CPU)"
+            );
+        }
         if verbose {
             let mut parts: Vec<String> = Counter::ALL
                 .iter()
                 .map(|c| format!("{} {}", c.name(), counters[*c as usize]))
                 .collect();
+            parts.push(format!("missed {missed}"));
             parts.extend(extra.iter().map(|(k, v)| format!("{k} {v}")));
             eprintln!("{tool}: counters: {}", parts.join(", "));
         }

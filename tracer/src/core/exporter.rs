@@ -36,6 +36,11 @@ static LOST: Family = Family::counter(
     "tracer_events_lost",
     "Kernel records a tool could not deliver (ring buffer full).",
 );
+static MISSED: Family = Family::counter(
+    "tracer_events_missed",
+    "Events the kernel skipped a tool's programs for, because BPF was busy on that CPU \
+     (another program, or a BPF map syscall such as a scrape's reads).",
+);
 static MAP_FULL: Family = Family::counter(
     "tracer_map_full",
     "Kernel updates dropped because a map was full.",
@@ -89,6 +94,7 @@ struct State {
     registry: Registry,
     /// Last kernel counter values per source (counters are exported as totals).
     last_counters: Vec<[u64; tracer_common::counters::NUM_COUNTERS as usize]>,
+    last_missed: Vec<u64>,
     last_bpf: HashMap<(usize, String), (u64, u64)>,
     last_folded: HashMap<&'static str, u64>,
     /// Scrapes served, and how many of them the registry has counted.
@@ -147,6 +153,9 @@ impl State {
                     obs.count(&SOURCE_ERRORS, label(), 1);
                 }
             }
+            let missed = source.loaded().missed();
+            obs.count(&MISSED, label(), missed.saturating_sub(self.last_missed[i]));
+            self.last_missed[i] = missed;
             if let Some(n) = source.in_flight() {
                 obs.gauge(&INFLIGHT, label(), n as f64);
             }
@@ -201,6 +210,7 @@ pub fn serve(
     let n = sources.len();
     let state = Rc::new(RefCell::new(State {
         last_counters: vec![[0; tracer_common::counters::NUM_COUNTERS as usize]; n],
+        last_missed: vec![0; n],
         last_bpf: HashMap::new(),
         last_folded: HashMap::new(),
         sources,

@@ -106,13 +106,15 @@ struct Dropped {
     slices: u64,
 }
 
-/// Records lost by the kernel (ring full) in one 100 ms slice.
+/// Records lost by the kernel in one 100 ms slice: `records` did not fit in
+/// the ring, `missed` never reached the programs (see `Loaded::missed`).
 #[derive(Clone, Debug)]
 struct LostSpan {
     start: u64,
     end: u64,
     source: usize,
     records: u64,
+    missed: u64,
 }
 
 /// A trigger that fired, and the event that fired it (None: SIGUSR2, or an
@@ -181,7 +183,8 @@ struct State {
     dropped_slices: u64,
     /// What was dropped for `--max-mem` that a capture could still cover.
     drops: Option<Dropped>,
-    last_lost: Vec<u64>,
+    /// Per source, (lost, missed) so far.
+    last_lost: Vec<(u64, u64)>,
     pending: Option<Pending>,
     holdoff_until: u64,
     suppressed: u64,
@@ -385,24 +388,27 @@ impl State {
                 bytes,
             });
         }
-        let lost: Vec<u64> = self
+        let lost: Vec<(u64, u64)> = self
             .streams
             .iter()
             .map(|s| {
-                s.source
-                    .loaded()
+                let loaded = s.source.loaded();
+                let ring = loaded
                     .counters()
                     .map(|c| c[tracer_common::counters::Counter::Lost as usize])
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                (ring, loaded.missed())
             })
             .collect();
-        for (i, n) in lost.iter().enumerate() {
-            if *n > self.last_lost[i] {
+        for (i, &(ring, missed)) in lost.iter().enumerate() {
+            let (last_ring, last_missed) = self.last_lost[i];
+            if ring > last_ring || missed > last_missed {
                 self.lost.push_back(LostSpan {
                     start,
                     end,
                     source: i,
-                    records: n - self.last_lost[i],
+                    records: ring.saturating_sub(last_ring),
+                    missed: missed.saturating_sub(last_missed),
                 });
             }
         }
@@ -476,7 +482,14 @@ impl State {
             .streams
             .iter()
             .zip(&self.last_lost)
-            .map(|(s, n)| (s.source.name().to_string(), json!(n)))
+            .map(|(s, n)| (s.source.name().to_string(), json!(n.0)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        let missed_total: Value = self
+            .streams
+            .iter()
+            .zip(&self.last_lost)
+            .map(|(s, n)| (s.source.name().to_string(), json!(n.1)))
             .collect::<serde_json::Map<_, _>>()
             .into();
         let clock = self.clock;
@@ -502,7 +515,7 @@ impl State {
             .iter()
             .filter(|l| l.end >= p.start && l.start <= p.end)
             .map(|l| {
-                json!({"source": self.streams[l.source].source.name(), "start_ns": l.start, "end_ns": l.end, "records": l.records})
+                json!({"source": self.streams[l.source].source.name(), "start_ns": l.start, "end_ns": l.end, "records": l.records, "missed": l.missed})
             })
             .collect();
         let mut events: Vec<&Stored> = self
@@ -532,6 +545,7 @@ impl State {
                 |d| json!({"events": d.events, "hist_slices": d.slices, "first_ns": d.first_ns, "last_ns": d.last_ns}),
             ),
             "lost": lost_total,
+            "missed": missed_total,
             "lost_spans": lost_spans,
             "suppressed_triggers": self.suppressed,
         });
@@ -658,7 +672,7 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
         dropped_events: 0,
         dropped_slices: 0,
         drops: None,
-        last_lost: vec![0; n],
+        last_lost: vec![(0, 0); n],
         pending: None,
         holdoff_until: 0,
         suppressed: 0,

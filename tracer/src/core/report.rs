@@ -415,13 +415,17 @@ pub fn text(c: &mut Capture) -> String {
     if spans.is_empty() {
         let _ = writeln!(out, "\nno records lost in the window");
     } else {
-        let _ = writeln!(out, "\nrecords lost (ring buffer full):");
+        let _ = writeln!(
+            out,
+            "\nrecords lost (ring buffer full) or missed (the kernel skipped tracing while BPF was busy on that CPU):"
+        );
         for s in spans {
             let _ = writeln!(
                 out,
-                "  {} {} records in the 100 ms ending {:+.3} s from the trigger",
+                "  {} {} lost, {} missed in the 100 ms ending {:+.3} s from the trigger",
                 s["source"].as_str().unwrap_or(""),
                 s["records"],
+                s["missed"].as_u64().unwrap_or(0),
                 (s["end_ns"].as_u64().unwrap_or(0) as i128 - t0 as i128) as f64 / 1e9
             );
         }

@@ -189,6 +189,15 @@ impl ProgramInfo {
         self.0.run_cnt
     }
 
+    /// How many times the kernel skipped running the program because another
+    /// BPF program (or a BPF syscall that disables instrumentation) was active on
+    /// that CPU. Not gated by `enable_stats`.
+    ///
+    /// Introduced in kernel v5.12; 0 on older kernels.
+    pub const fn recursion_misses(&self) -> u64 {
+        self.0.recursion_misses
+    }
+
     /// The number of verified instructions in the program.
     ///
     /// This may be less than the total number of instructions in the compiled program due to dead
