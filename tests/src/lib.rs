@@ -103,6 +103,20 @@ pub fn programs_missed(pid: u32) -> u64 {
         .sum()
 }
 
+/// Whether this kernel's tracepoint `category:name` has `field` (so a test
+/// asserts what the running kernel can tell: 5.10's kfree_skb has no reason).
+pub fn tracepoint_has_field(category: &str, name: &str, field: &str) -> bool {
+    let path = format!("/sys/kernel/tracing/events/{category}/{name}/format");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("field:"))
+        .filter_map(|d| d.split(';').next())
+        .any(|d| {
+            d.split(|c: char| c.is_whitespace() || c == '[')
+                .any(|w| w == field)
+        })
+}
+
 /// The sum of the tracer's "N events missed (...)" warnings (one per tool).
 pub fn reported_missed(stderr: &str) -> u64 {
     stderr

@@ -119,10 +119,12 @@ fn per_flags_splits_reads_and_writes() {
             .find(|r| r["flags"] == flags)
             .map(|r| r["count"].as_u64().unwrap())
     };
-    // O_DIRECT I/O is synchronous (REQ_SYNC: rwbs "WS" and "RS").
+    // O_DIRECT I/O is synchronous (REQ_SYNC: rwbs "WS" and "RS"); 5.10 does not
+    // mark O_DIRECT reads REQ_SYNC (rwbs "R"): all the reads are in one group.
     let allowed = out.hidden(&[BLOCK]);
     assert_count(count_of("Sync-Write").unwrap_or(0), N, allowed, "writes");
-    assert_count(count_of("Sync-Read").unwrap_or(0), M, allowed, "reads");
+    let reads = count_of("Sync-Read").or_else(|| count_of("Read"));
+    assert_count(reads.unwrap_or(0), M, allowed, "reads");
     assert_eq!(recs.len(), 2, "{}", out.stdout);
 }
 

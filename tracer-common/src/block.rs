@@ -79,7 +79,7 @@ impl BlockConfig {
     pub const INITIAL: BlockConfig = BlockConfig {
         task: TaskFilter {
             tgid: 0,
-            cgroup_level: 0,
+            _pad: 0,
             cgroup_id: 0,
         },
         dev: 0,

@@ -53,7 +53,7 @@ impl FaultConfig {
     pub const INITIAL: FaultConfig = FaultConfig {
         task: TaskFilter {
             tgid: 0,
-            cgroup_level: 0,
+            _pad: 0,
             cgroup_id: 0,
         },
         unit_div: 1000,

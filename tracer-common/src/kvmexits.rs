@@ -206,7 +206,7 @@ impl KvmConfig {
     pub const INITIAL: KvmConfig = KvmConfig {
         task: TaskFilter {
             tgid: 0,
-            cgroup_level: 0,
+            _pad: 0,
             cgroup_id: 0,
         },
         tid: 0,

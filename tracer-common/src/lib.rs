@@ -51,9 +51,12 @@ macro_rules! pod {
 pub struct TaskFilter {
     /// Process id (tgid) to keep, 0 for all.
     pub tgid: u32,
-    /// Depth of the cgroup below the cgroup v2 root (root = 0).
-    pub cgroup_level: u32,
-    /// cgroup v2 id (inode number of its directory) to keep, with descendants; 0 for all.
+    pub _pad: u32,
+    /// cgroup v2 id (inode number of its directory) to keep, with descendants;
+    /// 0 for all. The programs test membership with the cgroup userspace put in
+    /// their TASK_CGROUP map (bpf_current_task_under_cgroup: every kernel from
+    /// 4.9, where bpf_get_current_ancestor_cgroup_id is refused to tracepoint
+    /// programs before 5.13 or so).
     pub cgroup_id: u64,
 }
 assert_size!(TaskFilter, 16);

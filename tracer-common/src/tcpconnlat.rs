@@ -27,7 +27,7 @@ impl ConnConfig {
     pub const INITIAL: ConnConfig = ConnConfig {
         task: TaskFilter {
             tgid: 0,
-            cgroup_level: 0,
+            _pad: 0,
             cgroup_id: 0,
         },
         min_latency_ns: 0,

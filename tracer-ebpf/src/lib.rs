@@ -10,8 +10,9 @@ pub mod tcp;
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid},
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{CgroupArray, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use tracer_common::{
@@ -87,18 +88,18 @@ pub fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
+/// The cgroup of the task filter (`-c`), set by userspace (see TaskFilter).
+#[map]
+pub static TASK_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
+
 /// Whether the current task matches the pid and cgroup filter.
 #[inline(always)]
 pub fn task_passes(filter: &TaskFilter) -> bool {
     if filter.tgid != 0 && current_tgid() != filter.tgid {
         return false;
     }
-    if filter.cgroup_id != 0 {
-        // SAFETY: plain helper call; returns 0 when the task is not that deep.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(filter.cgroup_level as i32) };
-        if id != filter.cgroup_id {
-            return false;
-        }
+    if filter.cgroup_id != 0 && TASK_CGROUP.current_task_under_cgroup(0) != Ok(true) {
+        return false;
     }
     true
 }

@@ -36,7 +36,14 @@ pub fn read_flow(ctx: &TracePointContext, f: &AddrFields, flow: &mut Flow) -> bo
 
 #[inline(always)]
 fn read_flow_inner(ctx: &TracePointContext, f: &AddrFields, flow: &mut Flow) -> Option<()> {
-    let family: u16 = tp_field(ctx, f.family)?;
+    let family: u16 = if f.family == NO_FIELD {
+        // Kernels without the field store an IPv4 flow as ::ffff:a.b.c.d.
+        let d: [u8; 16] = tp_field(ctx, f.daddr_v6)?;
+        let v4_mapped = d[..10].iter().all(|b| *b == 0) && d[10] == 0xff && d[11] == 0xff;
+        if v4_mapped { AF_INET } else { AF_INET6 }
+    } else {
+        tp_field(ctx, f.family)?
+    };
     flow.family = family;
     flow.lport = tp_field(ctx, f.sport)?;
     flow.rport = tp_field(ctx, f.dport)?;

@@ -32,6 +32,8 @@ enum Tracing {
     None,
     Tracer(Vec<String>),
     Bpftrace(String),
+    /// A libbpf-tools program (Debian's package) and its arguments.
+    LibbpfTools(Vec<String>),
 }
 
 #[derive(Clone)]
@@ -47,6 +49,13 @@ fn tracer(name: &str, args: &[&str]) -> Config {
     }
 }
 
+fn libbpf_tools(name: &str, args: &[&str]) -> Config {
+    Config {
+        name: name.into(),
+        tracing: Tracing::LibbpfTools(args.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
 fn bpftrace(name: &str, script: &str) -> Config {
     Config {
         name: name.into(),
@@ -58,7 +67,7 @@ fn bpftrace(name: &str, script: &str) -> Config {
 struct Running {
     child: Child,
     startup: Duration,
-    /// Records the tracer said it lost ("WARNING: N records lost").
+    /// Events the tracer said it lost or missed (its "WARNING: N ..." lines).
     lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -76,6 +85,11 @@ fn start(bin: &Path, tracing: &Tracing) -> Result<Option<Running>> {
             c.arg("-e")
                 .arg(format!("BEGIN {{ printf(\"ready\\n\"); }} {script}"));
             (c, "ready", true)
+        }
+        Tracing::LibbpfTools(args) => {
+            let mut c = Command::new(Path::new("/usr/sbin").join(&args[0]));
+            c.args(&args[1..]);
+            (c, "Hit Ctrl-C to end.", true)
         }
     };
     let t0 = Instant::now();
@@ -141,9 +155,10 @@ fn vm_hwm_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Stops a run; returns its peak RSS in KiB and the records it said it lost.
-fn stop(r: Option<Running>) -> (u64, u64) {
-    let Some(mut r) = r else { return (0, 0) };
+/// Stops a run; returns its peak RSS in KiB, the records it said it lost or
+/// missed, and how long it took from SIGINT to exit (detaching included).
+fn stop(r: Option<Running>) -> (u64, u64, Option<Duration>) {
+    let Some(mut r) = r else { return (0, 0, None) };
     let lost = || {
         // The warning is printed at exit; give the reader thread a moment.
         thread::sleep(Duration::from_millis(50));
@@ -151,17 +166,19 @@ fn stop(r: Option<Running>) -> (u64, u64) {
     };
     let hwm = vm_hwm_kb(r.child.id());
     // SAFETY: signalling our own child.
+    let signalled = Instant::now();
     unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = signalled + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = r.child.try_wait() {
-            return (hwm, lost());
+            let exit = signalled.elapsed();
+            return (hwm, lost(), Some(exit));
         }
-        thread::sleep(Duration::from_millis(10));
+        thread::sleep(Duration::from_millis(1));
     }
     let _ = r.child.kill();
     let _ = r.child.wait();
-    (hwm, lost())
+    (hwm, lost(), None)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -263,6 +280,7 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
     let mut startups: HashMap<String, Vec<f64>> = HashMap::new();
     let mut rss: HashMap<String, u64> = HashMap::new();
     let mut lost: HashMap<String, u64> = HashMap::new();
+    let mut exits: HashMap<String, Vec<f64>> = HashMap::new();
     for round in 0..rounds {
         for cfg in &s.configs {
             let running = start(bin, &cfg.tracing)?;
@@ -273,7 +291,13 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
                     .push(r.startup.as_secs_f64() * 1e3);
             }
             let per_op = (s.workload)()?;
-            let (hwm, n) = stop(running);
+            let (hwm, n, exit) = stop(running);
+            if let Some(exit) = exit {
+                exits
+                    .entry(cfg.name.clone())
+                    .or_default()
+                    .push(exit.as_secs_f64() * 1e3);
+            }
             rss.entry(cfg.name.clone())
                 .and_modify(|m| *m = (*m).max(hwm))
                 .or_insert(hwm);
@@ -308,10 +332,10 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
     let _ = writeln!(report, "\n### {}\n", s.title);
     let _ = writeln!(
         report,
-        "| configuration | median {unit}/op | overhead {unit}/op | ratio | BPF ns per op | start-up ms | peak RSS MB | lost |",
+        "| configuration | median {unit}/op | overhead {unit}/op | ratio | BPF ns per op | start-up ms | SIGINT to exit ms | peak RSS MB | lost or missed |",
         unit = s.unit
     );
-    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for cfg in &s.configs {
         let m = median(times.get_mut(&cfg.name).unwrap());
         let cost = costs
@@ -319,6 +343,9 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
             .find(|(n, _)| *n == cfg.name)
             .map(|(_, c)| format!("{:.0}", c.per_op_ns));
         let startup = startups
+            .get_mut(&cfg.name)
+            .map(|v| format!("{:.0}", median(v)));
+        let exit = exits
             .get_mut(&cfg.name)
             .map(|v| format!("{:.0}", median(v)));
         let mb = rss
@@ -331,12 +358,13 @@ fn measure(bin: &Path, rounds: usize, mut s: Scenario<'_>, report: &mut String) 
         };
         let _ = writeln!(
             report,
-            "| {} | {m:.2} | {:+.2} | {:.2} | {} | {} | {} | {lost} |",
+            "| {} | {m:.2} | {:+.2} | {:.2} | {} | {} | {} | {} | {lost} |",
             cfg.name,
             m - base,
             m / base,
             cost.unwrap_or_else(|| "-".into()),
             startup.unwrap_or_else(|| "-".into()),
+            exit.unwrap_or_else(|| "-".into()),
             mb.unwrap_or_else(|| "-".into())
         );
     }
@@ -453,6 +481,11 @@ fn block(bin: &Path, rounds: usize, report: &mut String) -> Result<()> {
             "tracer record --sources block",
             &["record", "--sources", "block", "-o", "/tmp"],
         ),
+        libbpf_tools("libbpf-tools biolatency", &["biolatency", "-d", &d]),
+        tracer("tracer bitesize", &["bitesize", "-d", &d]),
+        libbpf_tools("libbpf-tools bitesize", &["bitesize", "-d", &d]),
+        tracer("tracer biopattern", &["biopattern", "-d", &d]),
+        libbpf_tools("libbpf-tools biopattern", &["biopattern", "-d", &d]),
         tracer("tracer biosnoop", &["biosnoop", "-d", &d]),
         tracer(
             "tracer biosnoop --min-latency 10",
@@ -786,7 +819,7 @@ fn service(bin: &Path, report: &mut String) -> Result<()> {
     }
     let wall = t0.elapsed();
     let per_scrape_ms = (cpu_seconds(pid) - cpu0) * 1e3 / SCRAPES as f64;
-    let (hwm, _) = stop(Some(exporter));
+    let (hwm, _, _) = stop(Some(exporter));
 
     // An armed recorder with every source and nothing happening: its own CPU.
     let dir = std::env::temp_dir().join(format!("tracer-bench-record-{}", std::process::id()));
@@ -808,7 +841,7 @@ fn service(bin: &Path, report: &mut String) -> Result<()> {
     thread::sleep(IDLE);
     let idle_pct = (cpu_seconds(rpid) - c0) * 100.0 / IDLE.as_secs_f64();
     mixed_workload(&dev.path, &toucher, &ns.0)?;
-    let (rhwm, _) = stop(Some(recorder));
+    let (rhwm, _, _) = stop(Some(recorder));
 
     // The window's memory bound under a flood of block I/O.
     let mut args: Vec<String> = [
@@ -830,7 +863,7 @@ fn service(bin: &Path, report: &mut String) -> Result<()> {
     let bounded = start(bin, &Tracing::Tracer(args))?.context("the recorder did not start")?;
     const FLOOD: u64 = 200_000;
     direct_writes(&dev.path, FLOOD)?;
-    let (bounded_hwm, bounded_lost) = stop(Some(bounded));
+    let (bounded_hwm, bounded_lost, _) = stop(Some(bounded));
     let _ = std::fs::remove_dir_all(&dir);
 
     let _ = writeln!(

@@ -258,11 +258,15 @@ fn pip_install(spec: &str) -> Result<()> {
 /// Peers the benchmarks compare against.
 pub fn bench_prerequisites() -> Result<()> {
     test_prerequisites()?;
-    if have_command("bpftrace") && have_command("bpftool") {
-        step("bpftrace and bpftool", "present");
+    // libbpf-tools: the C peers (biolatency, bitesize, biopattern run here).
+    let peers_present = have_command("bpftrace")
+        && have_command("bpftool")
+        && Path::new("/usr/sbin/biopattern").exists();
+    if peers_present {
+        step("bpftrace, bpftool and libbpf-tools", "present");
         return Ok(());
     }
-    apt_install(&["bpftrace", "bpftool"])
+    apt_install(&["bpftrace", "bpftool", "libbpf-tools"])
 }
 
 /// What `vm-test` needs on the host: qemu, kmod (depmod for the guest's modules),

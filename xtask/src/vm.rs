@@ -1,4 +1,4 @@
-//! `cargo xtask vm-test --kernel 6.1|6.12|all`: the integration tests inside
+//! `cargo xtask vm-test --kernel 5.10|6.1|6.12|all`: the integration tests inside
 //! Debian kernels booted under qemu (software emulation, `-cpu max`, which
 //! emulates SVM so that `kvm_amd` loads and `kvm:kvm_exit` fires) with virtme-ng.
 //!
@@ -62,7 +62,7 @@ use serde_json::Value;
 use crate::{kernel_release, workspace_root};
 
 /// The kernel series `--kernel all` runs.
-pub const ALL: &[&str] = &["6.1", "6.12"];
+pub const ALL: &[&str] = &["5.10", "6.1", "6.12"];
 
 const MARK: &str = "@@VMTEST";
 
@@ -95,18 +95,45 @@ fn step(what: &str) {
     eprintln!("xtask vm-test: {what}");
 }
 
-pub fn run(kernel: &str, bin: &Path, tests: &[PathBuf], opts: &Options) -> Result<()> {
-    let series: Vec<&str> = if kernel == "all" {
+/// Runs the tests on each kernel of `kernels` ("all" for every series).
+pub fn run(kernels: &[&str], bin: &Path, tests: &[PathBuf], opts: &Options) -> Result<()> {
+    let series: Vec<&str> = if kernels == ["all"] {
         ALL.to_vec()
     } else {
-        vec![kernel]
+        kernels.to_vec()
     };
     let stage = stage_binaries(bin, tests, &opts.only)?;
+    let kernels: Vec<Kernel> = series
+        .iter()
+        .map(|s| ensure_kernel(s))
+        .collect::<Result<_>>()?;
+    // Two guests at a time, each on one host thread (TCG single-threaded):
+    // on 2 cores two legs take the time of one.
+    let mut runs = Vec::new();
+    for pair in series.iter().zip(&kernels).collect::<Vec<_>>().chunks(2) {
+        let results: Vec<Result<GuestRun>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pair
+                .iter()
+                .map(|(s, k)| {
+                    let stage = &stage;
+                    scope.spawn(move || boot_and_test(s, k, stage, opts))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| bail!("a vm-test thread panicked"))
+                })
+                .collect()
+        });
+        for r in results {
+            runs.push(r?);
+        }
+    }
     let mut outcomes = Vec::new();
-    for s in &series {
-        let k = ensure_kernel(s)?;
-        let run = boot_and_test(s, &k, &stage, opts)?;
-        let report = report(s, &k, &run, &stage);
+    for ((s, k), run) in series.iter().zip(&kernels).zip(runs) {
+        let report = report(s, k, &run, &stage);
         println!("\n{report}");
         let md = workspace_root().join(format!("target/vm-test-{s}.md"));
         fs::write(&md, &report).with_context(|| format!("writing {}", md.display()))?;
@@ -256,8 +283,70 @@ fn is_series_image(pkg: &str, series: &str) -> bool {
     })
 }
 
-fn apt_candidates(series: &str) -> Vec<String> {
+/// Debian releases other than the host's whose kernels vm-test boots, by series.
+const OTHER_RELEASES: &[(&str, &str)] = &[("5.10", "bullseye")];
+
+/// apt options for `series`: none for the host's own release (6.1, 6.12 are in
+/// bookworm); for an older release, a sources list and apt state of its own
+/// under target/vm-kernels, so that the host's apt configuration is never
+/// touched. Uses the mirror the host's sources already name.
+fn apt_options(series: &str) -> Result<Vec<String>> {
+    let Some((_, release)) = OTHER_RELEASES.iter().find(|(s, _)| *s == series) else {
+        return Ok(Vec::new());
+    };
+    let dir = workspace_root().join(format!("target/vm-kernels/apt-{release}"));
+    for sub in ["lists/partial", "cache/archives/partial"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    let mirror = host_mirror();
+    let list = dir.join("sources.list");
+    let text = format!(
+        "deb {mirror} {release} main\ndeb {security} {release}-security main\n",
+        security = mirror.replace("/debian", "/debian-security")
+    );
+    if fs::read_to_string(&list).ok().as_deref() != Some(text.as_str()) {
+        fs::write(&list, text)?;
+    }
+    let p = |k: &str, v: &Path| format!("{k}={}", v.display());
+    Ok(vec![
+        "-o".into(),
+        p("Dir::Etc::sourcelist", &list),
+        "-o".into(),
+        "Dir::Etc::sourceparts=-".into(),
+        "-o".into(),
+        p("Dir::State::Lists", &dir.join("lists")),
+        "-o".into(),
+        p("Dir::Cache", &dir.join("cache")),
+    ])
+}
+
+/// The Debian mirror of the host's apt sources (deb822 or one-line format).
+fn host_mirror() -> String {
+    let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        texts.extend(
+            dir.flatten()
+                .filter_map(|e| fs::read_to_string(e.path()).ok()),
+        );
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("URIs:").map(str::trim).or_else(|| {
+                l.strip_prefix("deb ")
+                    .and_then(|r| r.split_whitespace().find(|w| w.contains("://")))
+            })
+        })
+        .find(|u| u.trim_end_matches('/').ends_with("/debian"))
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into())
+}
+
+fn apt_candidates(series: &str, options: &[String]) -> Vec<String> {
     let out = Command::new("apt-cache")
+        .args(options)
         .args(["pkgnames", "linux-image-"])
         .output();
     let mut names: Vec<String> = out
@@ -288,14 +377,16 @@ fn extracted(tree: &Path) -> Option<(String, PathBuf)> {
 fn ensure_kernel(series: &str) -> Result<Kernel> {
     let dir = workspace_root().join("target/vm-kernels");
     fs::create_dir_all(&dir)?;
-    let mut names = apt_candidates(series);
+    let options = apt_options(series)?;
+    let mut names = apt_candidates(series, &options);
     if names.is_empty() {
         step("no package lists with kernels yet: apt-get update");
         let _ = Command::new("apt-get")
+            .args(&options)
             .arg("update")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status();
-        names = apt_candidates(series);
+        names = apt_candidates(series, &options);
     }
     let package = match names.last() {
         Some(p) => p.clone(),
@@ -336,6 +427,7 @@ fn ensure_kernel(series: &str) -> Result<Kernel> {
                 ));
                 crate::run(
                     Command::new("apt-get")
+                        .args(&options)
                         .arg("download")
                         .arg(&package)
                         .current_dir(&dir),
@@ -1507,6 +1599,7 @@ mod tests {
     #[test]
     fn kernel_packages_of_a_series() {
         assert!(is_series_image("linux-image-6.1.0-56-amd64", "6.1"));
+        assert!(is_series_image("linux-image-5.10.0-32-amd64", "5.10"));
         assert!(is_series_image("linux-image-6.12.117+deb12-amd64", "6.12"));
         for not in [
             "linux-image-6.1.0-56-cloud-amd64",

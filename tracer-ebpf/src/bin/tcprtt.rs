@@ -62,20 +62,26 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
     }
     let needs_laddr = cfg.flags & (FLAG_LADDR | FLAG_PER_LADDR) != 0;
     let needs_raddr = cfg.flags & (FLAG_RADDR | FLAG_PER_RADDR) != 0;
-    let laddr = if needs_laddr {
-        addr(&ctx, cfg.saddr, family)
-    } else {
-        None
-    };
-    let raddr = if needs_raddr {
-        addr(&ctx, cfg.daddr, family)
-    } else {
-        None
-    };
-    if cfg.flags & FLAG_LADDR != 0 && (family != cfg.laddr_family || laddr != Some(cfg.laddr)) {
+    // Plain arrays, always written: an Option's payload left unwritten is
+    // copied later, and 5.10's verifier refuses reads of uninitialized stack.
+    let mut laddr = [0u8; 16];
+    if needs_laddr {
+        let Some(a) = addr(&ctx, cfg.saddr, family) else {
+            return 0;
+        };
+        laddr = a;
+    }
+    let mut raddr = [0u8; 16];
+    if needs_raddr {
+        let Some(a) = addr(&ctx, cfg.daddr, family) else {
+            return 0;
+        };
+        raddr = a;
+    }
+    if cfg.flags & FLAG_LADDR != 0 && (family != cfg.laddr_family || laddr != cfg.laddr) {
         return 0;
     }
-    if cfg.flags & FLAG_RADDR != 0 && (family != cfg.raddr_family || raddr != Some(cfg.raddr)) {
+    if cfg.flags & FLAG_RADDR != 0 && (family != cfg.raddr_family || raddr != cfg.raddr) {
         return 0;
     }
     let Some(srtt) = tp_read::<u32, 100>(&ctx, cfg.srtt) else {
@@ -90,13 +96,12 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
         hist_record_slot(&HIST_SLOTS, 0, value);
         return 0;
     };
-    let Some(a) = group else { return 0 };
     hist_record(
         &HIST,
         &HIST_STATS,
         &COUNTERS,
         RttGroup {
-            addr: a,
+            addr: group,
             family,
             _pad: [0; 3],
         },

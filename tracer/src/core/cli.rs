@@ -43,7 +43,7 @@ pub fn resolve_task_filter(pid: Option<u32>, cgroup: Option<&Path>) -> Result<Ta
     if let Some(path) = cgroup {
         let cg = kernel::cgroup(path)?;
         f.cgroup_id = cg.id;
-        f.cgroup_level = cg.level;
+        kernel::set_filter_cgroup(&cg)?;
     }
     Ok(f)
 }

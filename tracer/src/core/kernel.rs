@@ -82,7 +82,22 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 pub struct Cgroup {
     pub path: PathBuf,
     pub id: u64,
-    pub level: u32,
+}
+
+/// The directory of the process's `-c` cgroup, open, for the programs'
+/// TASK_CGROUP map (one filter per process: every source of `tracer record`
+/// shares it).
+static FILTER_CGROUP: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+pub fn set_filter_cgroup(cg: &Cgroup) -> Result<()> {
+    let dir = fs::File::open(&cg.path)
+        .with_context(|| format!("opening cgroup {}", cg.path.display()))?;
+    let _ = FILTER_CGROUP.set(dir);
+    Ok(())
+}
+
+pub fn filter_cgroup() -> Option<&'static std::fs::File> {
+    FILTER_CGROUP.get()
 }
 
 fn cgroup2_mount() -> Result<PathBuf> {
@@ -118,14 +133,9 @@ pub fn cgroup(arg: &Path) -> Result<Cgroup> {
     {
         bail!("not a cgroup v2 directory: {}", path.display());
     }
-    let level = path
-        .strip_prefix(&root)
-        .map(|rel| rel.components().count() as u32)
-        .unwrap_or(0);
     Ok(Cgroup {
         path,
         id: meta.ino(),
-        level,
     })
 }
 

@@ -69,11 +69,14 @@ pub fn tcp_state(state: i32) -> &'static str {
 }
 
 /// Address and port fields of tcp_retransmit_skb/synack and inet_sock_set_state.
+/// Before 5.11 the retransmit tracepoints have no family field (NO_FIELD): the
+/// programs then tell IPv4 by its v4-mapped address in the IPv6 fields, which
+/// those kernels fill for IPv4 sockets.
 pub fn addr_fields(f: &Format) -> Result<AddrFields> {
     Ok(AddrFields {
         sport: f.offset("sport", 2)?,
         dport: f.offset("dport", 2)?,
-        family: f.offset("family", 2)?,
+        family: f.offset_or_absent("family", 2)?,
         saddr: f.offset("saddr", 4)?,
         daddr: f.offset("daddr", 4)?,
         saddr_v6: f.offset("saddr_v6", 16)?,

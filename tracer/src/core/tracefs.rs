@@ -250,17 +250,23 @@ fn parse_field(line: &str) -> Result<Field> {
         }
     }
     let decl = decl.context("no declaration")?;
-    // "unsigned long foo", "char rwbs[8]", "__data_loc char[] cmd", "u8 saddr[4]"
-    let (ctype, name) = decl
+    // "unsigned long foo", "char rwbs[8]", "__data_loc char[] cmd", "u8 saddr[4]",
+    // and (5.10's tcp_probe) "__u8 saddr[sizeof(struct sockaddr_in6)]": an array
+    // dimension may hold spaces, so the name is what precedes the last '['.
+    let (head, array) = match decl.strip_suffix(']') {
+        Some(_) => {
+            let open = decl.rfind('[').context("unbalanced brackets")?;
+            (&decl[..open], &decl[open..])
+        }
+        None => (decl, ""),
+    };
+    let (ctype, name) = head
+        .trim_end()
         .rsplit_once(char::is_whitespace)
         .context("no field name")?;
-    let name = name.split('[').next().unwrap_or(name);
-    let array = decl
-        .rsplit_once(char::is_whitespace)
-        .and_then(|(_, n)| n.find('[').map(|i| &n[i..]));
     Ok(Field {
         name: name.to_string(),
-        ctype: format!("{}{}", ctype.trim(), array.unwrap_or("")),
+        ctype: format!("{}{array}", ctype.trim()),
         offset: offset.context("no offset")?,
         size: size.context("no size")?,
         signed,
@@ -274,6 +280,23 @@ mod tests {
     const BLOCK_RQ_ISSUE_6_18: &str = include_str!("../../tests/fixtures/block_rq_issue.format");
     const BLOCK_RQ_COMPLETE_6_18: &str =
         include_str!("../../tests/fixtures/block_rq_complete.format");
+
+    #[test]
+    fn array_dimensions_may_hold_spaces() {
+        // 5.10's tcp_probe.
+        let f = parse_field(
+            "field:__u8 saddr[sizeof(struct sockaddr_in6)];\toffset:8;\tsize:28;\tsigned:0;",
+        )
+        .unwrap();
+        assert_eq!((f.name.as_str(), f.offset, f.size), ("saddr", 8, 28));
+        assert_eq!(f.ctype, "__u8[sizeof(struct sockaddr_in6)]");
+        let f =
+            parse_field("field:__data_loc char[] cmd;\toffset:40;\tsize:4;\tsigned:1;").unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.ctype.as_str()),
+            ("cmd", "__data_loc char[]")
+        );
+    }
 
     #[test]
     fn parses_block_rq_issue() {

@@ -123,15 +123,20 @@ impl TcpDrop {
             sock: tcp::sock_offsets(&btf)?,
             flags,
         };
-        let names = reason_names(&f, Some(&btf));
+        // Before 5.17 kfree_skb has no reason: every drop's is "unknown".
+        let names = if cfg.reason == NO_FIELD {
+            HashMap::from([(0, "unknown".to_string())])
+        } else {
+            reason_names(&f, Some(&btf))
+        };
         let mut loaded = ebpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
         })?;
         loaded.attach_chain(&KFREE_SKB)?;
         if cfg.reason == NO_FIELD {
-            loaded
-                .notes
-                .push("skb:kfree_skb has no reason field on this kernel".into());
+            loaded.notes.push(
+                "skb:kfree_skb has no reason field on this kernel: reasons are \"unknown\"".into(),
+            );
         }
         let stacks = if counting {
             None

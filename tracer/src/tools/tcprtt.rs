@@ -122,7 +122,12 @@ impl TcpRtt {
         cfg.daddr = f.offset_at_least("daddr", 28)?;
         cfg.sport = f.offset("sport", 2)?;
         cfg.dport = f.offset("dport", 2)?;
-        cfg.family = f.offset("family", 2)?;
+        // Kernels before 5.11 have no family field; the family is then the
+        // first member of the sockaddr saddr holds (sin_family, sin6_family).
+        cfg.family = match f.field("family") {
+            Some(_) => f.offset("family", 2)?,
+            None => cfg.saddr,
+        };
         cfg.srtt = f.offset("srtt", 4)?;
         let mut loaded = ebpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
