@@ -20,7 +20,8 @@
 //! first (the release binary may be rebuilt while a guest runs), and from there to
 //! a tmpfs inside the guest: run from 9p, the helpers' own code pages come in as
 //! major faults and upset the exact fault counts. A generated script
-//! (target/vm-test/<kernel>/guest.sh) loads the modules the tests need, records
+//! (target/vm-test/<kernel>/guest-N/guest.sh: each kernel's binaries are split
+//! between two guests, two running at a time) loads the modules the tests need, records
 //! `tracer doctor --json` and kvmexits' backend, and runs each test binary with
 //! TRACER_BIN and CI=true, framing everything with `@@VMTEST` marker lines that
 //! the host parses from the console (with `--verbose`, vng shows the script's
@@ -40,11 +41,11 @@
 //! Results: a table per kernel (test binary, the hooks each tool chose on that
 //! kernel, pass/fail/not offered, time), printed and written to
 //! target/vm-test-<kernel>.md, with an excerpt of every failure; the full console
-//! is target/vm-test/<kernel>/console*.log and each binary's output
+//! is target/vm-test/<kernel>/guest-N/console*.log and each binary's output
 //! target/vm-test/<kernel>/<binary>.log.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Write as _},
@@ -63,6 +64,15 @@ use crate::{kernel_release, workspace_root};
 
 /// The kernel series `--kernel all` runs.
 pub const ALL: &[&str] = &["5.10", "6.1", "6.12"];
+
+/// One guest's work: the kernel (an index into the series), which of its
+/// guests this is, and the test binaries it runs.
+type Job = (usize, usize, Vec<(String, PathBuf)>);
+
+/// Guests each kernel's test binaries are split between, and guests run at
+/// once (one host core each).
+const GUESTS_PER_KERNEL: usize = 2;
+const GUESTS_AT_ONCE: usize = 2;
 
 const MARK: &str = "@@VMTEST";
 
@@ -107,30 +117,66 @@ pub fn run(kernels: &[&str], bin: &Path, tests: &[PathBuf], opts: &Options) -> R
         .iter()
         .map(|s| ensure_kernel(s))
         .collect::<Result<_>>()?;
-    // Two guests at a time, each on one host thread (TCG single-threaded):
-    // on 2 cores two legs take the time of one.
-    let mut runs = Vec::new();
-    for pair in series.iter().zip(&kernels).collect::<Vec<_>>().chunks(2) {
-        let results: Vec<Result<GuestRun>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = pair
+    // Each kernel's binaries are split between two guests (alternately, in
+    // their order), and two guests run at a time, each on one host thread
+    // (TCG single-threaded): on 2 cores the cores stay busy until the last
+    // binary, whichever kernel finishes first. The slowest kernel (the oldest)
+    // goes first.
+    let mut jobs: VecDeque<Job> = VecDeque::new();
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_by_key(|&i| version_key(series[i]));
+    for i in order {
+        for part in 0..GUESTS_PER_KERNEL {
+            let tests: Vec<_> = stage
+                .tests
                 .iter()
-                .map(|(s, k)| {
-                    let stage = &stage;
-                    scope.spawn(move || boot_and_test(s, k, stage, opts))
-                })
+                .skip(part)
+                .step_by(GUESTS_PER_KERNEL)
+                .cloned()
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| bail!("a vm-test thread panicked"))
-                })
-                .collect()
-        });
-        for r in results {
-            runs.push(r?);
+            if !tests.is_empty() {
+                jobs.push_back((i, part, tests));
+            }
         }
     }
+    for s in &series {
+        let work = workspace_root().join("target/vm-test").join(s);
+        if work.exists() {
+            fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+        }
+    }
+    let jobs = std::sync::Mutex::new(jobs);
+    let done: std::sync::Mutex<Vec<(usize, Result<GuestRun>)>> = Default::default();
+    std::thread::scope(|scope| {
+        for _ in 0..GUESTS_AT_ONCE {
+            scope.spawn(|| {
+                loop {
+                    let Some((i, part, tests)) = jobs.lock().unwrap().pop_front() else {
+                        break;
+                    };
+                    let r = boot_and_test(series[i], &kernels[i], &stage, &tests, opts, part);
+                    done.lock().unwrap().push((i, r));
+                }
+            });
+        }
+    });
+    let mut runs: Vec<Option<GuestRun>> = (0..series.len()).map(|_| None).collect();
+    for (i, r) in done.into_inner().unwrap() {
+        let r = r?;
+        runs[i] = Some(match runs[i].take() {
+            Some(prev) => prev.merge(r),
+            None => r,
+        });
+    }
+    let runs: Vec<GuestRun> = runs
+        .into_iter()
+        .map(|r| {
+            let mut r = r.unwrap_or_default();
+            let position = |name: &str| stage.tests.iter().position(|(n, _)| n == name);
+            r.bins.sort_by_key(|b| position(&b.name));
+            r
+        })
+        .collect();
     let mut outcomes = Vec::new();
     for ((s, k), run) in series.iter().zip(&kernels).zip(runs) {
         let report = report(s, k, &run, &stage);
@@ -764,6 +810,35 @@ struct GuestRun {
 }
 
 impl GuestRun {
+    /// One kernel's results from two guests, each of which ran some binaries.
+    fn merge(mut self, other: GuestRun) -> GuestRun {
+        self.release = self.release.or(other.release);
+        self.tracefs = self.tracefs.or(other.tracefs);
+        if self.modules.is_empty() {
+            self.modules = other.modules;
+        }
+        self.devkvm = self.devkvm.or(other.devkvm);
+        self.doctor = self.doctor.or(other.doctor);
+        self.doctor_raw = self.doctor_raw.or(other.doctor_raw);
+        if self.kvmexits.is_empty() {
+            self.kvmexits = other.kvmexits;
+        }
+        self.bins.extend(other.bins);
+        self.done &= other.done;
+        // Counted as boots of one guest: more than one says a guest was booted again.
+        self.boots += other.boots.saturating_sub(1);
+        self.problem = self.problem.or(other.problem);
+        self.wall = self.wall.max(other.wall);
+        self.boot = match (self.boot, other.boot) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.consoles.extend(other.consoles);
+        self.consoles.sort();
+        self.tail.extend(other.tail);
+        self
+    }
+
     fn ok(&self) -> bool {
         self.done && self.bins.iter().all(BinResult::ok)
     }
@@ -903,15 +978,20 @@ fn is_printk(line: &str) -> bool {
 
 /// Boots guests until every selected binary has run: when one hangs or crashes
 /// its kernel, the guest is stopped and a new one runs the rest.
-fn boot_and_test(series: &str, k: &Kernel, stage: &Stage, opts: &Options) -> Result<GuestRun> {
-    let work = workspace_root().join("target/vm-test").join(series);
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    }
+fn boot_and_test(
+    series: &str,
+    k: &Kernel,
+    stage: &Stage,
+    tests: &[(String, PathBuf)],
+    opts: &Options,
+    part: usize,
+) -> Result<GuestRun> {
+    let logs = workspace_root().join("target/vm-test").join(series);
+    let work = logs.join(format!("guest-{}", part + 1));
     fs::create_dir_all(&work)?;
     let started = Instant::now();
     let mut run = GuestRun::default();
-    let mut remaining: Vec<(String, PathBuf)> = stage.tests.clone();
+    let mut remaining: Vec<(String, PathBuf)> = tests.to_vec();
     while !remaining.is_empty() {
         run.boots += 1;
         run.done = false;
@@ -940,7 +1020,7 @@ fn boot_and_test(series: &str, k: &Kernel, stage: &Stage, opts: &Options) -> Res
             text.push_str("\n\n--- guest dmesg ---\n");
             text.push_str(&b.dmesg.join("\n"));
         }
-        let _ = fs::write(work.join(format!("{}.log", b.name)), text + "\n");
+        let _ = fs::write(logs.join(format!("{}.log", b.name)), text + "\n");
     }
     Ok(run)
 }
