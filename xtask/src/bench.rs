@@ -87,8 +87,11 @@ fn start(bin: &Path, tracing: &Tracing) -> Result<Option<Running>> {
             (c, "ready", true)
         }
         Tracing::LibbpfTools(args) => {
-            let mut c = Command::new(Path::new("/usr/sbin").join(&args[0]));
-            c.args(&args[1..]);
+            // Its banner goes to a block-buffered stdout when piped: line-buffer it.
+            let mut c = Command::new("stdbuf");
+            c.arg("-oL")
+                .arg(Path::new("/usr/sbin").join(&args[0]))
+                .args(&args[1..]);
             (c, "Hit Ctrl-C to end.", true)
         }
     };
