@@ -20,11 +20,28 @@ fn expected_drop() -> (&'static str, &'static str) {
 #[test]
 fn netfilter_drops_with_tuple_reason_and_stack() {
     require_tracing!();
+    netfilter_drops(&[], "raw tracepoint kfree_skb -> kfree_skb_raw");
+}
+
+/// The classic tracepoint's program (the path of kernels without BTF) tells
+/// the same.
+#[test]
+fn classic_tracepoint_tells_the_same() {
+    require_tracing!();
+    netfilter_drops(
+        &[("TRACER_SKIP_HOOKS", "raw:kfree_skb")],
+        "tracepoint skb:kfree_skb -> kfree_skb ",
+    );
+}
+
+/// Drops of an nftables rule, traced with `env`, by the hook `-v` names
+/// `hook_line`.
+fn netfilter_drops(env: &[(&str, &str)], hook_line: &str) {
     let ns = Netns::new();
     let (mut client, mut server, port) = ns.connect("127.0.0.1");
     let cport = client.local_addr().unwrap().port();
     ping_pong(&mut client, &mut server, 2, 10);
-    let t = Tracer::start(&["tcpdrop", "--stack", "--json"]);
+    let t = Tracer::start_with_env(&["tcpdrop", "--stack", "--json", "-v"], env);
     ns.drop_rule(&format!("tcp dport {port} counter drop"));
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
     let ours = |r: &serde_json::Value| r["dport"] == port && r["sport"] == cport;
@@ -35,6 +52,7 @@ fn netfilter_drops_with_tuple_reason_and_stack() {
     ns.flush_rules();
     let out = t.stop();
     out.assert_success();
+    assert!(out.stderr.contains(hook_line), "{}", out.stderr);
     let rows: Vec<_> = out.json().into_iter().filter(ours).collect();
     // Every packet the rule dropped, and only those (but for drops in softirqs
     // the kernel hid from BPF: retransmits come from timers).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracer_tests::{
     Tracer,
     hidden::{NET_RX, TIMER, assert_count},
@@ -23,11 +23,39 @@ fn rtos(s: &std::net::TcpStream) -> u8 {
     tcp_info(s).tcpi_retransmits
 }
 
+/// The hook the retransmit programs attach to: the raw tracepoint (the
+/// default where the kernel has BTF) or, with it skipped, the classic one.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Raw,
+    Classic,
+}
+
+impl Via {
+    fn env(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Via::Raw => vec![],
+            Via::Classic => vec![(
+                "TRACER_SKIP_HOOKS",
+                "raw:tcp_retransmit_skb,raw:tcp_retransmit_synack",
+            )],
+        }
+    }
+
+    /// What `-v` says of the program for `tracepoint`.
+    fn hook_line(self, tracepoint: &str) -> String {
+        match self {
+            Via::Raw => format!("raw tracepoint {tracepoint} -> {tracepoint}_raw"),
+            Via::Classic => format!("tracepoint tcp:{tracepoint} -> {tracepoint} "),
+        }
+    }
+}
+
 /// An established loopback connection; everything to the server port dropped
 /// while 100 bytes wait, until the kernel has retransmitted them on two RTOs:
 /// one tail loss probe first, then RTOs. The drop rule goes before the next RTO
 /// (backoff: twice the last wait), which then gets through.
-fn loss_probe_then_rtos(loopback: &'static str) {
+fn loss_probe_then_rtos(loopback: &'static str, via: Via) {
     let ns = Netns::new();
     let (mut client, mut server, port) = ns.connect(loopback);
     let lport = client.local_addr().unwrap().port();
@@ -35,7 +63,7 @@ fn loss_probe_then_rtos(loopback: &'static str) {
     // The warm-up's delayed ACKs go out before the drop rule (which would eat
     // them and make the server retransmit too).
     wait_acked(&client, &server);
-    let t = Tracer::start(&["tcpretrans", "-l", "--netns", "--json"]);
+    let t = Tracer::start_with_env(&["tcpretrans", "-l", "--netns", "--json", "-v"], &via.env());
     let before = ns.snmp();
     ns.drop_rule(&format!("tcp dport {port} drop"));
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
@@ -48,6 +76,8 @@ fn loss_probe_then_rtos(loopback: &'static str) {
     let after = ns.snmp();
     let out = t.stop();
     out.assert_success();
+    let hook = via.hook_line("tcp_retransmit_skb");
+    assert!(out.stderr.contains(&hook), "{}", out.stderr);
     let rows = out.json();
     let flow = flow_rows(&rows, &ns, lport, port);
     let kinds: Vec<&str> = flow.iter().map(|r| r["type"].as_str().unwrap()).collect();
@@ -97,13 +127,84 @@ fn loss_probe_then_rtos(loopback: &'static str) {
 #[test]
 fn tail_loss_probe_is_told_from_rtos_ipv4() {
     require_tracing!();
-    loss_probe_then_rtos("127.0.0.1");
+    loss_probe_then_rtos("127.0.0.1", Via::Raw);
+}
+
+/// The classic tracepoint's program (the path of kernels without BTF) tells
+/// the same.
+#[test]
+fn classic_tracepoint_tells_the_same() {
+    require_tracing!();
+    loss_probe_then_rtos("127.0.0.1", Via::Classic);
 }
 
 #[test]
 fn tail_loss_probe_is_told_from_rtos_ipv6() {
     require_tracing!();
-    loss_probe_then_rtos("::1");
+    loss_probe_then_rtos("::1", Via::Raw);
+}
+
+/// The client's handshake ACK dropped, the server's request socket
+/// retransmits its SYN-ACK (T = S), reported with the flow as the server sees
+/// it, from the raw tracepoint (which reads it from the request socket) and
+/// from the classic one.
+#[test]
+fn synack_retransmits_carry_the_flow() {
+    require_tracing!();
+    for via in [Via::Raw, Via::Classic] {
+        synack_retransmits(via);
+    }
+}
+
+fn synack_retransmits(via: Via) {
+    let ns = Netns::new();
+    let (listener, port) = ns.run("listen", || {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    });
+    let t = Tracer::start_with_env(&["tcpretrans", "--netns", "--json", "-v"], &via.env());
+    let before = ns.snmp();
+    // Pure ACKs only: the SYN and the SYN-ACKs pass.
+    ns.drop_rule(&format!("tcp dport {port} tcp flags == ack drop"));
+    let mut client = ns.run("connect", move || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()
+    });
+    let cport = client.local_addr().unwrap().port();
+    let retrans = || ns.snmp()["Tcp:RetransSegs"] - before["Tcp:RetransSegs"];
+    wait_for("a SYN-ACK retransmit", || retrans() >= 1);
+    ns.flush_rules();
+    // Data completes the handshake at the server.
+    std::io::Write::write_all(&mut client, b"x").unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 1];
+    std::io::Read::read_exact(&mut server, &mut buf).unwrap();
+    wait_acked(&client, &server);
+    let kernel = retrans();
+    let out = t.stop();
+    out.assert_success();
+    let hook = via.hook_line("tcp_retransmit_synack");
+    assert!(out.stderr.contains(&hook), "{}", out.stderr);
+    let rows = out.json();
+    let in_ns: Vec<&Value> = rows.iter().filter(|r| r["netns"] == ns.inode()).collect();
+    let allowed = out.hidden(&[TIMER, NET_RX]);
+    assert_count(in_ns.len() as u64, kernel, allowed, &format!("{in_ns:?}"));
+    for r in &in_ns {
+        assert_eq!(
+            (&r["laddr"], &r["lport"], &r["raddr"], &r["rport"]),
+            (
+                &json!("127.0.0.1"),
+                &json!(port),
+                &json!("127.0.0.1"),
+                &json!(cport)
+            ),
+            "{r}"
+        );
+        assert_eq!(
+            (&r["type"], &r["state"], &r["ip"]),
+            (&json!("S"), &json!("NEW_SYN_RECV"), &json!(4))
+        );
+    }
 }
 
 #[test]

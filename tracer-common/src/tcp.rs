@@ -71,9 +71,44 @@ pub struct SockOffsets {
     pub skb_network_header: u16,
     pub skb_transport_header: u16,
     pub skb_sk: u16,
-    pub _pad: u16,
+    /// sk_buff.protocol (__be16).
+    pub skb_protocol: u16,
 }
 assert_size!(SockOffsets, 24);
+
+/// Where a flow's addresses and ports are in `struct sock_common`, which starts
+/// both `struct sock` and `struct request_sock` (raw tracepoints get those).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkcOffsets {
+    /// skc_family (u16).
+    pub family: u16,
+    /// skc_num: the local port in host order (u16).
+    pub num: u16,
+    /// skc_dport: the remote port (__be16).
+    pub dport: u16,
+    /// skc_rcv_saddr and skc_daddr (__be32).
+    pub rcv_saddr: u16,
+    pub daddr: u16,
+    /// skc_v6_rcv_saddr and skc_v6_daddr (16 bytes; NO_FIELD without IPv6).
+    pub v6_rcv_saddr: u16,
+    pub v6_daddr: u16,
+    pub _pad: u16,
+}
+assert_size!(SkcOffsets, 16);
+
+impl SkcOffsets {
+    pub const ABSENT: SkcOffsets = SkcOffsets {
+        family: crate::block::NO_FIELD,
+        num: crate::block::NO_FIELD,
+        dport: crate::block::NO_FIELD,
+        rcv_saddr: crate::block::NO_FIELD,
+        daddr: crate::block::NO_FIELD,
+        v6_rcv_saddr: crate::block::NO_FIELD,
+        v6_daddr: crate::block::NO_FIELD,
+        _pad: 0,
+    };
+}
 
 /// ICSK_TIME_LOSS_PROBE (include/net/inet_connection_sock.h; a #define, not in BTF).
 pub const ICSK_TIME_LOSS_PROBE: u8 = 5;

@@ -4,13 +4,15 @@ use crate::{assert_size, pod, tcp::SockOffsets};
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropConfig {
-    /// skb:kfree_skb offsets (rx_sk is NO_FIELD before 6.12).
+    /// skb:kfree_skb record offsets (rx_sk is NO_FIELD before 6.12).
     pub skbaddr: u16,
     pub location: u16,
     pub rx_sk: u16,
     pub protocol: u16,
     pub reason: u16,
-    pub _pad: u16,
+    /// Arguments of the raw kfree_skb: skb, location, then reason (5.17) and
+    /// rx_sk (6.12) where the kernel has them.
+    pub raw_args: u16,
     pub sock: SockOffsets,
     /// `FLAG_*` bits.
     pub flags: u32,

@@ -1,7 +1,7 @@
 //! tcpretrans: TCP retransmits, telling tail loss probes from RTO/fast retransmits.
 use crate::{
     assert_size, pod,
-    tcp::{AddrFields, Flow, SockOffsets},
+    tcp::{AddrFields, Flow, SkcOffsets, SockOffsets},
 };
 
 /// Kinds of retransmit (the T column).
@@ -23,13 +23,16 @@ pub struct RetransConfig {
     /// tcp_retransmit_synack.
     pub synack: AddrFields,
     pub sock: SockOffsets,
+    /// The raw tracepoints' programs read flows from the socket.
+    pub skc: SkcOffsets,
     /// 0 any, else AF_INET or AF_INET6 (-4/-6).
     pub family: u16,
-    pub _pad: u16,
+    /// Arguments of the raw tcp_retransmit_skb (3 with err, from 6.17).
+    pub raw_args: u16,
     /// `FLAG_*` bits.
     pub flags: u32,
 }
-assert_size!(RetransConfig, 72);
+assert_size!(RetransConfig, 88);
 pod!(RetransConfig);
 
 /// Count per flow instead of emitting records (-c).
@@ -60,10 +63,11 @@ impl RetransConfig {
             skb_network_header: 0,
             skb_transport_header: 0,
             skb_sk: 0,
-            _pad: 0,
+            skb_protocol: 0,
         },
+        skc: SkcOffsets::ABSENT,
         family: 0,
-        _pad: 0,
+        raw_args: 2,
         flags: 0,
     };
 }

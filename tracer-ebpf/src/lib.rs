@@ -9,11 +9,12 @@ pub mod inflight;
 pub mod tcp;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::BPF_ANY,
     helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{CgroupArray, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     TaskFilter,
@@ -47,6 +48,20 @@ pub fn tp_field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
     }
     // SAFETY: the offset comes from the kernel's own format file for this event.
     unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+/// Argument `n` of a raw tracepoint whose kernel passes `arity` arguments
+/// (None beyond them). Read through bpf_probe_read_kernel rather than loaded:
+/// the kernel refuses to attach a program whose loads reach past the
+/// tracepoint's arguments, even in a branch not taken on that kernel.
+#[inline(always)]
+pub fn raw_arg(ctx: &RawTracePointContext, n: u16, arity: u16) -> Option<u64> {
+    if n >= arity {
+        return None;
+    }
+    let args = ctx.as_ptr() as *const u64;
+    // SAFETY: the context is the array of the tracepoint's `arity` u64 arguments.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(args.wrapping_add(n as usize)) }.ok()
 }
 
 /// CLOCK_MONOTONIC now, ns.

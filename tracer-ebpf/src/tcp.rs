@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
 use tracer_common::{
     block::NO_FIELD,
-    tcp::{AF_INET, AF_INET6, AddrFields, Flow},
+    tcp::{AF_INET, AF_INET6, AddrFields, Flow, SkcOffsets},
 };
 
 use crate::tp_field;
@@ -57,6 +57,35 @@ fn read_flow_inner(ctx: &TracePointContext, f: &AddrFields, flow: &mut Flow) -> 
         AF_INET6 => {
             flow.laddr = tp_field(ctx, f.saddr_v6)?;
             flow.raddr = tp_field(ctx, f.daddr_v6)?;
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// The flow of a socket or request socket (both start with `struct
+/// sock_common`), into `flow` (zeroed), as the raw tracepoints' programs see it.
+#[inline(always)]
+pub fn read_sock_flow(sk: u64, o: &SkcOffsets, flow: &mut Flow) -> bool {
+    read_sock_flow_inner(sk, o, flow).is_some()
+}
+
+#[inline(always)]
+fn read_sock_flow_inner(sk: u64, o: &SkcOffsets, flow: &mut Flow) -> Option<()> {
+    let family: u16 = kread(sk, o.family)?;
+    flow.family = family;
+    flow.lport = kread(sk, o.num)?;
+    flow.rport = u16::from_be(kread(sk, o.dport)?);
+    match family {
+        AF_INET => {
+            let s: [u8; 4] = kread(sk, o.rcv_saddr)?;
+            let d: [u8; 4] = kread(sk, o.daddr)?;
+            flow.laddr[..4].copy_from_slice(&s);
+            flow.raddr[..4].copy_from_slice(&d);
+        }
+        AF_INET6 => {
+            flow.laddr = kread(sk, o.v6_rcv_saddr)?;
+            flow.raddr = kread(sk, o.v6_daddr)?;
         }
         _ => return None,
     }

@@ -6,9 +6,9 @@
 use aya_ebpf::{
     Global,
     helpers::bpf_get_current_pid_tgid,
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
-    programs::{TracePointContext, tracing::StackIdContext as _},
+    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
     block::NO_FIELD,
@@ -16,7 +16,7 @@ use tracer_common::{
     tcp::{AF_INET, AF_INET6},
     tcpdrop::{DropConfig, DropEvent, ETH_P_IP, ETH_P_IPV6, FLAG_COUNT, FLAG_STACK},
 };
-use tracer_ebpf::{NO_PREALLOC, emit, now_ns, percpu_add, tcp::kread, tp_field};
+use tracer_ebpf::{NO_PREALLOC, emit, now_ns, percpu_add, raw_arg, tcp::kread, tp_field};
 
 tracer_ebpf::license!();
 
@@ -27,7 +27,7 @@ static CONFIG: Global<DropConfig> = Global::new(DropConfig {
     rx_sk: NO_FIELD,
     protocol: 32,
     reason: 36,
-    _pad: 0,
+    raw_args: 2,
     sock: tracer_common::tcpretrans::RetransConfig::INITIAL.sock,
     flags: 0,
 });
@@ -51,28 +51,71 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     let Some(proto) = tp_field::<u16>(&ctx, cfg.protocol) else {
         return 0;
     };
-    if proto != ETH_P_IP && proto != ETH_P_IPV6 {
-        return 0;
-    }
     let Some(skb) = tp_field::<u64>(&ctx, cfg.skbaddr) else {
         return 0;
     };
-    let s = &cfg.sock;
-    let head: u64 = kread(skb, s.skb_head).unwrap_or(0);
-    let nh: u16 = kread(skb, s.skb_network_header).unwrap_or(UNSET);
-    let th: u16 = kread(skb, s.skb_transport_header).unwrap_or(UNSET);
-    if head == 0 || nh == UNSET {
+    let drop = Drop {
+        skb,
+        proto,
+        rx_sk: tp_field::<u64>(&ctx, cfg.rx_sk).unwrap_or(0),
+        reason: tp_field(&ctx, cfg.reason).unwrap_or(0),
+        location: tp_field(&ctx, cfg.location).unwrap_or(0),
+    };
+    on_drop(&ctx, &cfg, &drop);
+    0
+}
+
+/// The same from the raw tracepoint: (skb, location[, reason[, rx_sk]]).
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn kfree_skb_raw(ctx: RawTracePointContext) -> i32 {
+    let cfg = CONFIG.load();
+    let Some(skb) = raw_arg(&ctx, 0, cfg.raw_args) else {
         return 0;
+    };
+    let Some(proto) = kread::<u16>(skb, cfg.sock.skb_protocol) else {
+        return 0;
+    };
+    let drop = Drop {
+        skb,
+        proto: u16::from_be(proto),
+        location: raw_arg(&ctx, 1, cfg.raw_args).unwrap_or(0),
+        reason: raw_arg(&ctx, 2, cfg.raw_args).unwrap_or(0) as u32,
+        rx_sk: raw_arg(&ctx, 3, cfg.raw_args).unwrap_or(0),
+    };
+    on_drop(&ctx, &cfg, &drop);
+    0
+}
+
+/// What the kernel passes about a freed packet; `proto` in host order.
+struct Drop {
+    skb: u64,
+    proto: u16,
+    rx_sk: u64,
+    reason: u32,
+    location: u64,
+}
+
+#[inline(always)]
+fn on_drop<C: StackIdContext>(ctx: &C, cfg: &DropConfig, d: &Drop) {
+    if d.proto != ETH_P_IP && d.proto != ETH_P_IPV6 {
+        return;
+    }
+    let s = &cfg.sock;
+    let head: u64 = kread(d.skb, s.skb_head).unwrap_or(0);
+    let nh: u16 = kread(d.skb, s.skb_network_header).unwrap_or(UNSET);
+    let th: u16 = kread(d.skb, s.skb_transport_header).unwrap_or(UNSET);
+    if head == 0 || nh == UNSET {
+        return;
     }
     let ip = head + nh as u64;
     let Some(first) = kread::<u8>(ip, 0) else {
-        return 0;
+        return;
     };
     let mut e = DropEvent::default();
     let header_len = match first >> 4 {
         4 => {
             if kread::<u8>(ip, 9) != Some(IPPROTO_TCP) {
-                return 0;
+                return;
             }
             e.family = AF_INET;
             e.saddr[..4].copy_from_slice(&kread::<[u8; 4]>(ip, 12).unwrap_or_default());
@@ -81,14 +124,14 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
         }
         6 => {
             if kread::<u8>(ip, 6) != Some(IPPROTO_TCP) {
-                return 0;
+                return;
             }
             e.family = AF_INET6;
             e.saddr = kread(ip, 8).unwrap_or_default();
             e.daddr = kread(ip, 24).unwrap_or_default();
             40
         }
-        _ => return 0,
+        _ => return,
     };
     let tcp = if th != UNSET && th > nh {
         head + th as u64
@@ -98,17 +141,18 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     e.sport = u16::from_be(kread(tcp, 0).unwrap_or(0));
     e.dport = u16::from_be(kread(tcp, 2).unwrap_or(0));
     e.tcp_flags = kread(tcp, 13).unwrap_or(0);
-    let sk: u64 = match tp_field::<u64>(&ctx, cfg.rx_sk) {
-        Some(sk) if sk != 0 => sk,
-        _ => kread(skb, s.skb_sk).unwrap_or(0),
+    let sk = if d.rx_sk != 0 {
+        d.rx_sk
+    } else {
+        kread(d.skb, s.skb_sk).unwrap_or(0)
     };
     e.state = kread::<u8>(sk, s.skc_state).unwrap_or(0) as u32;
-    e.reason = tp_field(&ctx, cfg.reason).unwrap_or(0);
+    e.reason = d.reason;
     if cfg.flags & FLAG_COUNT != 0 {
         percpu_add(&REASONS, &e.reason, 1, &COUNTERS);
-        return 0;
+        return;
     }
-    e.location = tp_field(&ctx, cfg.location).unwrap_or(0);
+    e.location = d.location;
     e.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     e.stack_id = if cfg.flags & FLAG_STACK != 0 {
         ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32)
@@ -117,5 +161,4 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     };
     e.ts = now_ns();
     emit(&EVENTS, &COUNTERS, &e);
-    0
 }

@@ -8,9 +8,9 @@ use aya_ebpf::{
     Global,
     bindings::BPF_ANY,
     helpers::bpf_get_current_pid_tgid,
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     counters::{Counter, NUM_COUNTERS},
@@ -21,8 +21,8 @@ use tracer_common::{
     },
 };
 use tracer_ebpf::{
-    NO_PREALLOC, count, emit, now_ns,
-    tcp::{kread, read_flow},
+    NO_PREALLOC, count, emit, now_ns, raw_arg,
+    tcp::{kread, read_flow, read_sock_flow},
     tp_field,
 };
 
@@ -80,16 +80,44 @@ fn report(cfg: &RetransConfig, e: &mut RetransEvent) {
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
     let mut e = RetransEvent::default();
-    if !read_flow(&ctx, &cfg.addrs, &mut e.flow) || (cfg.family != 0 && e.flow.family != cfg.family)
-    {
+    if !read_flow(&ctx, &cfg.addrs, &mut e.flow) {
         return 0;
     }
-    e.err = tp_field(&ctx, cfg.err).unwrap_or(0);
     let sk: u64 = tp_field(&ctx, cfg.skaddr).unwrap_or(0);
+    let skb: u64 = tp_field(&ctx, cfg.skbaddr).unwrap_or(0);
+    e.err = tp_field(&ctx, cfg.err).unwrap_or(0);
+    e.state = tp_field(&ctx, cfg.state).unwrap_or(0);
+    on_retransmit(&cfg, &mut e, sk, skb);
+    0
+}
+
+/// The same from the raw tracepoint: (sk, skb[, err]).
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_raw(ctx: RawTracePointContext) -> i32 {
+    let cfg = CONFIG.load();
+    let mut e = RetransEvent::default();
+    let sk = raw_arg(&ctx, 0, cfg.raw_args).unwrap_or(0);
+    if !read_sock_flow(sk, &cfg.skc, &mut e.flow) {
+        return 0;
+    }
+    let skb = raw_arg(&ctx, 1, cfg.raw_args).unwrap_or(0);
+    e.err = raw_arg(&ctx, 2, cfg.raw_args).unwrap_or(0) as i32;
+    e.state = kread::<u8>(sk, cfg.sock.skc_state).unwrap_or(0) as i32;
+    on_retransmit(&cfg, &mut e, sk, skb);
+    0
+}
+
+/// A retransmit whose flow, error and state are in `e`: filtered, classified,
+/// then counted or sent.
+#[inline(always)]
+fn on_retransmit(cfg: &RetransConfig, e: &mut RetransEvent, sk: u64, skb: u64) {
+    if cfg.family != 0 && e.flow.family != cfg.family {
+        return;
+    }
     e.kind = if e.err != 0 {
         // Kernels >= 6.17 report failed attempts too: not retransmits.
         if cfg.flags & FLAG_FAILED == 0 {
-            return 0;
+            return;
         }
         KIND_FAILED
     } else {
@@ -106,12 +134,9 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
             KIND_RETRANS
         }
     };
-    let skb: u64 = tp_field(&ctx, cfg.skbaddr).unwrap_or(0);
     e.segs = kread::<u16>(skb, cfg.sock.skb_gso_segs).unwrap_or(1).max(1) as u32;
-    e.netns = netns(&cfg, sk);
-    e.state = tp_field(&ctx, cfg.state).unwrap_or(0);
-    report(&cfg, &mut e);
-    0
+    e.netns = netns(cfg, sk);
+    report(cfg, e);
 }
 
 /// SYN-ACK retransmits go through a request socket and this tracepoint only;
@@ -120,16 +145,37 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
     let mut e = RetransEvent::default();
-    if !read_flow(&ctx, &cfg.synack, &mut e.flow)
-        || (cfg.family != 0 && e.flow.family != cfg.family)
-    {
+    if !read_flow(&ctx, &cfg.synack, &mut e.flow) {
         return 0;
     }
     let sk: u64 = tp_field(&ctx, cfg.skaddr).unwrap_or(0);
-    e.netns = netns(&cfg, sk);
+    on_synack(&cfg, &mut e, sk);
+    0
+}
+
+/// The same from the raw tracepoint: (listener sk, request sock), the flow
+/// read from the request sock.
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack_raw(ctx: RawTracePointContext) -> i32 {
+    let cfg = CONFIG.load();
+    let mut e = RetransEvent::default();
+    let req = raw_arg(&ctx, 1, 2).unwrap_or(0);
+    if !read_sock_flow(req, &cfg.skc, &mut e.flow) {
+        return 0;
+    }
+    let sk = raw_arg(&ctx, 0, 2).unwrap_or(0);
+    on_synack(&cfg, &mut e, sk);
+    0
+}
+
+#[inline(always)]
+fn on_synack(cfg: &RetransConfig, e: &mut RetransEvent, sk: u64) {
+    if cfg.family != 0 && e.flow.family != cfg.family {
+        return;
+    }
+    e.netns = netns(cfg, sk);
     e.state = TCP_NEW_SYN_RECV;
     e.segs = 1;
     e.kind = KIND_SYNACK;
-    report(&cfg, &mut e);
-    0
+    report(cfg, e);
 }

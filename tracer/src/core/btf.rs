@@ -403,6 +403,32 @@ impl Btf {
         agree(&format!("enum {enum_name}"), answers)
     }
 
+    /// How many arguments the kernel passes to a raw tracepoint's programs: the
+    /// parameters of the prototype its `btf_trace_<name>` typedef points to,
+    /// after the leading `void *`. Tells which optional arguments (a drop
+    /// reason, an error) this kernel's tracepoint has.
+    pub fn tracepoint_arity(&self, tracepoint: &str) -> Result<usize> {
+        let typedef_name = format!("btf_trace_{tracepoint}");
+        let typedefs = self.named(&typedef_name, |k| k == KIND_TYPEDEF)?;
+        if typedefs.is_empty() {
+            bail!("the kernel's BTF has no typedef {typedef_name}");
+        }
+        let answers = typedefs
+            .iter()
+            .map(|typedef| {
+                let mut t = self.resolve(typedef.id)?;
+                if t.kind == KIND_PTR {
+                    t = self.resolve(t.size_or_type)?;
+                }
+                if t.kind != KIND_FUNC_PROTO || t.vlen == 0 {
+                    bail!("typedef {typedef_name} is not a tracepoint prototype");
+                }
+                Ok(t.vlen - 1)
+            })
+            .collect();
+        agree(&typedef_name, answers)
+    }
+
     fn composites(&self, name: &str) -> Result<Vec<Type>> {
         let is_composite = |k| k == KIND_STRUCT || k == KIND_UNION;
         let mut found = self.named(name, is_composite)?;
@@ -1006,6 +1032,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tracepoint_arity() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(btf.tracepoint_arity("test").unwrap(), 6);
+        assert!(err(btf.tracepoint_arity("absent")).contains("no typedef btf_trace_absent"));
+    }
+
     /// The running kernel's BTF; None (skip) when absent, unless CI=true.
     fn vmlinux() -> Option<Btf> {
         if std::path::Path::new(VMLINUX).exists() {
@@ -1038,6 +1071,8 @@ mod tests {
             btf.bitfield("sock", "__sk_common.skc_reuse").unwrap().bits,
             4
         );
+        assert_eq!(btf.tracepoint_arity("block_rq_issue").unwrap(), 1);
+        assert!(btf.tracepoint_arity("tcp_retransmit_skb").unwrap() >= 2);
         let ca = btf
             .bitfield("inet_connection_sock", "icsk_ca_state")
             .unwrap();

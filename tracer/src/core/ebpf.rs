@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use tracer_common::counters::{Counter, NUM_COUNTERS};
 
@@ -24,6 +24,17 @@ pub enum Hook {
     Tracepoint {
         category: &'static str,
         name: &'static str,
+    },
+    /// Raw tracepoint: its program gets the tracepoint's arguments (struct
+    /// pointers, read at offsets from BTF) instead of a formatted record. The
+    /// kernel skips a classic tracepoint's program while a BPF map syscall (any
+    /// tracer's map reads) runs on that CPU, and before 6.7 without counting it;
+    /// a raw tracepoint's program is only skipped if it would recurse into
+    /// itself.
+    RawTracepoint {
+        category: &'static str,
+        name: &'static str,
+        program: &'static str,
     },
     /// A software perf event on every CPU, sampling every event.
     PerfSoftware { event: SoftwareEvent },
@@ -57,6 +68,7 @@ impl fmt::Display for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Hook::Tracepoint { category, name } => write!(f, "tracepoint {category}:{name}"),
+            Hook::RawTracepoint { name, .. } => write!(f, "raw tracepoint {name}"),
             Hook::PerfSoftware { event } => {
                 write!(f, "software perf event {} (every CPU)", event.name())
             }
@@ -69,6 +81,24 @@ impl Hook {
         Hook::Tracepoint { category, name }
     }
 
+    /// A raw tracepoint served by `program` (not the chain's classic one).
+    pub const fn raw_tp(category: &'static str, name: &'static str, program: &'static str) -> Hook {
+        Hook::RawTracepoint {
+            category,
+            name,
+            program,
+        }
+    }
+
+    /// The name TRACER_SKIP_HOOKS knows this hook by.
+    fn skip_name(&self) -> String {
+        match self {
+            Hook::Tracepoint { category, name } => format!("{category}:{name}"),
+            Hook::RawTracepoint { name, .. } => format!("raw:{name}"),
+            Hook::PerfSoftware { event } => event.name().to_string(),
+        }
+    }
+
     /// Whether the running kernel has this hook; Err says why not.
     pub fn probe(&self) -> Result<(), String> {
         match self {
@@ -77,6 +107,13 @@ impl Hook {
                 Ok(None) => Err("not in this kernel".into()),
                 Err(e) => Err(format!("{e:#}")),
             },
+            // Its programs read the arguments at offsets from BTF.
+            Hook::RawTracepoint { category, name, .. } => {
+                if !kernel::has_btf() {
+                    return Err("this kernel has no BTF".into());
+                }
+                Hook::tp(category, name).probe()
+            }
             Hook::PerfSoftware { .. } => {
                 if std::path::Path::new("/sys/bus/event_source/devices/software").exists() {
                     Ok(())
@@ -146,22 +183,29 @@ impl HookChain {
     /// passed over, so tests can exercise fallbacks on kernels that have the
     /// preferred hook.
     pub fn choose(&self) -> Result<Choice> {
+        self.choose_with(|_| Ok(()))
+    }
+
+    /// Like `choose`, passing over the hooks `usable` says the tool cannot use
+    /// on this kernel (e.g. a raw tracepoint when BTF lacks an offset it needs).
+    pub fn choose_with(&self, usable: impl Fn(&Hook) -> Result<(), String>) -> Result<Choice> {
         let skip = std::env::var("TRACER_SKIP_HOOKS").unwrap_or_default();
         let mut skipped = Vec::new();
         for hook in self.candidates {
-            let name = match hook {
-                Hook::Tracepoint { category, name } => format!("{category}:{name}"),
-                Hook::PerfSoftware { event } => event.name().to_string(),
-            };
+            let name = hook.skip_name();
             if skip.split(',').any(|s| s.trim() == name) {
                 skipped.push((*hook, "skipped by TRACER_SKIP_HOOKS".to_string()));
                 continue;
             }
-            match hook.probe() {
+            match hook.probe().and_then(|()| usable(hook)) {
                 Ok(()) => {
+                    let program = match hook {
+                        Hook::RawTracepoint { program, .. } => program,
+                        _ => self.program,
+                    };
                     return Ok(Choice {
                         role: self.role,
-                        program: self.program,
+                        program,
                         hook: *hook,
                         skipped,
                     });
@@ -242,6 +286,8 @@ pub struct Loaded {
     anchors: Vec<OwnedFd>,
     /// The tracepoints' links, owned here so that they detach together (Drop).
     links: Vec<aya::programs::trace_point::TracePointLink>,
+    /// Raw tracepoints' links.
+    raw_links: Vec<aya::programs::raw_trace_point::RawTracePointLink>,
     pub attached: Vec<Choice>,
     pub notes: Vec<String>,
 }
@@ -301,6 +347,7 @@ pub fn load<'a>(object: &Object, configure: impl FnOnce(&mut EbpfLoader<'a>)) ->
     Ok(Loaded {
         anchors: Vec::new(),
         links: Vec::new(),
+        raw_links: Vec::new(),
         ebpf,
         attached: Vec::new(),
         notes,
@@ -350,6 +397,16 @@ impl Loaded {
                     .attach(category, name)
                     .map_err(|e| program_error(program, &hook, e))?;
                 self.links.push(tp.take_link(link)?);
+            }
+            Hook::RawTracepoint { name, .. } => {
+                let tp: &mut RawTracePoint = prog.try_into()?;
+                if tp.fd().is_err() {
+                    tp.load().map_err(|e| program_error(program, &hook, e))?;
+                }
+                let link = tp
+                    .attach(name)
+                    .map_err(|e| program_error(program, &hook, e))?;
+                self.raw_links.push(tp.take_link(link)?);
             }
             Hook::PerfSoftware { event } => {
                 use aya::programs::perf_event::{

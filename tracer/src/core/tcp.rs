@@ -4,7 +4,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, bail};
-use tracer_common::tcp::{AF_INET, AF_INET6, AddrFields, SockOffsets};
+use tracer_common::{
+    block::NO_FIELD,
+    tcp::{AF_INET, AF_INET6, AddrFields, SkcOffsets, SockOffsets},
+};
 
 use crate::core::{btf::Btf, source::Get, tracefs::Format};
 
@@ -105,6 +108,32 @@ pub fn sock_offsets(btf: &Btf) -> Result<SockOffsets> {
         skb_network_header: off("sk_buff", "network_header")?,
         skb_transport_header: off("sk_buff", "transport_header")?,
         skb_sk: off("sk_buff", "sk")?,
+        skb_protocol: off("sk_buff", "protocol")?,
+    })
+}
+
+/// Where a flow is in `struct sock_common`, for the raw tracepoints' programs.
+pub fn skc_offsets(btf: &Btf) -> Result<SkcOffsets> {
+    let off = |p: &str| -> Result<u16> {
+        u16::try_from(btf.member("sock_common", p)?.offset)
+            .with_context(|| format!("sock_common.{p} offset too large"))
+    };
+    // A kernel without IPv6 has no v6 fields: IPv4 flows only.
+    let v6 = |p: &str| {
+        if btf.member("sock_common", p).is_ok() {
+            off(p)
+        } else {
+            Ok(NO_FIELD)
+        }
+    };
+    Ok(SkcOffsets {
+        family: off("skc_family")?,
+        num: off("skc_num")?,
+        dport: off("skc_dport")?,
+        rcv_saddr: off("skc_rcv_saddr")?,
+        daddr: off("skc_daddr")?,
+        v6_rcv_saddr: v6("skc_v6_rcv_saddr")?,
+        v6_daddr: v6("skc_v6_daddr")?,
         _pad: 0,
     })
 }
@@ -155,5 +184,11 @@ mod tests {
         let s = sock_offsets(&btf).unwrap();
         assert_eq!(s.icsk_ca_state + 2, s.icsk_pending);
         assert_eq!(s.ca_state_bits, 5);
+        let skc = skc_offsets(&btf).unwrap();
+        // include/net/sock.h: the address pair, then the port pair, then family.
+        assert_eq!(
+            (skc.daddr, skc.rcv_saddr, skc.dport, skc.num, skc.family),
+            (0, 4, 12, 14, 16)
+        );
     }
 }

@@ -72,6 +72,7 @@ pub fn find(name: &str) -> Option<&'static Tool> {
 #[cfg(test)]
 mod tests {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    use crate::core::ebpf::Hook;
 
     use super::*;
 
@@ -100,17 +101,22 @@ mod tests {
                 symbols.iter().any(|(n, s)| n == name && section(s))
             };
             for u in (tool.hooks)() {
-                assert!(
-                    has(u.chain.program, &|s| s.starts_with("tracepoint")
-                        || s.starts_with("raw_tp")
-                        || s.starts_with("raw_tracepoint")
-                        || s.starts_with("perf_event")
-                        || s.starts_with("kprobe")
-                        || s.starts_with("kretprobe")),
-                    "{}: no program {} in its ELF",
-                    tool.name,
-                    u.chain.program
-                );
+                let raw = u.chain.candidates.iter().filter_map(|h| match h {
+                    Hook::RawTracepoint { program, .. } => Some(*program),
+                    _ => None,
+                });
+                for program in std::iter::once(u.chain.program).chain(raw) {
+                    assert!(
+                        has(program, &|s| s.starts_with("tracepoint")
+                            || s.starts_with("raw_tp")
+                            || s.starts_with("raw_tracepoint")
+                            || s.starts_with("perf_event")
+                            || s.starts_with("kprobe")
+                            || s.starts_with("kretprobe")),
+                        "{}: no program {program} in its ELF",
+                        tool.name,
+                    );
+                }
             }
             for map in tool.object.maps.iter().chain(&["COUNTERS"]) {
                 assert!(

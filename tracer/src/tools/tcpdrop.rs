@@ -35,7 +35,10 @@ use crate::core::{
 const KFREE_SKB: HookChain = HookChain {
     role: "drop",
     program: "kfree_skb",
-    candidates: &[Hook::tp("skb", "kfree_skb")],
+    candidates: &[
+        Hook::raw_tp("skb", "kfree_skb", "kfree_skb_raw"),
+        Hook::tp("skb", "kfree_skb"),
+    ],
 };
 
 pub const TOOL: Tool = Tool {
@@ -119,7 +122,7 @@ impl TcpDrop {
             rx_sk: f.offset_or_absent("rx_sk", 8)?,
             protocol: f.offset("protocol", 2)?,
             reason: f.offset_or_absent("reason", 4)?,
-            _pad: 0,
+            raw_args: btf.tracepoint_arity("kfree_skb").unwrap_or(0) as u16,
             sock: tcp::sock_offsets(&btf)?,
             flags,
         };
@@ -132,7 +135,13 @@ impl TcpDrop {
         let mut loaded = ebpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
         })?;
-        loaded.attach_chain(&KFREE_SKB)?;
+        let usable = |hook: &Hook| match hook {
+            Hook::RawTracepoint { .. } if cfg.raw_args < 2 => {
+                Err("no prototype for kfree_skb in the kernel's BTF".to_string())
+            }
+            _ => Ok(()),
+        };
+        loaded.attach(&KFREE_SKB.choose_with(usable)?)?;
         if cfg.reason == NO_FIELD {
             loaded.notes.push(
                 "skb:kfree_skb has no reason field on this kernel: reasons are \"unknown\"".into(),

@@ -8,7 +8,7 @@ use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
-    tcp::{AF_INET, AF_INET6, SockOffsets},
+    tcp::{AF_INET, AF_INET6, SkcOffsets, SockOffsets},
     tcpretrans::{
         FLAG_COUNT, FLAG_FAILED, FLAG_NETNS, KIND_FAILED, KIND_LOSS_PROBE, KIND_SYNACK,
         RetransConfig, RetransEvent, RetransKey,
@@ -37,12 +37,18 @@ use crate::core::{
 const RETRANSMIT: HookChain = HookChain {
     role: "retrans",
     program: "tcp_retransmit_skb",
-    candidates: &[Hook::tp("tcp", "tcp_retransmit_skb")],
+    candidates: &[
+        Hook::raw_tp("tcp", "tcp_retransmit_skb", "tcp_retransmit_skb_raw"),
+        Hook::tp("tcp", "tcp_retransmit_skb"),
+    ],
 };
 const SYNACK: HookChain = HookChain {
     role: "synack",
     program: "tcp_retransmit_synack",
-    candidates: &[Hook::tp("tcp", "tcp_retransmit_synack")],
+    candidates: &[
+        Hook::raw_tp("tcp", "tcp_retransmit_synack", "tcp_retransmit_synack_raw"),
+        Hook::tp("tcp", "tcp_retransmit_synack"),
+    ],
 };
 
 pub const TOOL: Tool = Tool {
@@ -118,7 +124,15 @@ fn config(a: &Args, notes: &mut Vec<String>) -> Result<RetransConfig> {
     if let Some(s) = Format::read("tcp", "tcp_retransmit_synack")? {
         cfg.synack = tcp::addr_fields(&s)?;
     }
-    cfg.sock = match Btf::load().and_then(|btf| tcp::sock_offsets(&btf)) {
+    let btf = Btf::load();
+    if let Ok(btf) = &btf
+        && let Ok(skc) = tcp::skc_offsets(btf)
+        && let Ok(n) = btf.tracepoint_arity("tcp_retransmit_skb")
+    {
+        cfg.skc = skc;
+        cfg.raw_args = n as u16;
+    }
+    cfg.sock = match btf.and_then(|btf| tcp::sock_offsets(&btf)) {
         Ok(s) => s,
         Err(e) => {
             notes.push(format!(
@@ -178,8 +192,15 @@ impl TcpRetrans {
         let mut loaded = ebpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
         })?;
-        loaded.attach_chain(&RETRANSMIT)?;
-        if let Ok(choice) = SYNACK.choose() {
+        // The raw tracepoints' programs need the socket's layout from BTF.
+        let usable = |hook: &Hook| match hook {
+            Hook::RawTracepoint { .. } if cfg.skc == SkcOffsets::ABSENT => {
+                Err("no socket layout in the kernel's BTF".to_string())
+            }
+            _ => Ok(()),
+        };
+        loaded.attach(&RETRANSMIT.choose_with(usable)?)?;
+        if let Ok(choice) = SYNACK.choose_with(usable) {
             loaded.attach(&choice)?;
         }
         loaded.notes.extend(notes);
