@@ -50,18 +50,28 @@ pub fn tp_field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
     unsafe { ctx.read_at::<T>(off as usize) }.ok()
 }
 
-/// Argument `n` of a raw tracepoint whose kernel passes `arity` arguments
-/// (None beyond them). Read through bpf_probe_read_kernel rather than loaded:
-/// the kernel refuses to attach a program whose loads reach past the
-/// tracepoint's arguments, even in a branch not taken on that kernel.
+/// Argument `n` of a raw tracepoint whose kernel passes `arity` arguments (0
+/// beyond them or on a failed read). Read through bpf_probe_read_kernel rather
+/// than loaded: the kernel refuses to attach a program whose loads reach past
+/// the tracepoint's arguments, even in a branch not taken on that kernel. Into
+/// a zeroed u64, not an Option: 5.10's verifier rejects reading a stack slot
+/// that one path left unwritten, which an Option's payload can be.
 #[inline(always)]
-pub fn raw_arg(ctx: &RawTracePointContext, n: u16, arity: u16) -> Option<u64> {
-    if n >= arity {
-        return None;
+pub fn raw_arg(ctx: &RawTracePointContext, n: u16, arity: u16) -> u64 {
+    let mut value: u64 = 0;
+    if n < arity {
+        let args = ctx.as_ptr() as *const u64;
+        // SAFETY: the context is the array of the tracepoint's `arity` u64
+        // arguments; the helper checks the read and zeroes `value` on failure.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                (&mut value as *mut u64).cast(),
+                8,
+                args.wrapping_add(n as usize).cast(),
+            );
+        }
     }
-    let args = ctx.as_ptr() as *const u64;
-    // SAFETY: the context is the array of the tracepoint's `arity` u64 arguments.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(args.wrapping_add(n as usize)) }.ok()
+    value
 }
 
 /// CLOCK_MONOTONIC now, ns.

@@ -69,18 +69,16 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn kfree_skb_raw(ctx: RawTracePointContext) -> i32 {
     let cfg = CONFIG.load();
-    let Some(skb) = raw_arg(&ctx, 0, cfg.raw_args) else {
-        return 0;
-    };
+    let skb = raw_arg(&ctx, 0, cfg.raw_args);
     let Some(proto) = kread::<u16>(skb, cfg.sock.skb_protocol) else {
         return 0;
     };
     let drop = Drop {
         skb,
         proto: u16::from_be(proto),
-        location: raw_arg(&ctx, 1, cfg.raw_args).unwrap_or(0),
-        reason: raw_arg(&ctx, 2, cfg.raw_args).unwrap_or(0) as u32,
-        rx_sk: raw_arg(&ctx, 3, cfg.raw_args).unwrap_or(0),
+        location: raw_arg(&ctx, 1, cfg.raw_args),
+        reason: raw_arg(&ctx, 2, cfg.raw_args) as u32,
+        rx_sk: raw_arg(&ctx, 3, cfg.raw_args),
     };
     on_drop(&ctx, &cfg, &drop);
     0

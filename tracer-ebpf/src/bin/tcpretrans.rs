@@ -96,12 +96,12 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 pub fn tcp_retransmit_skb_raw(ctx: RawTracePointContext) -> i32 {
     let cfg = CONFIG.load();
     let mut e = RetransEvent::default();
-    let sk = raw_arg(&ctx, 0, cfg.raw_args).unwrap_or(0);
+    let sk = raw_arg(&ctx, 0, cfg.raw_args);
     if !read_sock_flow(sk, &cfg.skc, &mut e.flow) {
         return 0;
     }
-    let skb = raw_arg(&ctx, 1, cfg.raw_args).unwrap_or(0);
-    e.err = raw_arg(&ctx, 2, cfg.raw_args).unwrap_or(0) as i32;
+    let skb = raw_arg(&ctx, 1, cfg.raw_args);
+    e.err = raw_arg(&ctx, 2, cfg.raw_args) as i32;
     e.state = kread::<u8>(sk, cfg.sock.skc_state).unwrap_or(0) as i32;
     on_retransmit(&cfg, &mut e, sk, skb);
     0
@@ -159,11 +159,11 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 pub fn tcp_retransmit_synack_raw(ctx: RawTracePointContext) -> i32 {
     let cfg = CONFIG.load();
     let mut e = RetransEvent::default();
-    let req = raw_arg(&ctx, 1, 2).unwrap_or(0);
+    let req = raw_arg(&ctx, 1, 2);
     if !read_sock_flow(req, &cfg.skc, &mut e.flow) {
         return 0;
     }
-    let sk = raw_arg(&ctx, 0, 2).unwrap_or(0);
+    let sk = raw_arg(&ctx, 0, 2);
     on_synack(&cfg, &mut e, sk);
     0
 }

@@ -71,8 +71,8 @@ pub fn find(name: &str) -> Option<&'static Tool> {
 
 #[cfg(test)]
 mod tests {
-    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
     use crate::core::ebpf::Hook;
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
     use super::*;
 
