@@ -17,6 +17,26 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn connect_latency_and_attribution() {
     require_tracing!();
+    connects(
+        &[],
+        "raw tracepoint inet_sock_set_state -> inet_sock_set_state_raw",
+    );
+}
+
+/// The classic tracepoint's program (the path of kernels without BTF) tells
+/// the same.
+#[test]
+fn classic_tracepoint_tells_the_same() {
+    require_tracing!();
+    connects(
+        &[("TRACER_SKIP_HOOKS", "raw:inet_sock_set_state")],
+        "tracepoint sock:inet_sock_set_state -> inet_sock_set_state ",
+    );
+}
+
+/// A fast and a slow connect, traced with `env` by the hook `-v` names
+/// `hook_line`.
+fn connects(env: &[(&str, &str)], hook_line: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let ns = Netns::new();
     let port = ns.run("ns-listen", || {
@@ -25,13 +45,15 @@ fn connect_latency_and_attribution() {
         std::mem::forget(l);
         port
     });
-    let t = Tracer::start(&["tcpconnlat", "-p", &own_pid().to_string(), "--json"]);
+    let pid = own_pid().to_string();
+    let t = Tracer::start_with_env(&["tcpconnlat", "-p", &pid, "--json", "-v"], env);
     let fast_took = ns.run("connector", move || {
         timed(|| drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()))
     });
     let slow_took = slow_connect(&ns, "127.0.0.1", port);
     let out = t.stop();
     out.assert_success();
+    assert!(out.stderr.contains(hook_line), "{}", out.stderr);
     let rows: Vec<_> = out
         .json()
         .into_iter()

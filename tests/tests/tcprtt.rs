@@ -10,11 +10,28 @@ use tracer_tests::{
 #[test]
 fn remote_port_filter_keeps_one_flow() {
     require_tracing!();
+    remote_port_filter(&[], "raw tracepoint tcp_probe -> tcp_probe_raw");
+}
+
+/// The classic tracepoint's program (the path of kernels without BTF) tells
+/// the same.
+#[test]
+fn classic_tracepoint_tells_the_same() {
+    require_tracing!();
+    remote_port_filter(
+        &[("TRACER_SKIP_HOOKS", "raw:tcp_probe")],
+        "tracepoint tcp:tcp_probe -> tcp_probe ",
+    );
+}
+
+/// Two flows, one kept by its remote port, traced with `env` by the hook
+/// `-v` names `hook_line`.
+fn remote_port_filter(env: &[(&str, &str)], hook_line: &str) {
     let ns = Netns::new();
     let (mut c1, mut s1, p1) = ns.connect("127.0.0.1");
     let (mut c2, mut s2, _p2) = ns.connect("127.0.0.1");
     let before_start = segs_in(&c1);
-    let t = Tracer::start(&["tcprtt", "-P", &p1.to_string(), "--json"]);
+    let t = Tracer::start_with_env(&["tcprtt", "-P", &p1.to_string(), "--json", "-v"], env);
     let after_start = segs_in(&c1);
     // 100 round trips on the filtered flow, 1000 on the other.
     ping_pong(&mut c1, &mut s1, 100, 64);
@@ -24,6 +41,7 @@ fn remote_port_filter_keeps_one_flow() {
     let out = t.stop();
     let after_stop = segs_in(&c1);
     out.assert_success();
+    assert!(out.stderr.contains(hook_line), "{}", out.stderr);
     let r = &out.json()[0];
     // One sample per segment the client (remote port p1) receives in the
     // established state (tcp_probe): the 100 replies and however many pure ACKs

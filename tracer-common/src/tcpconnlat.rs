@@ -1,5 +1,8 @@
 //! tcpconnlat: active TCP connect latency, from sock:inet_sock_set_state.
-use crate::{COMM_LEN, TaskFilter, assert_size, pod, tcp::AddrFields};
+use crate::{
+    COMM_LEN, TaskFilter, assert_size, pod,
+    tcp::{AddrFields, SkcOffsets},
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,10 +17,14 @@ pub struct ConnConfig {
     pub oldstate: u16,
     pub newstate: u16,
     pub protocol: u16,
-    pub _pad: u32,
+    /// sock.sk_protocol (u16), for the raw tracepoint's program.
+    pub sk_protocol: u16,
+    pub _pad: u16,
     pub addrs: AddrFields,
+    /// The raw tracepoint's program reads flows from the socket.
+    pub skc: SkcOffsets,
 }
-assert_size!(ConnConfig, 64);
+assert_size!(ConnConfig, 80);
 pod!(ConnConfig);
 
 /// Histogram instead of records (--hist).
@@ -37,8 +44,10 @@ impl ConnConfig {
         oldstate: 16,
         newstate: 20,
         protocol: 30,
+        sk_protocol: crate::block::NO_FIELD,
         _pad: 0,
         addrs: AddrFields::ABSENT,
+        skc: SkcOffsets::ABSENT,
     };
 }
 

@@ -1,5 +1,5 @@
 //! tcprtt: smoothed RTT histograms from tcp:tcp_probe.
-use crate::{assert_size, hist::HistKey, pod};
+use crate::{assert_size, hist::HistKey, pod, tcp::SkcOffsets};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,9 +23,13 @@ pub struct RttConfig {
     pub dport: u16,
     pub family: u16,
     pub srtt: u16,
-    pub _pad2: u32,
+    /// tcp_sock.srtt_us (u32, µs << 3), for the raw tracepoint's program.
+    pub srtt_us: u16,
+    pub _pad2: u16,
+    /// The raw tracepoint's program reads flows from the socket.
+    pub skc: SkcOffsets,
 }
-assert_size!(RttConfig, 72);
+assert_size!(RttConfig, 88);
 pod!(RttConfig);
 
 pub const FLAG_LADDR: u32 = 1 << 0;
@@ -53,7 +57,9 @@ impl RttConfig {
         dport: 66,
         family: 68,
         srtt: 100,
+        srtt_us: crate::block::NO_FIELD,
         _pad2: 0,
+        skc: SkcOffsets::ABSENT,
     };
 }
 

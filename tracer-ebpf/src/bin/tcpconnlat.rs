@@ -6,17 +6,22 @@
 use aya_ebpf::{
     Global,
     helpers::bpf_get_current_comm,
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN,
     counters::NUM_COUNTERS,
     hist::SlotHist,
+    tcp::Flow,
     tcpconnlat::{ConnConfig, ConnEvent, ConnStart, FLAG_HIST},
 };
-use tracer_ebpf::{current_tgid, emit, hist_record_slot, now_ns, task_passes, tcp::flow, tp_field};
+use tracer_ebpf::{
+    current_tgid, emit, hist_record_slot, now_ns, raw_arg, task_passes,
+    tcp::{kread, read_flow, read_sock_flow},
+    tp_field,
+};
 
 tracer_ebpf::license!();
 
@@ -55,10 +60,43 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
+    if let Some((start, now, lat_ns)) = on_change(&cfg, sk, old, new) {
+        let mut f = Flow::default();
+        if read_flow(&ctx, &cfg.addrs, &mut f) {
+            report(&start, now, lat_ns, &f);
+        }
+    }
+    0
+}
+
+/// The same from the raw tracepoint: (sk, oldstate, newstate), the protocol
+/// and flow read from the socket.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
+    let cfg = CONFIG.load();
+    let sk = raw_arg(&ctx, 0, 3);
+    if kread::<u16>(sk, cfg.sk_protocol) != Some(IPPROTO_TCP) {
+        return 0;
+    }
+    let (old, new) = (raw_arg(&ctx, 1, 3) as i32, raw_arg(&ctx, 2, 3) as i32);
+    if let Some((start, now, lat_ns)) = on_change(&cfg, sk, old, new) {
+        let mut f = Flow::default();
+        if read_sock_flow(sk, &cfg.skc, &mut f) {
+            report(&start, now, lat_ns, &f);
+        }
+    }
+    0
+}
+
+/// A TCP socket's state change. A connect's start is remembered; its end is
+/// recorded in the histogram, or returned (start, end, latency) when it is to
+/// be reported with its flow.
+#[inline(always)]
+fn on_change(cfg: &ConnConfig, sk: u64, old: i32, new: i32) -> Option<(ConnStart, u64, u64)> {
     if old == TCP_CLOSE && new == TCP_SYN_SENT {
         // Inside connect(): the current task is the one connecting.
         if !task_passes(&cfg.task) {
-            return 0;
+            return None;
         }
         let now = now_ns();
         let start = ConnStart {
@@ -68,17 +106,15 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             comm: bpf_get_current_comm().unwrap_or_default(),
         };
         let _ = connects().insert(&sk, slot_of(sk), &start, now);
-        return 0;
+        return None;
     }
     if old != TCP_SYN_SENT {
-        return 0;
+        return None;
     }
     // Established, or failed (SYN_SENT -> CLOSE): the attempt is over.
-    let Some(start) = connects().take(&sk, slot_of(sk)) else {
-        return 0;
-    };
+    let start = connects().take(&sk, slot_of(sk))?;
     if new != TCP_ESTABLISHED {
-        return 0;
+        return None;
     }
     let now = now_ns();
     let lat_ns = now.saturating_sub(start.ts);
@@ -88,14 +124,16 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             0,
             lat_ns.checked_div(cfg.unit_div).unwrap_or(0),
         );
-        return 0;
+        return None;
     }
     if lat_ns < cfg.min_latency_ns {
-        return 0;
+        return None;
     }
-    let Some(f) = flow(&ctx, &cfg.addrs) else {
-        return 0;
-    };
+    Some((start, now, lat_ns))
+}
+
+#[inline(always)]
+fn report(start: &ConnStart, now: u64, lat_ns: u64, f: &Flow) {
     let e = ConnEvent {
         ts: now,
         lat_ns,
@@ -109,5 +147,4 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         comm: start.comm,
     };
     emit(&EVENTS, &COUNTERS, &e);
-    0
 }

@@ -5,20 +5,24 @@
 
 use aya_ebpf::{
     Global,
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     counters::NUM_COUNTERS,
     hist::{HistKey, HistStats, SlotHist},
-    tcp::{AF_INET, AF_INET6},
+    tcp::{AF_INET, AF_INET6, Flow},
     tcprtt::{
         FLAG_LADDR, FLAG_LPORT, FLAG_PER_LADDR, FLAG_PER_RADDR, FLAG_RADDR, FLAG_RPORT, RttConfig,
         RttGroup,
     },
 };
-use tracer_ebpf::{NO_PREALLOC, hist_record, hist_record_slot, tp_field, tp_read};
+use tracer_ebpf::{
+    NO_PREALLOC, hist_record, hist_record_slot, raw_arg,
+    tcp::{kread, sock_addr},
+    tp_field, tp_read,
+};
 
 tracer_ebpf::license!();
 
@@ -54,47 +58,100 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
     let Some(family) = tp_read::<u16, 68>(&ctx, cfg.family) else {
         return 0;
     };
-    if cfg.flags & FLAG_LPORT != 0 && tp_read::<u16, 64>(&ctx, cfg.sport) != Some(cfg.lport) {
-        return 0;
+    let mut flow = Flow {
+        family,
+        ..Flow::default()
+    };
+    if cfg.flags & FLAG_LPORT != 0 {
+        flow.lport = tp_read::<u16, 64>(&ctx, cfg.sport).unwrap_or(0);
     }
-    if cfg.flags & FLAG_RPORT != 0 && tp_read::<u16, 66>(&ctx, cfg.dport) != Some(cfg.rport) {
-        return 0;
+    if cfg.flags & FLAG_RPORT != 0 {
+        flow.rport = tp_read::<u16, 66>(&ctx, cfg.dport).unwrap_or(0);
     }
-    let needs_laddr = cfg.flags & (FLAG_LADDR | FLAG_PER_LADDR) != 0;
-    let needs_raddr = cfg.flags & (FLAG_RADDR | FLAG_PER_RADDR) != 0;
     // Plain arrays, always written: an Option's payload left unwritten is
     // copied later, and 5.10's verifier refuses reads of uninitialized stack.
-    let mut laddr = [0u8; 16];
-    if needs_laddr {
+    if cfg.flags & (FLAG_LADDR | FLAG_PER_LADDR) != 0 {
         let Some(a) = addr(&ctx, cfg.saddr, family) else {
             return 0;
         };
-        laddr = a;
+        flow.laddr = a;
     }
-    let mut raddr = [0u8; 16];
-    if needs_raddr {
+    if cfg.flags & (FLAG_RADDR | FLAG_PER_RADDR) != 0 {
         let Some(a) = addr(&ctx, cfg.daddr, family) else {
             return 0;
         };
-        raddr = a;
-    }
-    if cfg.flags & FLAG_LADDR != 0 && (family != cfg.laddr_family || laddr != cfg.laddr) {
-        return 0;
-    }
-    if cfg.flags & FLAG_RADDR != 0 && (family != cfg.raddr_family || raddr != cfg.raddr) {
-        return 0;
+        flow.raddr = a;
     }
     let Some(srtt) = tp_read::<u32, 100>(&ctx, cfg.srtt) else {
         return 0;
     };
+    on_sample(&cfg, &flow, srtt);
+    0
+}
+
+/// The same from the raw tracepoint: (sk, skb), the flow and srtt read from
+/// the socket (its addresses and ports only where needed, as above).
+#[raw_tracepoint(tracepoint = "tcp_probe")]
+pub fn tcp_probe_raw(ctx: RawTracePointContext) -> i32 {
+    let cfg = CONFIG.load();
+    let sk = raw_arg(&ctx, 0, 2);
+    let s = &cfg.skc;
+    let Some(family) = kread::<u16>(sk, s.family) else {
+        return 0;
+    };
+    let mut flow = Flow {
+        family,
+        ..Flow::default()
+    };
+    if cfg.flags & FLAG_LPORT != 0 {
+        flow.lport = kread(sk, s.num).unwrap_or(0);
+    }
+    if cfg.flags & FLAG_RPORT != 0 {
+        flow.rport = u16::from_be(kread(sk, s.dport).unwrap_or(0));
+    }
+    if cfg.flags & (FLAG_LADDR | FLAG_PER_LADDR) != 0
+        && !sock_addr(sk, s, family, true, &mut flow.laddr)
+    {
+        return 0;
+    }
+    if cfg.flags & (FLAG_RADDR | FLAG_PER_RADDR) != 0
+        && !sock_addr(sk, s, family, false, &mut flow.raddr)
+    {
+        return 0;
+    }
+    let Some(srtt_us) = kread::<u32>(sk, cfg.srtt_us) else {
+        return 0;
+    };
+    // As the classic tracepoint reports it.
+    on_sample(&cfg, &flow, srtt_us >> 3);
+    0
+}
+
+/// One RTT sample of `flow` (its addresses and ports are only read where a
+/// filter or grouping needs them): filtered, then recorded.
+#[inline(always)]
+fn on_sample(cfg: &RttConfig, flow: &Flow, srtt: u32) {
+    if cfg.flags & FLAG_LPORT != 0 && flow.lport != cfg.lport {
+        return;
+    }
+    if cfg.flags & FLAG_RPORT != 0 && flow.rport != cfg.rport {
+        return;
+    }
+    let family = flow.family;
+    if cfg.flags & FLAG_LADDR != 0 && (family != cfg.laddr_family || flow.laddr != cfg.laddr) {
+        return;
+    }
+    if cfg.flags & FLAG_RADDR != 0 && (family != cfg.raddr_family || flow.raddr != cfg.raddr) {
+        return;
+    }
     let value = (srtt as u64).checked_div(cfg.unit_div).unwrap_or(0);
     let group = if cfg.flags & FLAG_PER_LADDR != 0 {
-        laddr
+        flow.laddr
     } else if cfg.flags & FLAG_PER_RADDR != 0 {
-        raddr
+        flow.raddr
     } else {
         hist_record_slot(&HIST_SLOTS, 0, value);
-        return 0;
+        return;
     };
     hist_record(
         &HIST,
@@ -107,5 +164,4 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
         },
         value,
     );
-    0
 }

@@ -308,30 +308,28 @@ impl State {
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
-            if event_first {
+            // What is dropped: its bytes and the time it covers.
+            let (bytes, first_ns, last_ns) = if event_first {
                 let s = self.window.pop_front().expect("has a front");
-                self.bytes -= s.bytes;
-                let d = self.drops.get_or_insert(Dropped {
-                    first_ns: s.ts,
-                    last_ns: s.ts,
-                    events: 0,
-                    slices: 0,
-                });
-                d.last_ns = d.last_ns.max(s.ts);
-                d.events += 1;
                 self.dropped_events += 1;
+                (s.bytes, s.ts, s.ts)
             } else {
                 let s = self.slices.pop_front().expect("has a front");
-                self.bytes -= s.bytes;
-                let d = self.drops.get_or_insert(Dropped {
-                    first_ns: s.start,
-                    last_ns: s.end,
-                    events: 0,
-                    slices: 0,
-                });
-                d.last_ns = d.last_ns.max(s.end);
-                d.slices += 1;
                 self.dropped_slices += 1;
+                (s.bytes, s.start, s.end)
+            };
+            self.bytes -= bytes;
+            let d = self.drops.get_or_insert(Dropped {
+                first_ns,
+                last_ns,
+                events: 0,
+                slices: 0,
+            });
+            d.last_ns = d.last_ns.max(last_ns);
+            if event_first {
+                d.events += 1;
+            } else {
+                d.slices += 1;
             }
         }
     }

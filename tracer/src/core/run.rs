@@ -193,11 +193,7 @@ pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Opti
                     if ring.is_some() {
                         sink.drain(source.as_mut(), ring.as_mut())?;
                     } else {
-                        let at = output::unix_time();
-                        let sample = source.sample()?;
-                        if let Some(h) = &mut heatmap {
-                            h.add(at, &sample)?;
-                        }
+                        let sample = sample_into(source.as_mut(), heatmap.as_mut())?;
                         match period {
                             Some(_) => sink.show(source.name(), &sample),
                             None => source.absorb(&mut whole_run, sample),
@@ -214,11 +210,7 @@ pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Opti
                     if ring.is_some() {
                         sink.drain(source.as_mut(), ring.as_mut())?;
                     } else {
-                        let at = output::unix_time();
-                        let sample = source.sample()?;
-                        if let Some(h) = &mut heatmap {
-                            h.add(at, &sample)?;
-                        }
+                        let sample = sample_into(source.as_mut(), heatmap.as_mut())?;
                         match (period, &heatmap) {
                             (None, Some(_)) => {
                                 source.absorb(&mut whole_run, sample);
@@ -234,6 +226,17 @@ pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Opti
         exit_report(source.as_ref(), sink.opts.verbose);
         Ok(())
     })
+}
+
+/// Reads what the kernel aggregated since the last read, adding it to the
+/// heatmap (a column) when there is one.
+fn sample_into(source: &mut dyn Source, heatmap: Option<&mut Heatmap>) -> Result<Sample> {
+    let at = output::unix_time();
+    let sample = source.sample()?;
+    if let Some(h) = heatmap {
+        h.add(at, &sample)?;
+    }
+    Ok(sample)
 }
 
 /// At exit: lost records are always reported; with -v every counter is.

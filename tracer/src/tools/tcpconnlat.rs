@@ -5,13 +5,16 @@ use anyhow::{Context as _, Result};
 use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::{
+    block::NO_FIELD,
     hist::NoGroup,
+    tcp::SkcOffsets,
     tcpconnlat::{ConnConfig, ConnEvent, FLAG_HIST},
 };
 
 use super::Tool;
 use crate::core::ebpf::Object;
 use crate::core::{
+    btf::Btf,
     cli::{self, IntervalArgs, OutputArgs, TaskArgs},
     ebpf::{self, Hook, HookChain, HookUse, Loaded},
     hist::HistReader,
@@ -30,7 +33,10 @@ use crate::core::{
 const SET_STATE: HookChain = HookChain {
     role: "state",
     program: "inet_sock_set_state",
-    candidates: &[Hook::tp("sock", "inet_sock_set_state")],
+    candidates: &[
+        Hook::raw_tp("sock", "inet_sock_set_state", "inet_sock_set_state_raw"),
+        Hook::tp("sock", "inet_sock_set_state"),
+    ],
 };
 
 pub const TOOL: Tool = Tool {
@@ -101,10 +107,26 @@ impl TcpConnLat {
         cfg.newstate = f.offset("newstate", 4)?;
         cfg.protocol = f.offset("protocol", 2)?;
         cfg.addrs = tcp::addr_fields(&f)?;
+        if let Ok(btf) = Btf::load()
+            && let Ok(skc) = tcp::skc_offsets(&btf)
+            && let Ok(protocol) = btf.member("sock", "sk_protocol")
+        {
+            cfg.skc = skc;
+            cfg.sk_protocol = u16::try_from(protocol.offset).unwrap_or(NO_FIELD);
+        }
         let mut loaded = ebpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
         })?;
-        loaded.attach_chain(&SET_STATE)?;
+        // The raw tracepoint's program needs the socket's layout from BTF.
+        let usable = |hook: &Hook| match hook {
+            Hook::RawTracepoint { .. }
+                if cfg.skc == SkcOffsets::ABSENT || cfg.sk_protocol == NO_FIELD =>
+            {
+                Err("no socket layout in the kernel's BTF".to_string())
+            }
+            _ => Ok(()),
+        };
+        loaded.attach(&SET_STATE.choose_with(usable)?)?;
         Ok(TcpConnLat {
             loaded,
             hist: a.hist.then(HistReader::default),

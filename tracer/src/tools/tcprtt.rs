@@ -4,15 +4,20 @@
 use anyhow::{Context as _, Result};
 use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
-use tracer_common::tcprtt::{
-    FLAG_LADDR, FLAG_LPORT, FLAG_PER_LADDR, FLAG_PER_RADDR, FLAG_RADDR, FLAG_RPORT, RttConfig,
-    RttGroup,
+use tracer_common::{
+    block::NO_FIELD,
+    tcp::SkcOffsets,
+    tcprtt::{
+        FLAG_LADDR, FLAG_LPORT, FLAG_PER_LADDR, FLAG_PER_RADDR, FLAG_RADDR, FLAG_RPORT, RttConfig,
+        RttGroup,
+    },
 };
 
 use super::Tool;
 use crate::core::ebpf::Object;
 use crate::core::trigger::Subsystem;
 use crate::core::{
+    btf::Btf,
     cli::{self, HeatmapArgs, IntervalArgs, OutputArgs},
     ebpf::{self, Hook, HookChain, HookUse, Loaded},
     hist::HistReader,
@@ -26,7 +31,10 @@ use crate::core::{
 const PROBE: HookChain = HookChain {
     role: "probe",
     program: "tcp_probe",
-    candidates: &[Hook::tp("tcp", "tcp_probe")],
+    candidates: &[
+        Hook::raw_tp("tcp", "tcp_probe", "tcp_probe_raw"),
+        Hook::tp("tcp", "tcp_probe"),
+    ],
 };
 
 pub const TOOL: Tool = Tool {
@@ -129,10 +137,26 @@ impl TcpRtt {
             None => cfg.saddr,
         };
         cfg.srtt = f.offset("srtt", 4)?;
+        if let Ok(btf) = Btf::load()
+            && let Ok(skc) = tcp::skc_offsets(&btf)
+            && let Ok(srtt) = btf.member("tcp_sock", "srtt_us")
+        {
+            cfg.skc = skc;
+            cfg.srtt_us = u16::try_from(srtt.offset).unwrap_or(NO_FIELD);
+        }
         let mut loaded = ebpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
         })?;
-        loaded.attach_chain(&PROBE)?;
+        // The raw tracepoint's program needs the socket's layout from BTF.
+        let usable = |hook: &Hook| match hook {
+            Hook::RawTracepoint { .. }
+                if cfg.skc == SkcOffsets::ABSENT || cfg.srtt_us == NO_FIELD =>
+            {
+                Err("no socket layout in the kernel's BTF".to_string())
+            }
+            _ => Ok(()),
+        };
+        loaded.attach(&PROBE.choose_with(usable)?)?;
         Ok(TcpRtt {
             loaded,
             reader: HistReader::default(),
