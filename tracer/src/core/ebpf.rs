@@ -434,8 +434,30 @@ impl Loaded {
 
     /// Probes a chain and attaches its best hook.
     pub fn attach_chain(&mut self, chain: &HookChain) -> Result<()> {
-        let choice = chain.choose()?;
-        self.attach(&choice)
+        self.attach_best(chain, |_| Ok(()))
+    }
+
+    /// Attaches the best hook of `chain` that `usable` allows and the kernel
+    /// accepts: where the kernel refuses the program at one hook (a verifier
+    /// of another version), the next candidate is tried, and `-v` says why.
+    pub fn attach_best(
+        &mut self,
+        chain: &HookChain,
+        usable: impl Fn(&Hook) -> Result<(), String>,
+    ) -> Result<()> {
+        let mut refused: Vec<(Hook, String)> = Vec::new();
+        loop {
+            let choice = chain.choose_with(|h| match refused.iter().find(|(r, _)| r == h) {
+                Some((_, why)) => Err(why.clone()),
+                None => usable(h),
+            })?;
+            let last = chain.candidates.last() == Some(&choice.hook);
+            match self.attach(&choice) {
+                Ok(()) => return Ok(()),
+                Err(e) if last => return Err(e),
+                Err(e) => refused.push((choice.hook, format!("{e:#}"))),
+            }
+        }
     }
 
     /// The event tools' ring buffer, `EVENTS`, for `run::stream`.

@@ -126,7 +126,7 @@ impl TcpConnLat {
             }
             _ => Ok(()),
         };
-        loaded.attach(&SET_STATE.choose_with(usable)?)?;
+        loaded.attach_best(&SET_STATE, usable)?;
         Ok(TcpConnLat {
             loaded,
             hist: a.hist.then(HistReader::default),

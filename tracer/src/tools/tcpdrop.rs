@@ -141,7 +141,7 @@ impl TcpDrop {
             }
             _ => Ok(()),
         };
-        loaded.attach(&KFREE_SKB.choose_with(usable)?)?;
+        loaded.attach_best(&KFREE_SKB, usable)?;
         if cfg.reason == NO_FIELD {
             loaded.notes.push(
                 "skb:kfree_skb has no reason field on this kernel: reasons are \"unknown\"".into(),

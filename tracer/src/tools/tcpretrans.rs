@@ -199,9 +199,10 @@ impl TcpRetrans {
             }
             _ => Ok(()),
         };
-        loaded.attach(&RETRANSMIT.choose_with(usable)?)?;
-        if let Ok(choice) = SYNACK.choose_with(usable) {
-            loaded.attach(&choice)?;
+        loaded.attach_best(&RETRANSMIT, usable)?;
+        // Optional: kernels without the tracepoint still trace retransmits.
+        if SYNACK.choose_with(usable).is_ok() {
+            loaded.attach_best(&SYNACK, usable)?;
         }
         loaded.notes.extend(notes);
         Ok(TcpRetrans {

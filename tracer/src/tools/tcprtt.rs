@@ -156,7 +156,7 @@ impl TcpRtt {
             }
             _ => Ok(()),
         };
-        loaded.attach(&PROBE.choose_with(usable)?)?;
+        loaded.attach_best(&PROBE, usable)?;
         Ok(TcpRtt {
             loaded,
             reader: HistReader::default(),
