@@ -20,7 +20,7 @@ use tracer_common::{
 };
 use tracer_ebpf::{
     NO_PREALLOC, hist_record, hist_record_slot, raw_arg,
-    tcp::{kread, sock_addr},
+    tcp::{kread, read_sock_flow},
     tp_field, tp_read,
 };
 
@@ -90,40 +90,26 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
 }
 
 /// The same from the raw tracepoint: (sk, skb), the flow and srtt read from
-/// the socket (its addresses and ports only where needed, as above).
+/// the socket. The socket's layout is taken from the configuration first and
+/// the rest after the reads: held together across the helper calls, the
+/// configuration's bytes were spilled to 488 bytes of stack, which with a
+/// callee's frame 6.1 and 5.10 refuse (over 512).
 #[raw_tracepoint(tracepoint = "tcp_probe")]
 pub fn tcp_probe_raw(ctx: RawTracePointContext) -> i32 {
-    let cfg = CONFIG.load();
+    let (skc, srtt_off) = {
+        let cfg = CONFIG.load();
+        (cfg.skc, cfg.srtt_us)
+    };
     let sk = raw_arg(&ctx, 0, 2);
-    let s = &cfg.skc;
-    let Some(family) = kread::<u16>(sk, s.family) else {
-        return 0;
-    };
-    let mut flow = Flow {
-        family,
-        ..Flow::default()
-    };
-    if cfg.flags & FLAG_LPORT != 0 {
-        flow.lport = kread(sk, s.num).unwrap_or(0);
-    }
-    if cfg.flags & FLAG_RPORT != 0 {
-        flow.rport = u16::from_be(kread(sk, s.dport).unwrap_or(0));
-    }
-    if cfg.flags & (FLAG_LADDR | FLAG_PER_LADDR) != 0
-        && !sock_addr(sk, s, family, true, &mut flow.laddr)
-    {
+    let mut flow = Flow::default();
+    if !read_sock_flow(sk, &skc, &mut flow) {
         return 0;
     }
-    if cfg.flags & (FLAG_RADDR | FLAG_PER_RADDR) != 0
-        && !sock_addr(sk, s, family, false, &mut flow.raddr)
-    {
-        return 0;
-    }
-    let Some(srtt_us) = kread::<u32>(sk, cfg.srtt_us) else {
+    let Some(srtt_us) = kread::<u32>(sk, srtt_off) else {
         return 0;
     };
     // As the classic tracepoint reports it.
-    on_sample(&cfg, &flow, srtt_us >> 3);
+    on_sample(&CONFIG.load(), &flow, srtt_us >> 3);
     0
 }
 

@@ -76,6 +76,60 @@ mod tests {
 
     use super::*;
 
+    /// The deepest stack slot a program's instructions touch (`r10 - off`).
+    fn stack_depth(code: &[u8]) -> u32 {
+        const BPF_LDX: u8 = 0x01;
+        const BPF_ST: u8 = 0x02;
+        const BPF_STX: u8 = 0x03;
+        let mut deepest = 0;
+        for insn in code.chunks_exact(8) {
+            let (class, dst, src) = (insn[0] & 0x07, insn[1] & 0x0f, insn[1] >> 4);
+            let off = i16::from_le_bytes([insn[2], insn[3]]);
+            let via_fp = match class {
+                BPF_LDX => src == 10,
+                BPF_ST | BPF_STX => dst == 10,
+                _ => false,
+            };
+            if via_fp && off < 0 {
+                deepest = deepest.max(u32::from(off.unsigned_abs()));
+            }
+        }
+        deepest
+    }
+
+    /// No program's own frame is deeper than 456 bytes: older verifiers add
+    /// the frame of a call (memcpy, bcmp) and refuse a total over 512 (6.1 and
+    /// 5.10 refused tcp_probe_raw at 488 + 56), which this kernel's accepts.
+    #[test]
+    fn stacks_leave_room_for_a_call() {
+        for tool in TOOLS {
+            let elf = object::File::parse(tool.object.elf).unwrap();
+            for sym in elf
+                .symbols()
+                .filter(|s| s.kind() == object::SymbolKind::Text)
+            {
+                let Some(section) = sym
+                    .section_index()
+                    .and_then(|i| elf.section_by_index(i).ok())
+                else {
+                    continue;
+                };
+                let code = section.data().unwrap();
+                let (at, len) = (sym.address() as usize, sym.size() as usize);
+                let Some(code) = code.get(at..at + len) else {
+                    continue;
+                };
+                let depth = stack_depth(code);
+                assert!(
+                    depth <= 456,
+                    "{}: {} uses {depth} bytes of stack",
+                    tool.name,
+                    sym.name().unwrap_or("?")
+                );
+            }
+        }
+    }
+
     /// Every program, map and global userspace names exists in the tool's ELF:
     /// a typo fails here, not on a user's machine.
     #[test]
