@@ -224,6 +224,9 @@ fn collect(
 
 const BANNER: &str = "Hit Ctrl-C to end.";
 
+/// A tracer's arguments and extra environment variables.
+pub type Run<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
 impl Tracer {
     /// Starts `tracer <args>` and waits until it says it is tracing.
     #[track_caller]
@@ -276,6 +279,22 @@ impl Tracer {
             );
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Starts several tracers at once, each on a thread of its own: their
+    /// start-ups (BTF, the verifier) overlap.
+    #[track_caller]
+    pub fn start_together(runs: &[Run]) -> Vec<Tracer> {
+        thread::scope(|scope| {
+            let starts: Vec<_> = runs
+                .iter()
+                .map(|(args, env)| scope.spawn(move || Tracer::start_with_env(args, env)))
+                .collect();
+            starts
+                .into_iter()
+                .map(|s| s.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
     }
 
     pub fn pid(&self) -> u32 {

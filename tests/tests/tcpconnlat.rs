@@ -4,7 +4,7 @@
 use std::{net::TcpListener, time::Duration};
 
 use tracer_tests::{
-    Tracer,
+    Finished, Tracer,
     fuse::timed,
     hidden::{NET_RX, TIMER, assert_count},
     net::Netns,
@@ -14,29 +14,11 @@ use tracer_tests::{
 /// The tests trace this process's connects: one test at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A fast and a slow connect, traced at once through the raw tracepoint and,
+/// as on kernels without BTF, the classic one: each must tell the same.
 #[test]
 fn connect_latency_and_attribution() {
     require_tracing!();
-    connects(
-        &[],
-        "raw tracepoint inet_sock_set_state -> inet_sock_set_state_raw",
-    );
-}
-
-/// The classic tracepoint's program (the path of kernels without BTF) tells
-/// the same.
-#[test]
-fn classic_tracepoint_tells_the_same() {
-    require_tracing!();
-    connects(
-        &[("TRACER_SKIP_HOOKS", "raw:inet_sock_set_state")],
-        "tracepoint sock:inet_sock_set_state -> inet_sock_set_state ",
-    );
-}
-
-/// A fast and a slow connect, traced with `env` by the hook `-v` names
-/// `hook_line`.
-fn connects(env: &[(&str, &str)], hook_line: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let ns = Netns::new();
     let port = ns.run("ns-listen", || {
@@ -46,12 +28,28 @@ fn connects(env: &[(&str, &str)], hook_line: &str) {
         port
     });
     let pid = own_pid().to_string();
-    let t = Tracer::start_with_env(&["tcpconnlat", "-p", &pid, "--json", "-v"], env);
+    let args = ["tcpconnlat", "-p", &pid, "--json", "-v"];
+    let classic = [("TRACER_SKIP_HOOKS", "raw:inet_sock_set_state")];
+    let tracers = Tracer::start_together(&[(&args, &[]), (&args, &classic)]);
     let fast_took = ns.run("connector", move || {
         timed(|| drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()))
     });
     let slow_took = slow_connect(&ns, "127.0.0.1", port);
-    let out = t.stop();
+    let hooks = [
+        "raw tracepoint inet_sock_set_state -> inet_sock_set_state_raw",
+        "tracepoint sock:inet_sock_set_state -> inet_sock_set_state ",
+    ];
+    for (t, hook_line) in tracers.into_iter().zip(hooks) {
+        check_connects(t.stop(), hook_line, port, (fast_took, slow_took));
+    }
+}
+
+fn check_connects(
+    out: Finished,
+    hook_line: &str,
+    port: u16,
+    (fast_took, slow_took): (Duration, Duration),
+) {
     out.assert_success();
     assert!(out.stderr.contains(hook_line), "{}", out.stderr);
     let rows: Vec<_> = out

@@ -2,7 +2,7 @@
 //! namespace the test makes.
 
 use tracer_tests::{
-    Tracer,
+    Finished, Tracer,
     hidden::{NET_RX, TIMER, assert_count},
     net::{Netns, ping_pong},
     require_tracing, tracepoint_has_field, wait_for,
@@ -17,31 +17,18 @@ fn expected_drop() -> (&'static str, &'static str) {
     }
 }
 
+/// Drops of an nftables rule, traced at once through the raw tracepoint and,
+/// as on kernels without BTF, the classic one: each must tell the same.
 #[test]
 fn netfilter_drops_with_tuple_reason_and_stack() {
     require_tracing!();
-    netfilter_drops(&[], "raw tracepoint kfree_skb -> kfree_skb_raw");
-}
-
-/// The classic tracepoint's program (the path of kernels without BTF) tells
-/// the same.
-#[test]
-fn classic_tracepoint_tells_the_same() {
-    require_tracing!();
-    netfilter_drops(
-        &[("TRACER_SKIP_HOOKS", "raw:kfree_skb")],
-        "tracepoint skb:kfree_skb -> kfree_skb ",
-    );
-}
-
-/// Drops of an nftables rule, traced with `env`, by the hook `-v` names
-/// `hook_line`.
-fn netfilter_drops(env: &[(&str, &str)], hook_line: &str) {
     let ns = Netns::new();
     let (mut client, mut server, port) = ns.connect("127.0.0.1");
     let cport = client.local_addr().unwrap().port();
     ping_pong(&mut client, &mut server, 2, 10);
-    let t = Tracer::start_with_env(&["tcpdrop", "--stack", "--json", "-v"], env);
+    let args = ["tcpdrop", "--stack", "--json", "-v"];
+    let classic = [("TRACER_SKIP_HOOKS", "raw:kfree_skb")];
+    let tracers = Tracer::start_together(&[(&args, &[]), (&args, &classic)]);
     ns.drop_rule(&format!("tcp dport {port} counter drop"));
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
     let ours = |r: &serde_json::Value| r["dport"] == port && r["sport"] == cport;
@@ -50,10 +37,24 @@ fn netfilter_drops(env: &[(&str, &str)], hook_line: &str) {
     ns.accept_all();
     let dropped = ns.counted_packets();
     ns.flush_rules();
-    let out = t.stop();
+    let hooks = [
+        "raw tracepoint kfree_skb -> kfree_skb_raw",
+        "tracepoint skb:kfree_skb -> kfree_skb ",
+    ];
+    for (t, hook_line) in tracers.into_iter().zip(hooks) {
+        check_drops(t.stop(), hook_line, &ours, dropped);
+    }
+}
+
+fn check_drops(
+    out: Finished,
+    hook_line: &str,
+    ours: &dyn Fn(&serde_json::Value) -> bool,
+    dropped: u64,
+) {
     out.assert_success();
     assert!(out.stderr.contains(hook_line), "{}", out.stderr);
-    let rows: Vec<_> = out.json().into_iter().filter(ours).collect();
+    let rows: Vec<_> = out.json().into_iter().filter(|r| ours(r)).collect();
     // Every packet the rule dropped, and only those (but for drops in softirqs
     // the kernel hid from BPF: retransmits come from timers).
     let allowed = out.hidden(&[TIMER, NET_RX]);

@@ -51,11 +51,22 @@ impl Via {
     }
 }
 
+/// Tracers on each of `vias`, started together on one workload.
+fn start(args: &[&str], vias: &[Via]) -> Vec<(Via, Tracer)> {
+    let envs: Vec<_> = vias.iter().map(|v| v.env()).collect();
+    let runs: Vec<tracer_tests::Run> = envs.iter().map(|e| (args, &e[..])).collect();
+    vias.iter()
+        .copied()
+        .zip(Tracer::start_together(&runs))
+        .collect()
+}
+
 /// An established loopback connection; everything to the server port dropped
 /// while 100 bytes wait, until the kernel has retransmitted them on two RTOs:
 /// one tail loss probe first, then RTOs. The drop rule goes before the next RTO
-/// (backoff: twice the last wait), which then gets through.
-fn loss_probe_then_rtos(loopback: &'static str, via: Via) {
+/// (backoff: twice the last wait), which then gets through. Traced by a
+/// tracer on each of `vias` at once: each must tell the same.
+fn loss_probe_then_rtos(loopback: &'static str, vias: &[Via]) {
     let ns = Netns::new();
     let (mut client, mut server, port) = ns.connect(loopback);
     let lport = client.local_addr().unwrap().port();
@@ -63,7 +74,7 @@ fn loss_probe_then_rtos(loopback: &'static str, via: Via) {
     // The warm-up's delayed ACKs go out before the drop rule (which would eat
     // them and make the server retransmit too).
     wait_acked(&client, &server);
-    let t = Tracer::start_with_env(&["tcpretrans", "-l", "--netns", "--json", "-v"], &via.env());
+    let tracers = start(&["tcpretrans", "-l", "--netns", "--json", "-v"], vias);
     let before = ns.snmp();
     ns.drop_rule(&format!("tcp dport {port} drop"));
     std::io::Write::write_all(&mut client, &[1u8; 100]).unwrap();
@@ -74,12 +85,27 @@ fn loss_probe_then_rtos(loopback: &'static str, via: Via) {
     // Retransmits are over once the data is acknowledged.
     wait_acked(&client, &server);
     let after = ns.snmp();
+    for (via, t) in tracers {
+        check_loss_probe_then_rtos(loopback, via, t, &ns, (lport, port), (&before, &after));
+    }
+}
+
+type Counters = std::collections::HashMap<String, u64>;
+
+fn check_loss_probe_then_rtos(
+    loopback: &str,
+    via: Via,
+    t: Tracer,
+    ns: &Netns,
+    (lport, port): (u16, u16),
+    (before, after): (&Counters, &Counters),
+) {
     let out = t.stop();
     out.assert_success();
     let hook = via.hook_line("tcp_retransmit_skb");
     assert!(out.stderr.contains(&hook), "{}", out.stderr);
     let rows = out.json();
-    let flow = flow_rows(&rows, &ns, lport, port);
+    let flow = flow_rows(&rows, ns, lport, port);
     let kinds: Vec<&str> = flow.iter().map(|r| r["type"].as_str().unwrap()).collect();
     let delta = |k: &str| after[k] - before[k];
     let in_ns: Vec<String> = rows
@@ -124,24 +150,18 @@ fn loss_probe_then_rtos(loopback: &'static str, via: Via) {
     }
 }
 
+/// Also through the classic tracepoint's program (the path of kernels
+/// without BTF), on the same retransmits.
 #[test]
 fn tail_loss_probe_is_told_from_rtos_ipv4() {
     require_tracing!();
-    loss_probe_then_rtos("127.0.0.1", Via::Raw);
-}
-
-/// The classic tracepoint's program (the path of kernels without BTF) tells
-/// the same.
-#[test]
-fn classic_tracepoint_tells_the_same() {
-    require_tracing!();
-    loss_probe_then_rtos("127.0.0.1", Via::Classic);
+    loss_probe_then_rtos("127.0.0.1", &[Via::Raw, Via::Classic]);
 }
 
 #[test]
 fn tail_loss_probe_is_told_from_rtos_ipv6() {
     require_tracing!();
-    loss_probe_then_rtos("::1", Via::Raw);
+    loss_probe_then_rtos("::1", &[Via::Raw]);
 }
 
 /// The client's handshake ACK dropped, the server's request socket
@@ -151,19 +171,16 @@ fn tail_loss_probe_is_told_from_rtos_ipv6() {
 #[test]
 fn synack_retransmits_carry_the_flow() {
     require_tracing!();
-    for via in [Via::Raw, Via::Classic] {
-        synack_retransmits(via);
-    }
-}
-
-fn synack_retransmits(via: Via) {
     let ns = Netns::new();
     let (listener, port) = ns.run("listen", || {
         let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         (l, port)
     });
-    let t = Tracer::start_with_env(&["tcpretrans", "--netns", "--json", "-v"], &via.env());
+    let tracers = start(
+        &["tcpretrans", "--netns", "--json", "-v"],
+        &[Via::Raw, Via::Classic],
+    );
     let before = ns.snmp();
     // Pure ACKs only: the SYN and the SYN-ACKs pass.
     ns.drop_rule(&format!("tcp dport {port} tcp flags == ack drop"));
@@ -181,15 +198,21 @@ fn synack_retransmits(via: Via) {
     std::io::Read::read_exact(&mut server, &mut buf).unwrap();
     wait_acked(&client, &server);
     let kernel = retrans();
-    let out = t.stop();
-    out.assert_success();
-    let hook = via.hook_line("tcp_retransmit_synack");
-    assert!(out.stderr.contains(&hook), "{}", out.stderr);
-    let rows = out.json();
-    let in_ns: Vec<&Value> = rows.iter().filter(|r| r["netns"] == ns.inode()).collect();
-    let allowed = out.hidden(&[TIMER, NET_RX]);
-    assert_count(in_ns.len() as u64, kernel, allowed, &format!("{in_ns:?}"));
-    for r in &in_ns {
+    for (via, t) in tracers {
+        let out = t.stop();
+        out.assert_success();
+        let hook = via.hook_line("tcp_retransmit_synack");
+        assert!(out.stderr.contains(&hook), "{}", out.stderr);
+        let rows = out.json();
+        let in_ns: Vec<&Value> = rows.iter().filter(|r| r["netns"] == ns.inode()).collect();
+        let allowed = out.hidden(&[TIMER, NET_RX]);
+        assert_count(in_ns.len() as u64, kernel, allowed, &format!("{in_ns:?}"));
+        check_synack_rows(&in_ns, port, cport);
+    }
+}
+
+fn check_synack_rows(in_ns: &[&Value], port: u16, cport: u16) {
+    for r in in_ns {
         assert_eq!(
             (&r["laddr"], &r["lport"], &r["raddr"], &r["rport"]),
             (
