@@ -150,6 +150,16 @@ impl HookUse {
     }
 }
 
+/// A `usable` for `HookChain::choose_with` and `Loaded::attach_best`: raw
+/// tracepoints only when `ready` (their programs read struct fields at offsets
+/// the tool found in BTF); otherwise `why` says what is missing.
+pub fn raw_if(ready: bool, why: &'static str) -> impl Fn(&Hook) -> Result<(), String> + Copy {
+    move |hook| match hook {
+        Hook::RawTracepoint { .. } if !ready => Err(why.to_string()),
+        _ => Ok(()),
+    }
+}
+
 /// The outcome of probing a chain.
 #[derive(Clone, Debug)]
 pub struct Choice {

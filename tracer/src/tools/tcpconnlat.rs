@@ -118,14 +118,8 @@ impl TcpConnLat {
             l.override_global("CONFIG", &cfg, true);
         })?;
         // The raw tracepoint's program needs the socket's layout from BTF.
-        let usable = |hook: &Hook| match hook {
-            Hook::RawTracepoint { .. }
-                if cfg.skc == SkcOffsets::ABSENT || cfg.sk_protocol == NO_FIELD =>
-            {
-                Err("no socket layout in the kernel's BTF".to_string())
-            }
-            _ => Ok(()),
-        };
+        let ready = cfg.skc != SkcOffsets::ABSENT && cfg.sk_protocol != NO_FIELD;
+        let usable = ebpf::raw_if(ready, "no socket layout in the kernel's BTF");
         loaded.attach_best(&SET_STATE, usable)?;
         Ok(TcpConnLat {
             loaded,

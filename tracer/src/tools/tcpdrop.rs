@@ -135,12 +135,10 @@ impl TcpDrop {
         let mut loaded = ebpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
         })?;
-        let usable = |hook: &Hook| match hook {
-            Hook::RawTracepoint { .. } if cfg.raw_args < 2 => {
-                Err("no prototype for kfree_skb in the kernel's BTF".to_string())
-            }
-            _ => Ok(()),
-        };
+        let usable = ebpf::raw_if(
+            cfg.raw_args >= 2,
+            "no prototype for kfree_skb in the kernel's BTF",
+        );
         loaded.attach_best(&KFREE_SKB, usable)?;
         if cfg.reason == NO_FIELD {
             loaded.notes.push(

@@ -193,12 +193,10 @@ impl TcpRetrans {
             l.override_global("CONFIG", &cfg, true);
         })?;
         // The raw tracepoints' programs need the socket's layout from BTF.
-        let usable = |hook: &Hook| match hook {
-            Hook::RawTracepoint { .. } if cfg.skc == SkcOffsets::ABSENT => {
-                Err("no socket layout in the kernel's BTF".to_string())
-            }
-            _ => Ok(()),
-        };
+        let usable = ebpf::raw_if(
+            cfg.skc != SkcOffsets::ABSENT,
+            "no socket layout in the kernel's BTF",
+        );
         loaded.attach_best(&RETRANSMIT, usable)?;
         // Optional: kernels without the tracepoint still trace retransmits.
         if SYNACK.choose_with(usable).is_ok() {

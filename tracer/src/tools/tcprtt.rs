@@ -148,14 +148,8 @@ impl TcpRtt {
             l.override_global("CONFIG", &cfg, true);
         })?;
         // The raw tracepoint's program needs the socket's layout from BTF.
-        let usable = |hook: &Hook| match hook {
-            Hook::RawTracepoint { .. }
-                if cfg.skc == SkcOffsets::ABSENT || cfg.srtt_us == NO_FIELD =>
-            {
-                Err("no socket layout in the kernel's BTF".to_string())
-            }
-            _ => Ok(()),
-        };
+        let ready = cfg.skc != SkcOffsets::ABSENT && cfg.srtt_us != NO_FIELD;
+        let usable = ebpf::raw_if(ready, "no socket layout in the kernel's BTF");
         loaded.attach_best(&PROBE, usable)?;
         Ok(TcpRtt {
             loaded,
