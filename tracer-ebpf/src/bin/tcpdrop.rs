@@ -54,14 +54,14 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     let Some(skb) = tp_field::<u64>(&ctx, cfg.skbaddr) else {
         return 0;
     };
-    let drop = Drop {
+    let freed = FreedSkb {
         skb,
         proto,
         rx_sk: tp_field::<u64>(&ctx, cfg.rx_sk).unwrap_or(0),
         reason: tp_field(&ctx, cfg.reason).unwrap_or(0),
         location: tp_field(&ctx, cfg.location).unwrap_or(0),
     };
-    on_drop(&ctx, &cfg, &drop);
+    on_drop(&ctx, &cfg, &freed);
     0
 }
 
@@ -73,19 +73,19 @@ pub fn kfree_skb_raw(ctx: RawTracePointContext) -> i32 {
     let Some(proto) = kread::<u16>(skb, cfg.sock.skb_protocol) else {
         return 0;
     };
-    let drop = Drop {
+    let freed = FreedSkb {
         skb,
         proto: u16::from_be(proto),
         location: raw_arg(&ctx, 1, cfg.raw_args),
         reason: raw_arg(&ctx, 2, cfg.raw_args) as u32,
         rx_sk: raw_arg(&ctx, 3, cfg.raw_args),
     };
-    on_drop(&ctx, &cfg, &drop);
+    on_drop(&ctx, &cfg, &freed);
     0
 }
 
 /// What the kernel passes about a freed packet; `proto` in host order.
-struct Drop {
+struct FreedSkb {
     skb: u64,
     proto: u16,
     rx_sk: u64,
@@ -94,7 +94,7 @@ struct Drop {
 }
 
 #[inline(always)]
-fn on_drop<C: StackIdContext>(ctx: &C, cfg: &DropConfig, d: &Drop) {
+fn on_drop<C: StackIdContext>(ctx: &C, cfg: &DropConfig, d: &FreedSkb) {
     if d.proto != ETH_P_IP && d.proto != ETH_P_IPV6 {
         return;
     }
