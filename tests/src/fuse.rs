@@ -16,7 +16,7 @@ use std::{
     os::fd::AsRawFd as _,
     path::PathBuf,
     sync::{
-        Arc, Mutex,
+        Arc, Condvar, Mutex,
         atomic::{AtomicU32, Ordering},
     },
     thread,
@@ -62,6 +62,9 @@ struct Shared {
     nodes: Vec<Node>,
     delayed: Mutex<Vec<DelayedRead>>,
     served_reads: AtomicU32,
+    /// (file, byte offset): a read covering the byte waits until released.
+    held: Mutex<Vec<(&'static str, u64)>>,
+    released: Condvar,
 }
 
 /// A mounted test filesystem; unmounted on drop.
@@ -152,6 +155,8 @@ impl SlowFs {
                 .collect(),
             delayed: Mutex::new(Vec::new()),
             served_reads: AtomicU32::new(0),
+            held: Mutex::new(Vec::new()),
+            released: Condvar::new(),
         });
         let server = Arc::clone(&shared);
         thread::Builder::new()
@@ -180,6 +185,27 @@ impl SlowFs {
         self.node(name).slow.lock().unwrap().push((offset, delay));
     }
 
+    /// From now on, reads of `name` that cover byte `offset` are answered
+    /// only once `release` is called: I/Os kept in flight for as long as the
+    /// test needs, whatever the machine's speed.
+    pub fn hold(&self, name: &str, offset: u64) {
+        let name = self.node(name).spec.name;
+        self.shared.held.lock().unwrap().push((name, offset));
+    }
+
+    /// Answers the reads `hold` kept waiting, and later ones at once.
+    pub fn release(&self, name: &str, offset: u64) {
+        let mut held = self.shared.held.lock().unwrap();
+        held.retain(|h| *h != (name, offset));
+        self.shared.released.notify_all();
+    }
+
+    /// Releases every held read (so nothing stays stuck after a failed test).
+    pub fn release_all(&self) {
+        self.shared.held.lock().unwrap().clear();
+        self.shared.released.notify_all();
+    }
+
     /// Fills a file's contents directly (not through the kernel).
     pub fn fill(&self, name: &str, byte: u8) {
         self.node(name).data.lock().unwrap().fill(byte);
@@ -198,6 +224,7 @@ impl SlowFs {
 
 impl Drop for SlowFs {
     fn drop(&mut self) {
+        self.release_all();
         let target = CString::new(self.mountpoint.to_str().unwrap()).unwrap();
         // SAFETY: valid path. A lazy unmount: whatever still holds the mount (a
         // loop device the test failed to detach) cannot keep this from returning.
@@ -344,6 +371,28 @@ fn serve(dev: File, shared: &Arc<Shared>) {
                     .filter(|(at, _)| (offset..offset + size as u64).contains(at))
                     .map(|(_, d)| *d)
                     .max();
+                let (file, range) = (node.spec.name, offset..offset + size as u64);
+                let covers = move |(name, at): &(&str, u64)| *name == file && range.contains(at);
+                let held = shared.held.lock().unwrap().iter().any(covers.clone());
+                if held {
+                    shared.delayed.lock().unwrap().push(DelayedRead {
+                        file: node.spec.name,
+                        offset,
+                        len: size,
+                        pid,
+                    });
+                    let dev = dev.try_clone().expect("dup /dev/fuse");
+                    let shared = Arc::clone(shared);
+                    thread::spawn(move || {
+                        let mut held = shared.held.lock().unwrap();
+                        while held.iter().any(covers.clone()) {
+                            held = shared.released.wait(held).unwrap();
+                        }
+                        drop(held);
+                        reply(&dev, unique, 0, &data);
+                    });
+                    continue;
+                }
                 match delay {
                     None => reply(&dev, unique, 0, &data),
                     Some(delay) => {
@@ -442,6 +491,22 @@ impl SlowDisk {
     /// Block reads covering this byte of the disk take at least `delay`.
     pub fn slow_down(&self, offset: u64, delay: Duration) {
         self.fs.slow_down(SLOW_DISK_FILE, offset, delay);
+    }
+
+    /// Block reads covering this byte wait until `release` (see SlowFs::hold).
+    pub fn hold(&self, offset: u64) {
+        self.fs.hold(SLOW_DISK_FILE, offset);
+    }
+
+    pub fn release(&self, offset: u64) {
+        self.fs.release(SLOW_DISK_FILE, offset);
+    }
+}
+
+impl Drop for SlowDisk {
+    /// Held reads are answered before the loop device is detached.
+    fn drop(&mut self) {
+        self.fs.release_all();
     }
 }
 

@@ -117,6 +117,18 @@ pub fn tracepoint_has_field(category: &str, name: &str, field: &str) -> bool {
         })
 }
 
+/// Counter `name` of a tool's `-v` "counters:" line in `stderr`.
+#[track_caller]
+pub fn counter(stderr: &str, name: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.split_once("counters: ").map(|(_, c)| c))
+        .unwrap_or_else(|| panic!("no counters line (run with -v): {stderr}"));
+    line.split(", ")
+        .find_map(|c| c.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in: {line}"))
+}
+
 /// The sum of the tracer's "N events missed (...)" warnings (one per tool).
 pub fn reported_missed(stderr: &str) -> u64 {
     stderr

@@ -3,12 +3,12 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracer_tests::{
-    LoopDevice, R_BASE, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer,
+    LoopDevice, R_BASE, R_SIZE, Run, Tracer, W_SIZE, block_workload, dd_writer,
     fuse::{SlowDisk, timed},
     hidden::{BLOCK, assert_count},
-    own_pid, require_tracing, thread_comm,
+    own_pid, require_tracing, thread_comm, wait_for,
 };
 
 const N: u64 = 200;
@@ -34,34 +34,126 @@ fn rows_for(recs: &[Value], disk: &str) -> Vec<Value> {
     recs.iter().filter(|r| r["disk"] == disk).cloned().collect()
 }
 
+/// The ways biosnoop can follow a request, run together on one workload:
+/// (TRACER_SKIP_HOOKS, a line `-v` must print). By the request's address on
+/// raw tracepoints, the submitter seen at block_io_start (or block_bio_queue
+/// where the kernel has no block_io_start) or forced to block_bio_queue; and
+/// by (dev, sector) on the classic tracepoints.
+const PATHS: [(&str, &str); 3] = [
+    (
+        "",
+        "raw tracepoint block_rq_complete -> block_complete_raw (preferred)",
+    ),
+    (
+        "raw:block_io_start",
+        "raw tracepoint block_bio_queue -> block_submit_raw (fallback",
+    ),
+    (
+        "raw:block_rq_complete",
+        "tracepoint block:block_rq_complete -> block_complete (fallback",
+    ),
+];
+
 #[test]
 fn one_row_per_io_with_submitter() {
     require_tracing!();
     let dev = LoopDevice::new(64);
-    let t = Tracer::start(&["biosnoop", "-d", &dev.name, "--json"]);
+    let args = ["biosnoop", "-d", &dev.name, "--json", "-v"];
+    let envs = PATHS.map(|(skip, _)| [("TRACER_SKIP_HOOKS", skip)]);
+    let runs: Vec<Run> = envs.iter().map(|env| (&args[..], &env[..])).collect();
+    let tracers = Tracer::start_together(&runs);
     block_workload(&dev, N, M);
+    for (t, (skip, hook)) in tracers.into_iter().zip(PATHS) {
+        let out = t.stop();
+        out.assert_success();
+        assert!(out.stderr.contains(hook), "{skip}: {}", out.stderr);
+        let rows = rows_for(&out.json(), &dev.name);
+        let allowed = out.hidden(&[BLOCK]);
+        assert_count(rows.len() as u64, N + M, allowed, "rows");
+        let comm = thread_comm();
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        for r in &rows {
+            assert_eq!(r["pid"], own_pid(), "{skip}: {r}");
+            assert_eq!(r["comm"], comm.as_str(), "{skip}: {r}");
+            assert!(r["lat_ns"].as_u64().unwrap() > 0, "{skip}: {r}");
+            match r["t"].as_str().unwrap() {
+                "W" => writes.push(r),
+                "R" => reads.push(r),
+                other => panic!("{skip}: unexpected type {other}: {r}"),
+            }
+        }
+        assert_sectors(&writes, (0..N).map(|i| i * W_SIZE / 512), allowed);
+        assert!(writes.iter().all(|r| r["bytes"] == W_SIZE));
+        assert_sectors(&reads, (0..M).map(|j| (R_BASE + j * R_SIZE) / 512), allowed);
+        assert!(reads.iter().all(|r| r["bytes"] == R_SIZE));
+    }
+}
+
+#[test]
+fn two_readers_of_one_sector_are_both_counted() {
+    require_tracing!();
+    // Two processes read the same 4 KiB at once. Keyed by (dev, sector), the
+    // second submission took the first one's place: one row, attributed to
+    // the second reader. Keyed by the request, each read is its own row. The
+    // overlap is made: the FUSE server behind the disk holds the first read
+    // until the disk shows both in flight.
+    let disk = SlowDisk::new(16);
+    let offset: u64 = 1 << 20;
+    disk.hold(offset);
+    let t = Tracer::start(&["biosnoop", "-d", &disk.dev.name, "--json", "-v"]);
+    let reader = || {
+        std::process::Command::new("dd")
+            .arg(format!("if={}", disk.dev.path))
+            .args([
+                "of=/dev/null",
+                "bs=4096",
+                "count=1",
+                "iflag=direct",
+                "status=none",
+            ])
+            .arg(format!("skip={}", offset / 4096))
+            .spawn()
+            .unwrap()
+    };
+    let mut first = reader();
+    wait_for("the first read to reach the FUSE server", || {
+        disk.fs.delayed().iter().any(|d| d.offset == offset)
+    });
+    let mut second = reader();
+    let inflight = format!("/sys/block/{}/inflight", disk.dev.name);
+    wait_for("both reads in flight", || {
+        tracer_tests::read_to_string(&inflight)
+            .split_whitespace()
+            .next()
+            .is_some_and(|reads| reads == "2")
+    });
+    disk.release(offset);
+    assert!(first.wait().unwrap().success());
+    assert!(second.wait().unwrap().success());
     let out = t.stop();
     out.assert_success();
-    let rows = rows_for(&out.json(), &dev.name);
+    assert!(out.stderr.contains(PATHS[0].1), "{}", out.stderr);
+    let mut pids: Vec<u64> = rows_for(&out.json(), &disk.dev.name)
+        .iter()
+        .filter(|r| r["sector"] == offset / 512 && r["t"] == "R")
+        .inspect(|r| {
+            assert_eq!(
+                (r["comm"].as_str(), &r["bytes"]),
+                (Some("dd"), &json!(4096))
+            )
+        })
+        .map(|r| r["pid"].as_u64().unwrap())
+        .collect();
+    pids.sort();
+    let mut want = vec![first.id() as u64, second.id() as u64];
+    want.sort();
     let allowed = out.hidden(&[BLOCK]);
-    assert_count(rows.len() as u64, N + M, allowed, "rows");
-    let comm = thread_comm();
-    let mut writes = Vec::new();
-    let mut reads = Vec::new();
-    for r in &rows {
-        assert_eq!(r["pid"], own_pid(), "{r}");
-        assert_eq!(r["comm"], comm.as_str(), "{r}");
-        assert!(r["lat_ns"].as_u64().unwrap() > 0, "{r}");
-        match r["t"].as_str().unwrap() {
-            "W" => writes.push(r),
-            "R" => reads.push(r),
-            other => panic!("unexpected type {other}: {r}"),
-        }
+    if allowed == 0 {
+        assert_eq!(pids, want, "{}", out.stdout);
+    } else {
+        assert!(pids.iter().all(|p| want.contains(p)), "{}", out.stdout);
     }
-    assert_sectors(&writes, (0..N).map(|i| i * W_SIZE / 512), allowed);
-    assert!(writes.iter().all(|r| r["bytes"] == W_SIZE));
-    assert_sectors(&reads, (0..M).map(|j| (R_BASE + j * R_SIZE) / 512), allowed);
-    assert!(reads.iter().all(|r| r["bytes"] == R_SIZE));
 }
 
 #[test]
@@ -208,36 +300,6 @@ fn min_latency_keeps_only_the_slow_ones() {
         slow_blocks.len(),
         "{:?}",
         disk.fs.delayed()
-    );
-}
-
-#[test]
-fn bio_queue_fallback_attributes_the_same() {
-    require_tracing!();
-    // Kernels before 6.5 have no block_io_start: the submitter is then seen at
-    // block_bio_queue. Force that path here and expect the same rows.
-    let dev = LoopDevice::new(64);
-    let t = Tracer::start_with_env(
-        &["biosnoop", "-d", &dev.name, "--json", "-v"],
-        &[("TRACER_SKIP_HOOKS", "block:block_io_start")],
-    );
-    block_workload(&dev, N, M);
-    let out = t.stop();
-    out.assert_success();
-    assert!(
-        out.stderr
-            .contains("tracepoint block:block_bio_queue -> block_submit (fallback"),
-        "{}",
-        out.stderr
-    );
-    let rows = rows_for(&out.json(), &dev.name);
-    assert_count(rows.len() as u64, N + M, out.hidden(&[BLOCK]), "rows");
-    let comm = thread_comm();
-    assert!(
-        rows.iter()
-            .all(|r| r["pid"] == own_pid() && r["comm"] == comm.as_str()),
-        "{}",
-        out.stdout
     );
 }
 

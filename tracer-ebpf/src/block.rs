@@ -1,18 +1,28 @@
-//! Block request tracking through the classic block tracepoints, keyed by (dev,
-//! sector). The submitting task is captured at submission (block_io_start, or
-//! block_bio_queue on kernels without it), where `current` is the task that asked
-//! for the I/O; issue and completion may run in other contexts.
+//! Block request tracking. A request is seen at submission (block_io_start, or
+//! block_bio_queue on kernels without it), where `current` is the task that
+//! asked for the I/O, then at insert, issue and completion, which may run in
+//! other contexts. Each hook has two programs: one on the raw tracepoint,
+//! keying the request by its address and reading its fields at BTF offsets,
+//! and one on the classic tracepoint, keying it by (dev, sector) from the
+//! record. A tool attaches one kind only (userspace decides), so keys agree.
 
-use aya_ebpf::{helpers::bpf_get_current_comm, programs::TracePointContext};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::bpf_get_current_comm,
+    programs::{RawTracePointContext, TracePointContext},
+};
 use tracer_common::{
-    block::{BlockConfig, FLAG_ATTRIBUTE, Inflight, RqFields, RqKey, layout},
+    block::{
+        BlockConfig, FLAG_ATTRIBUTE, FLAG_SUBMIT_BIO, Inflight, RqArg, RqFields, RqKey, layout,
+        mkdev,
+    },
     counters::Counter,
 };
 
 use crate::{
     count, current_tgid,
     inflight::{Entry, Table},
-    now_ns, task_passes, tp_field, tp_read,
+    kread, now_ns, raw_arg, task_passes, tp_field, tp_read,
 };
 
 /// The in-flight table of block requests.
@@ -24,20 +34,208 @@ impl Entry for Inflight {
     }
 }
 
-/// A record's rwbs flags, zero after the terminating NUL: the kernel leaves
-/// whatever its buffer held there, and a map key (biolatency -F) must not
-/// depend on it (it split one flag set into several groups).
-#[inline(always)]
-pub fn rwbs(ctx: &TracePointContext, off: u16) -> [u8; 8] {
-    let mut r: [u8; 8] = tp_field(ctx, off).unwrap_or_default();
-    let mut ended = false;
-    for b in r.iter_mut() {
-        ended |= *b == 0;
-        if ended {
-            *b = 0;
+/// One hit of a block tracepoint: what the programs read about its request.
+pub trait RqEvent {
+    /// The in-flight key, or None when the request is on a disk not asked for.
+    fn key(&self, cfg: &BlockConfig) -> Option<RqKey>;
+    /// The key a submission is kept under (see FLAG_SUBMIT_BIO).
+    fn submit_key(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        self.key(cfg)
+    }
+    /// The key of the submission that made this request, when it is not the
+    /// request's own (see FLAG_SUBMIT_BIO).
+    fn submitted_as(&self, _: &BlockConfig) -> Option<RqKey> {
+        None
+    }
+    /// Kernel dev_t of the request's disk (0 if it has none).
+    fn dev(&self, cfg: &BlockConfig) -> u32;
+    fn sector(&self, cfg: &BlockConfig) -> u64;
+    /// The request's size in bytes (at issue: all of it).
+    fn bytes(&self, cfg: &BlockConfig) -> u32;
+    /// Bytes completed (block_rq_complete only).
+    fn done_bytes(&self, cfg: &BlockConfig) -> u32;
+    fn rwbs(&self, cfg: &BlockConfig) -> [u8; 8];
+}
+
+/// A classic tracepoint's record, with its fields' offsets.
+pub struct Classic<'a> {
+    pub ctx: &'a TracePointContext,
+    pub fields: &'a RqFields,
+}
+
+impl RqEvent for Classic<'_> {
+    #[inline(always)]
+    fn key(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        let dev = self.dev(cfg);
+        if cfg.dev != 0 && dev != cfg.dev {
+            return None;
+        }
+        Some(RqKey {
+            dev,
+            _pad: 0,
+            id: self.sector(cfg),
+        })
+    }
+
+    #[inline(always)]
+    fn dev(&self, _: &BlockConfig) -> u32 {
+        tp_read::<u32, { layout::DEV }>(self.ctx, self.fields.dev).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn sector(&self, _: &BlockConfig) -> u64 {
+        tp_read::<u64, { layout::SECTOR }>(self.ctx, self.fields.sector).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn bytes(&self, _: &BlockConfig) -> u32 {
+        match tp_read::<u32, { layout::BYTES }>(self.ctx, self.fields.bytes) {
+            Some(b) => b,
+            None => self.sectors() << 9,
         }
     }
-    r
+
+    #[inline(always)]
+    fn done_bytes(&self, _: &BlockConfig) -> u32 {
+        self.sectors() << 9
+    }
+
+    /// The record's rwbs flags, zero after the terminating NUL: the kernel
+    /// leaves whatever its buffer held there, and a map key (biolatency -F)
+    /// must not depend on it (it split one flag set into several groups).
+    #[inline(always)]
+    fn rwbs(&self, _: &BlockConfig) -> [u8; 8] {
+        let mut r: [u8; 8] = tp_field(self.ctx, self.fields.rwbs).unwrap_or_default();
+        let mut ended = false;
+        for b in r.iter_mut() {
+            ended |= *b == 0;
+            if ended {
+                *b = 0;
+            }
+        }
+        r
+    }
+}
+
+impl Classic<'_> {
+    #[inline(always)]
+    fn sectors(&self) -> u32 {
+        tp_read::<u32, { layout::NR_SECTOR }>(self.ctx, self.fields.nr_sector).unwrap_or(0)
+    }
+}
+
+/// A raw tracepoint's request (and, at completion, the bytes done).
+pub struct Raw<'a> {
+    pub ctx: &'a RawTracePointContext,
+    pub rq: u64,
+    pub arg: RqArg,
+}
+
+impl<'a> Raw<'a> {
+    #[inline(always)]
+    pub fn new(ctx: &'a RawTracePointContext, arg: RqArg) -> Raw<'a> {
+        // The first argument is loaded directly (every block tracepoint has
+        // one); a later one through raw_arg (see there).
+        let rq = if arg.index == 0 {
+            // SAFETY: the context holds at least one u64 argument.
+            unsafe { *(ctx.as_ptr() as *const u64) }
+        } else {
+            raw_arg(ctx, arg.index as u16, arg.arity as u16)
+        };
+        Raw { ctx, rq, arg }
+    }
+}
+
+impl RqEvent for Raw<'_> {
+    #[inline(always)]
+    fn key(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        if self.rq == 0 || cfg.dev != 0 && self.dev(cfg) != cfg.dev {
+            return None;
+        }
+        Some(RqKey::request(self.rq))
+    }
+
+    /// At block_bio_queue the argument is a bio, whose disk is not looked up:
+    /// the device filter applies once it is a request.
+    #[inline(always)]
+    fn submit_key(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        if cfg.flags & FLAG_SUBMIT_BIO == 0 {
+            return self.key(cfg);
+        }
+        (self.rq != 0).then(|| RqKey::request(self.rq))
+    }
+
+    #[inline(always)]
+    fn submitted_as(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        if cfg.flags & FLAG_SUBMIT_BIO == 0 {
+            return None;
+        }
+        let bio: u64 = kread(self.rq, cfg.rq.bio)?;
+        (bio != 0).then(|| RqKey::request(bio))
+    }
+
+    /// As the classic records compute it: the disk's first dev_t.
+    #[inline(always)]
+    fn dev(&self, cfg: &BlockConfig) -> u32 {
+        let l = &cfg.rq;
+        let disk: u64 = match kread(self.rq, l.rq_disk) {
+            Some(disk) => disk,
+            None => kread::<u64>(self.rq, l.q)
+                .and_then(|q| kread(q, l.q_disk))
+                .unwrap_or(0),
+        };
+        // gendisk: int major, first_minor.
+        let numbers: [u32; 2] = kread(disk, l.disk_major).unwrap_or_default();
+        mkdev(numbers[0], numbers[1])
+    }
+
+    #[inline(always)]
+    fn sector(&self, cfg: &BlockConfig) -> u64 {
+        kread(self.rq, cfg.rq.sector).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn bytes(&self, cfg: &BlockConfig) -> u32 {
+        kread(self.rq, cfg.rq.data_len).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn done_bytes(&self, _: &BlockConfig) -> u32 {
+        raw_arg(self.ctx, self.arg.index as u16 + 2, self.arg.arity as u16) as u32
+    }
+
+    #[inline(always)]
+    fn rwbs(&self, cfg: &BlockConfig) -> [u8; 8] {
+        cfg.rq
+            .ops
+            .rwbs(kread(self.rq, cfg.rq.cmd_flags).unwrap_or(0))
+    }
+}
+
+/// Defines a block hook's two programs, `$classic` on the classic tracepoint
+/// and `$raw` on the raw one, both calling `$handler(&cfg, &event)`.
+#[macro_export]
+macro_rules! block_hook {
+    ($config:ident, $field:ident, $tracepoint:literal, $classic:ident, $raw:ident, $handler:expr) => {
+        #[aya_ebpf::macros::tracepoint]
+        pub fn $classic(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            let cfg = $crate::config(&$config);
+            let event = $crate::block::Classic {
+                ctx: &ctx,
+                fields: &cfg.$field,
+            };
+            ($handler)(cfg, &event);
+            0
+        }
+
+        #[aya_ebpf::macros::raw_tracepoint(tracepoint = $tracepoint)]
+        pub fn $raw(ctx: aya_ebpf::programs::RawTracePointContext) -> i32 {
+            let cfg = $crate::config(&$config);
+            let event = $crate::block::Raw::new(&ctx, cfg.args.$field);
+            ($handler)(cfg, &event);
+            0
+        }
+    };
 }
 
 /// The programs every block tool with an in-flight table attaches the same way:
@@ -50,40 +248,17 @@ macro_rules! block_programs {
         )*
     };
     (@one submit, $config:ident, $requests:ident) => {
-        #[aya_ebpf::macros::tracepoint]
-        pub fn block_submit(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::block::on_submit(&ctx, &$config.load(), &$requests());
-            0
-        }
+        $crate::block_hook!($config, submit, "block_io_start", block_submit, block_submit_raw,
+            |cfg, e| $crate::block::on_submit(e, cfg, &$requests()));
     };
     (@one insert, $config:ident, $requests:ident) => {
-        #[aya_ebpf::macros::tracepoint]
-        pub fn block_insert(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::block::on_insert(&ctx, &$config.load(), &$requests());
-            0
-        }
+        $crate::block_hook!($config, insert, "block_rq_insert", block_insert, block_insert_raw,
+            |cfg, e| $crate::block::on_insert(e, cfg, &$requests()));
     };
     (@one issue, $config:ident, $requests:ident) => {
-        #[aya_ebpf::macros::tracepoint]
-        pub fn block_issue(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            $crate::block::on_issue(&ctx, &$config.load(), &$requests());
-            0
-        }
+        $crate::block_hook!($config, issue, "block_rq_issue", block_issue, block_issue_raw,
+            |cfg, e| $crate::block::on_issue(e, cfg, &$requests()));
     };
-}
-
-#[inline(always)]
-pub fn rq_key(ctx: &TracePointContext, f: &RqFields, cfg: &BlockConfig) -> Option<RqKey> {
-    let dev: u32 = tp_read::<_, { layout::DEV }>(ctx, f.dev)?;
-    if cfg.dev != 0 && dev != cfg.dev {
-        return None;
-    }
-    let sector: u64 = tp_read::<_, { layout::SECTOR }>(ctx, f.sector)?;
-    Some(RqKey {
-        dev,
-        _pad: 0,
-        sector,
-    })
 }
 
 #[inline(always)]
@@ -94,11 +269,11 @@ fn current_task(v: &mut Inflight) {
 
 /// block_io_start / block_bio_queue: remember who submitted the I/O.
 #[inline(always)]
-pub fn on_submit(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests) {
+pub fn on_submit(e: &impl RqEvent, cfg: &BlockConfig, requests: &Requests) {
     if !task_passes(&cfg.task) {
         return;
     }
-    let Some(key) = rq_key(ctx, &cfg.submit, cfg) else {
+    let Some(key) = e.submit_key(cfg) else {
         return;
     };
     let now = now_ns();
@@ -107,18 +282,33 @@ pub fn on_submit(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests
         ..Inflight::default()
     };
     current_task(&mut v);
-    let _ = requests.insert(&key, key.slot(), &v, now);
+    if key.dev == 0 {
+        // A request's (or bio's) address is reused once it is freed, which
+        // it also is when merged into another one (no completion): not a
+        // lost I/O.
+        let _ = requests.overwrite(&key, key.slot(), &v, now);
+    } else {
+        let _ = requests.insert(&key, key.slot(), &v, now);
+    }
 }
 
 /// Finds the request's entry, or creates one attributed to the current task when
 /// no task filter is set. None: not ours.
 #[inline(always)]
 pub fn entry(
+    e: &impl RqEvent,
     key: &RqKey,
     cfg: &BlockConfig,
     requests: &Requests,
     now: u64,
 ) -> Option<*mut Inflight> {
+    // The submitter's entry, made under the request's first bio, becomes the
+    // request's (before any older entry of the request's address).
+    if let Some(bio) = e.submitted_as(cfg)
+        && let Some(v) = requests.take(&bio, bio.slot())
+    {
+        return requests.overwrite(key, key.slot(), &v, now);
+    }
     if let Some(p) = requests.find(key, key.slot()) {
         return Some(p);
     }
@@ -138,34 +328,25 @@ pub fn entry(
 
 /// block_rq_insert (only attached with -Q).
 #[inline(always)]
-pub fn on_insert(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests) {
-    let Some(key) = rq_key(ctx, &cfg.insert, cfg) else {
+pub fn on_insert(e: &impl RqEvent, cfg: &BlockConfig, requests: &Requests) {
+    let Some(key) = e.key(cfg) else {
         return;
     };
     let now = now_ns();
-    if let Some(p) = entry(&key, cfg, requests, now) {
+    if let Some(p) = entry(e, &key, cfg, requests, now) {
         // SAFETY: table entry pointer.
         unsafe { (*p).ts_insert = now };
     }
 }
 
-/// The request's size from the block_rq_issue record.
-#[inline(always)]
-pub fn issue_bytes(ctx: &TracePointContext, cfg: &BlockConfig) -> u32 {
-    match tp_read::<u32, { layout::BYTES }>(ctx, cfg.issue.bytes) {
-        Some(b) => b,
-        None => tp_read::<u32, { layout::NR_SECTOR }>(ctx, cfg.issue.nr_sector).unwrap_or(0) << 9,
-    }
-}
-
 /// block_rq_issue: the request goes to the driver.
 #[inline(always)]
-pub fn on_issue(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests) {
-    let Some(key) = rq_key(ctx, &cfg.issue, cfg) else {
+pub fn on_issue(e: &impl RqEvent, cfg: &BlockConfig, requests: &Requests) {
+    let Some(key) = e.key(cfg) else {
         return;
     };
     let now = now_ns();
-    let Some(p) = entry(&key, cfg, requests, now) else {
+    let Some(p) = entry(e, &key, cfg, requests, now) else {
         return;
     };
     // SAFETY: table entry pointer.
@@ -175,28 +356,36 @@ pub fn on_issue(ctx: &TracePointContext, cfg: &BlockConfig, requests: &Requests)
         count(requests.counters, Counter::Replaced);
     }
     v.ts_issue = now;
-    v.bytes = issue_bytes(ctx, cfg);
+    v.bytes = e.bytes(cfg);
 }
 
-/// block_rq_complete: returns the finished request, its key and the time now;
-/// its in-flight entry is removed.
+/// block_rq_complete: returns the finished request and the time now; its
+/// in-flight entry is removed.
 #[inline(always)]
 pub fn on_complete(
-    ctx: &TracePointContext,
+    e: &impl RqEvent,
     cfg: &BlockConfig,
     requests: &Requests,
-) -> Option<(RqKey, Inflight, u64)> {
-    let key = rq_key(ctx, &cfg.complete, cfg)?;
+) -> Option<(Inflight, u64)> {
+    let key = e.key(cfg)?;
     let Some(v) = requests.take(&key, key.slot()) else {
-        if !cfg.filters_tasks() {
+        // By address, a completion of nothing is the end of a request whose
+        // data completed earlier (a write's flush sequence ends it again) or
+        // that never had any: nothing was missed.
+        let ended_again = key.dev == 0 && e.done_bytes(cfg) == 0;
+        if !cfg.filters_tasks() && !ended_again {
             count(requests.counters, Counter::Unmatched);
         }
         return None;
     };
     if v.ts_issue == 0 {
-        // Submitted (attributed) but its issue was never seen.
-        count(requests.counters, Counter::Unmatched);
+        // Submitted but never issued. By (dev, sector): its issue was missed
+        // or went to another entry. By address: it never went to the driver
+        // (a data-less flush, done by the queue's own flush request).
+        if key.dev != 0 {
+            count(requests.counters, Counter::Unmatched);
+        }
         return None;
     }
-    Some((key, v, now_ns()))
+    Some((v, now_ns()))
 }

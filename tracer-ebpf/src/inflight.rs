@@ -52,11 +52,25 @@ impl<K: Copy + PartialEq + Default, V: Entry> Table<'_, K, V> {
     /// where it went.
     #[inline(always)]
     pub fn insert(&self, key: &K, index: u32, value: &V, now: u64) -> Option<*mut V> {
+        self.store(key, index, value, now, true)
+    }
+
+    /// Like `insert`, for keys whose previous entry may end unseen without
+    /// anything being lost (so replacing it is not counted).
+    #[inline(always)]
+    pub fn overwrite(&self, key: &K, index: u32, value: &V, now: u64) -> Option<*mut V> {
+        self.store(key, index, value, now, false)
+    }
+
+    #[inline(always)]
+    fn store(&self, key: &K, index: u32, value: &V, now: u64, counted: bool) -> Option<*mut V> {
         // SAFETY: array value pointer; entries are plain data.
         let s = unsafe { &mut *self.slot(index)? };
         if s.key == *key {
-            // Its previous entry never ended (e.g. a fault that failed).
-            count(self.counters, Counter::Replaced);
+            if counted {
+                // Its previous entry never ended (e.g. a fault that failed).
+                count(self.counters, Counter::Replaced);
+            }
             s.value = *value;
             return Some(&mut s.value);
         }

@@ -74,6 +74,29 @@ pub fn raw_arg(ctx: &RawTracePointContext, n: u16, arity: u16) -> u64 {
     value
 }
 
+/// The value of a configuration global, read in place. `Global::load` copies
+/// it all onto the 512-byte stack (144 bytes for the block tools' config);
+/// reading through a pointer the compiler cannot see through keeps it from
+/// folding in the compile-time initial value, which the loader replaces, and
+/// each field is loaded where it is used, from the frozen map the verifier
+/// knows the values of.
+#[inline(always)]
+pub fn config<T>(global: &'static aya_ebpf::Global<T>) -> &'static T {
+    let p: *const aya_ebpf::Global<T> = global;
+    // SAFETY: reading a local; Global is repr(transparent) over an initialized T.
+    unsafe { &*core::ptr::read_volatile(&p).cast::<T>() }
+}
+
+/// Reads a `T` at kernel address `base + off` (an offset from BTF).
+#[inline(always)]
+pub fn kread<T>(base: u64, off: u16) -> Option<T> {
+    if base == 0 || off == tracer_common::block::NO_FIELD {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+}
+
 /// CLOCK_MONOTONIC now, ns.
 #[inline(always)]
 pub fn now_ns() -> u64 {

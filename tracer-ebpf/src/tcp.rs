@@ -1,23 +1,13 @@
 //! Helpers the TCP programs share: reading flows from tracepoint records and
 //! fields of kernel structs at offsets found in BTF.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
+use aya_ebpf::programs::TracePointContext;
 use tracer_common::{
     block::NO_FIELD,
     tcp::{AF_INET, AF_INET6, AddrFields, Flow, SkcOffsets},
 };
 
-use crate::tp_field;
-
-/// Reads a `T` at kernel address `base + off`.
-#[inline(always)]
-pub fn kread<T>(base: u64, off: u16) -> Option<T> {
-    if base == 0 || off == NO_FIELD {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error.
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
-}
+use crate::{kread, tp_field};
 
 /// The flow of a tcp_retransmit_skb / tcp_retransmit_synack / inet_sock_set_state
 /// record (source = local), into `flow` (zeroed; filled in place to spare a copy

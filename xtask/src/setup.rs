@@ -185,6 +185,7 @@ pub fn test_prerequisites() -> Result<()> {
         ("promtool", "prometheus"),
         ("xmllint", "libxml2-utils"),
         ("rsvg-convert", "librsvg2-bin"),
+        ("fio", "fio"),
     ];
     let missing: Vec<&str> = needed
         .iter()

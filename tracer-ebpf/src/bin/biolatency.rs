@@ -4,9 +4,8 @@
 
 use aya_ebpf::{
     Global,
-    macros::{map, tracepoint},
+    macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
 };
 use tracer_common::{
     biolatency::LatGroup,
@@ -14,7 +13,11 @@ use tracer_common::{
     counters::NUM_COUNTERS,
     hist::{HistKey, HistStats, SlotHist},
 };
-use tracer_ebpf::{NO_PREALLOC, block, hist_record, hist_record_slot};
+use tracer_ebpf::{
+    NO_PREALLOC,
+    block::{self, RqEvent},
+    hist_record, hist_record_slot,
+};
 
 tracer_ebpf::license!();
 tracer_ebpf::block_programs!(CONFIG, requests, submit, insert, issue);
@@ -37,11 +40,19 @@ static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-#[tracepoint]
-pub fn block_complete(ctx: TracePointContext) -> u32 {
-    let cfg = CONFIG.load();
-    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &requests()) else {
-        return 0;
+tracer_ebpf::block_hook!(
+    CONFIG,
+    complete,
+    "block_rq_complete",
+    block_complete,
+    block_complete_raw,
+    complete
+);
+
+#[inline(always)]
+fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
+    let Some((rq, now)) = block::on_complete(e, cfg, &requests()) else {
+        return;
     };
     let start = if cfg.flags & FLAG_QUEUED != 0 && rq.ts_insert != 0 {
         rq.ts_insert
@@ -54,15 +65,14 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
         .unwrap_or(0);
     if cfg.flags & (FLAG_PER_DISK | FLAG_PER_FLAGS) == 0 {
         hist_record_slot(&HIST_SLOTS, 0, value);
-        return 0;
+        return;
     }
     let mut group = LatGroup::default();
     if cfg.flags & FLAG_PER_DISK != 0 {
-        group.dev = key.dev;
+        group.dev = e.dev(cfg);
     }
     if cfg.flags & FLAG_PER_FLAGS != 0 {
-        group.rwbs = block::rwbs(&ctx, cfg.complete.rwbs);
+        group.rwbs = e.rwbs(cfg);
     }
     hist_record(&HIST, &HIST_STATS, &COUNTERS, group, value);
-    0
 }

@@ -5,16 +5,15 @@
 use aya_ebpf::{
     Global,
     bindings::BPF_ANY,
-    macros::{map, tracepoint},
+    macros::map,
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
 };
 use tracer_common::{
     biopattern::PatternValue,
-    block::{BlockConfig, layout},
+    block::BlockConfig,
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{NO_PREALLOC, count, tp_read};
+use tracer_ebpf::{NO_PREALLOC, block::RqEvent, count};
 
 tracer_ebpf::license!();
 
@@ -31,22 +30,27 @@ static PATTERN: PerCpuHashMap<u32, PatternValue> =
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-#[tracepoint]
-pub fn block_complete(ctx: TracePointContext) -> u32 {
-    let cfg = CONFIG.load();
-    let f = &cfg.complete;
-    let Some(dev) = tp_read::<u32, { layout::DEV }>(&ctx, f.dev) else {
-        return 0;
-    };
-    if cfg.dev != 0 && dev != cfg.dev {
-        return 0;
+tracer_ebpf::block_hook!(
+    CONFIG,
+    complete,
+    "block_rq_complete",
+    block_complete,
+    block_complete_raw,
+    complete
+);
+
+#[inline(always)]
+fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
+    let dev = e.dev(cfg);
+    if dev == 0 || cfg.dev != 0 && dev != cfg.dev {
+        return;
     }
-    let sector: u64 = tp_read::<_, { layout::SECTOR }>(&ctx, f.sector).unwrap_or(0);
-    let sectors = tp_read::<u32, { layout::NR_SECTOR }>(&ctx, f.nr_sector).unwrap_or(0) as u64;
+    let sectors = (e.done_bytes(cfg) >> 9) as u64;
     if sectors == 0 {
         // Flushes and other data-less requests have no position.
-        return 0;
+        return;
     }
+    let sector = e.sector(cfg);
     // The first I/O seen on a disk is neither sequential nor random.
     let previous = NEXT_SECTOR.get_ptr(dev).map(|p| unsafe { *p });
     if NEXT_SECTOR
@@ -79,5 +83,4 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    0
 }

@@ -5,16 +5,18 @@
 
 use aya_ebpf::{
     Global,
-    macros::{map, tracepoint},
+    macros::map,
     maps::{PerCpuArray, RingBuf},
-    programs::TracePointContext,
 };
 use tracer_common::{
     biosnoop::BioEvent,
     block::{BlockConfig, Inflight, RqKey},
     counters::NUM_COUNTERS,
 };
-use tracer_ebpf::{block, emit};
+use tracer_ebpf::{
+    block::{self, RqEvent},
+    emit,
+};
 
 tracer_ebpf::license!();
 tracer_ebpf::block_programs!(CONFIG, requests, submit, insert, issue);
@@ -30,19 +32,27 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-#[tracepoint]
-pub fn block_complete(ctx: TracePointContext) -> u32 {
-    let cfg = CONFIG.load();
-    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &requests()) else {
-        return 0;
+tracer_ebpf::block_hook!(
+    CONFIG,
+    complete,
+    "block_rq_complete",
+    block_complete,
+    block_complete_raw,
+    complete
+);
+
+#[inline(always)]
+fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
+    let Some((rq, now)) = block::on_complete(e, cfg, &requests()) else {
+        return;
     };
     let lat_ns = now.saturating_sub(rq.ts_issue);
     if lat_ns < cfg.min_latency_ns {
-        return 0;
+        return;
     }
     let event = BioEvent {
         ts: now,
-        sector: key.sector,
+        sector: e.sector(cfg),
         lat_ns,
         queue_ns: if rq.ts_insert != 0 {
             rq.ts_issue.saturating_sub(rq.ts_insert)
@@ -50,12 +60,11 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
             0
         },
         tgid: rq.tgid,
-        dev: key.dev,
+        dev: e.dev(cfg),
         bytes: rq.bytes,
         _pad: 0,
-        rwbs: block::rwbs(&ctx, cfg.complete.rwbs),
+        rwbs: e.rwbs(cfg),
         comm: rq.comm,
     };
     emit(&EVENTS, &COUNTERS, &event);
-    0
 }

@@ -5,16 +5,19 @@
 use aya_ebpf::{
     Global,
     bindings::BPF_ANY,
-    macros::{map, tracepoint},
+    macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
 };
 use tracer_common::{
     biotop::{TopKey, TopValue},
     block::{BlockConfig, Inflight, RqKey},
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{NO_PREALLOC, block, count};
+use tracer_ebpf::{
+    NO_PREALLOC,
+    block::{self, RqEvent},
+    count,
+};
 
 tracer_ebpf::license!();
 tracer_ebpf::block_programs!(CONFIG, requests, submit, issue);
@@ -31,18 +34,26 @@ static TOTALS: PerCpuHashMap<TopKey, TopValue> =
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-#[tracepoint]
-pub fn block_complete(ctx: TracePointContext) -> u32 {
-    let cfg = CONFIG.load();
-    let Some((key, rq, now)) = block::on_complete(&ctx, &cfg, &requests()) else {
-        return 0;
+tracer_ebpf::block_hook!(
+    CONFIG,
+    complete,
+    "block_rq_complete",
+    block_complete,
+    block_complete_raw,
+    complete
+);
+
+#[inline(always)]
+fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
+    let Some((rq, now)) = block::on_complete(e, cfg, &requests()) else {
+        return;
     };
-    let rwbs: [u8; 8] = block::rwbs(&ctx, cfg.complete.rwbs);
+    let rwbs: [u8; 8] = e.rwbs(cfg);
     // The op letter follows an optional preflush 'F' (see blk_fill_rwbs).
     let write = rwbs[0] == b'W' || (rwbs[0] == b'F' && rwbs[1] == b'W');
     let top = TopKey {
         tgid: rq.tgid,
-        dev: key.dev,
+        dev: e.dev(cfg),
         write: write as u32,
         _pad: 0,
         comm: rq.comm,
@@ -67,5 +78,4 @@ pub fn block_complete(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    0
 }

@@ -5,9 +5,8 @@
 use aya_ebpf::{
     Global,
     helpers::bpf_get_current_comm,
-    macros::{map, tracepoint},
+    macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
 };
 use tracer_common::{
     bitesize::{CommFilter, SizeGroup},
@@ -15,7 +14,7 @@ use tracer_common::{
     counters::{Counter, NUM_COUNTERS},
     hist::{HistKey, HistStats},
 };
-use tracer_ebpf::{NO_PREALLOC, block, count, hist_record};
+use tracer_ebpf::{NO_PREALLOC, block::RqEvent, count, hist_record};
 
 tracer_ebpf::license!();
 tracer_ebpf::block_programs!(CONFIG, requests, submit);
@@ -37,16 +36,31 @@ static HIST_STATS: PerCpuHashMap<SizeGroup, HistStats> =
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-/// The size is known at issue; the request's entry is not needed after it.
-#[tracepoint]
-pub fn block_issue(ctx: TracePointContext) -> u32 {
-    let cfg = CONFIG.load();
-    let Some(key) = block::rq_key(&ctx, &cfg.issue, &cfg) else {
-        return 0;
+// The size is known at issue; the request's entry is not needed after it.
+tracer_ebpf::block_hook!(
+    CONFIG,
+    issue,
+    "block_rq_issue",
+    block_issue,
+    block_issue_raw,
+    issue
+);
+
+#[inline(always)]
+fn issue(cfg: &BlockConfig, e: &impl RqEvent) {
+    let Some(key) = e.key(cfg) else {
+        return;
     };
-    let comm = match requests().take(&key, key.slot()) {
+    // The submitter's entry: under the request's first bio (see
+    // FLAG_SUBMIT_BIO) or the request's own key.
+    let requests = requests();
+    let submitted = match e.submitted_as(cfg) {
+        Some(bio) => requests.take(&bio, bio.slot()),
+        None => None,
+    };
+    let comm = match submitted.or_else(|| requests.take(&key, key.slot())) {
         Some(v) => v.comm,
-        None if cfg.filters_tasks() => return 0,
+        None if cfg.filters_tasks() => return,
         None => {
             count(&COUNTERS, Counter::Unattributed);
             bpf_get_current_comm().unwrap_or_default()
@@ -54,14 +68,14 @@ pub fn block_issue(ctx: TracePointContext) -> u32 {
     };
     let want = COMM.load();
     if want.comm[0] != 0 && want.comm != comm {
-        return 0;
+        return;
     }
-    let bytes = block::issue_bytes(&ctx, &cfg) as u64;
+    let bytes = e.bytes(cfg) as u64;
     let value = bytes.checked_div(cfg.unit_div).unwrap_or(0);
     let group = if cfg.flags & FLAG_PER_DISK != 0 {
         SizeGroup {
-            rwbs: block::rwbs(&ctx, cfg.issue.rwbs),
-            dev: key.dev,
+            rwbs: e.rwbs(cfg),
+            dev: e.dev(cfg),
             ..SizeGroup::default()
         }
     } else {
@@ -71,5 +85,4 @@ pub fn block_issue(ctx: TracePointContext) -> u32 {
         }
     };
     hist_record(&HIST, &HIST_STATS, &COUNTERS, group, value);
-    0
 }

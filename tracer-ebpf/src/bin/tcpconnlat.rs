@@ -18,8 +18,8 @@ use tracer_common::{
     tcpconnlat::{ConnConfig, ConnEvent, ConnStart, FLAG_HIST},
 };
 use tracer_ebpf::{
-    current_tgid, emit, hist_record_slot, now_ns, raw_arg, task_passes,
-    tcp::{kread, read_flow, read_sock_flow},
+    current_tgid, emit, hist_record_slot, kread, now_ns, raw_arg, task_passes,
+    tcp::{read_flow, read_sock_flow},
     tp_field,
 };
 

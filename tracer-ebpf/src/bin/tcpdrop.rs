@@ -16,7 +16,7 @@ use tracer_common::{
     tcp::{AF_INET, AF_INET6},
     tcpdrop::{DropConfig, DropEvent, ETH_P_IP, ETH_P_IPV6, FLAG_COUNT, FLAG_STACK},
 };
-use tracer_ebpf::{NO_PREALLOC, emit, now_ns, percpu_add, raw_arg, tcp::kread, tp_field};
+use tracer_ebpf::{NO_PREALLOC, emit, kread, now_ns, percpu_add, raw_arg, tp_field};
 
 tracer_ebpf::license!();
 

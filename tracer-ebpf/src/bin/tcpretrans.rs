@@ -21,8 +21,8 @@ use tracer_common::{
     },
 };
 use tracer_ebpf::{
-    NO_PREALLOC, count, emit, now_ns, raw_arg,
-    tcp::{kread, read_flow, read_sock_flow},
+    NO_PREALLOC, count, emit, kread, now_ns, raw_arg,
+    tcp::{read_flow, read_sock_flow},
     tp_field,
 };
 

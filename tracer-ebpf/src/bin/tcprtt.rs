@@ -19,9 +19,8 @@ use tracer_common::{
     },
 };
 use tracer_ebpf::{
-    NO_PREALLOC, hist_record, hist_record_slot, raw_arg,
-    tcp::{kread, read_sock_flow},
-    tp_field, tp_read,
+    NO_PREALLOC, hist_record, hist_record_slot, kread, raw_arg, tcp::read_sock_flow, tp_field,
+    tp_read,
 };
 
 tracer_ebpf::license!();

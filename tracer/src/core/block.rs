@@ -1,24 +1,33 @@
 //! What the block I/O tools share on the user side: the hook chains for request
 //! tracking, field offsets from the format files, and decoding of rwbs flags.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use tracer_common::{
     Slot, TaskFilter,
-    block::{BlockConfig, FLAG_ATTRIBUTE, Inflight, RqFields, RqKey},
+    block::{
+        BlockConfig, FLAG_ATTRIBUTE, FLAG_SUBMIT_BIO, Inflight, NO_OP, RqArg, RqFields, RqKey,
+        RqLayout, RqOps,
+    },
 };
 
 use crate::core::{
+    btf::Btf,
     ebpf::{Choice, Hook, HookChain, HookUse, Loaded, Object},
-    mapdump,
+    kernel, mapdump,
     tracefs::Format,
 };
 
+// Each chain's raw tracepoint comes first: its program keys the request by
+// its address, where the classic one can only key it by (dev, sector).
 pub const SUBMIT: HookChain = HookChain {
     role: "submit",
     program: "block_submit",
     // block_io_start (6.5+) fires once per request in the submitter's context;
     // block_bio_queue fires per bio, also in the submitter's context.
+    // Raw, the request (or bio) is keyed by its address; see FLAG_SUBMIT_BIO.
     candidates: &[
+        Hook::raw_tp("block", "block_io_start", "block_submit_raw"),
+        Hook::raw_tp("block", "block_bio_queue", "block_submit_raw"),
         Hook::tp("block", "block_io_start"),
         Hook::tp("block", "block_bio_queue"),
     ],
@@ -26,17 +35,26 @@ pub const SUBMIT: HookChain = HookChain {
 pub const INSERT: HookChain = HookChain {
     role: "insert",
     program: "block_insert",
-    candidates: &[Hook::tp("block", "block_rq_insert")],
+    candidates: &[
+        Hook::raw_tp("block", "block_rq_insert", "block_insert_raw"),
+        Hook::tp("block", "block_rq_insert"),
+    ],
 };
 pub const ISSUE: HookChain = HookChain {
     role: "issue",
     program: "block_issue",
-    candidates: &[Hook::tp("block", "block_rq_issue")],
+    candidates: &[
+        Hook::raw_tp("block", "block_rq_issue", "block_issue_raw"),
+        Hook::tp("block", "block_rq_issue"),
+    ],
 };
 pub const COMPLETE: HookChain = HookChain {
     role: "complete",
     program: "block_complete",
-    candidates: &[Hook::tp("block", "block_rq_complete")],
+    candidates: &[
+        Hook::raw_tp("block", "block_rq_complete", "block_complete_raw"),
+        Hook::tp("block", "block_rq_complete"),
+    ],
 };
 
 /// Which request events a tool needs.
@@ -107,9 +125,13 @@ pub fn hook_uses(always: Needs, options: &[(&'static str, Needs)]) -> Vec<HookUs
 }
 
 /// The hooks chosen for this kernel and the configuration global to load with.
+/// The configuration serves both kinds of program, so that `classic` can
+/// replace `choices` if the kernel refuses a raw tracepoint's program.
 pub struct Plan {
     pub config: BlockConfig,
     pub choices: Vec<Choice>,
+    /// The classic tracepoints, when `choices` are raw ones.
+    classic: Option<Vec<Choice>>,
 }
 
 fn fields(f: &Format) -> Result<RqFields> {
@@ -123,46 +145,207 @@ fn fields(f: &Format) -> Result<RqFields> {
     })
 }
 
+/// Where `struct request`'s fields are in the running kernel, from BTF.
+pub fn rq_layout(btf: &Btf) -> Result<RqLayout> {
+    let off = |s: &str, p: &str| -> Result<u16> {
+        u16::try_from(btf.member(s, p)?.offset).with_context(|| format!("{s}.{p} offset too large"))
+    };
+    let major = off("gendisk", "major")?;
+    if off("gendisk", "first_minor")? != major + 4 {
+        bail!("gendisk.first_minor does not follow gendisk.major");
+    }
+    // Before 5.18 the request points to its disk; later only its queue does.
+    let (rq_disk, q_disk) = match off("request", "rq_disk") {
+        Ok(rq_disk) => (rq_disk, tracer_common::block::NO_FIELD),
+        Err(_) => (
+            tracer_common::block::NO_FIELD,
+            off("request_queue", "disk")?,
+        ),
+    };
+    Ok(RqLayout {
+        sector: off("request", "__sector")?,
+        data_len: off("request", "__data_len")?,
+        cmd_flags: off("request", "cmd_flags")?,
+        rq_disk,
+        q: off("request", "q")?,
+        q_disk,
+        disk_major: major,
+        bio: off("request", "bio")?,
+        ops: rq_ops(btf)?,
+    })
+}
+
+/// The meaning of cmd_flags' bits (include/linux/blk_types.h), from BTF.
+fn rq_ops(btf: &Btf) -> Result<RqOps> {
+    // `enum req_op` since 6.0, `enum req_opf` before.
+    let ops = btf
+        .enum_variants("req_op")
+        .or_else(|_| btf.enum_variants("req_opf"))?;
+    let flags = btf.enum_variants("req_flag_bits")?;
+    let find = |list: &[(String, i64)], name: &str| -> Option<u8> {
+        let (_, v) = list.iter().find(|(n, _)| n == name)?;
+        u8::try_from(*v).ok()
+    };
+    let op =
+        |name: &str| find(&ops, name).with_context(|| format!("no {name} in the kernel's BTF"));
+    let bit = |name: &str| {
+        find(&flags, name)
+            .filter(|b| *b < 32)
+            .with_context(|| format!("no {name} in the kernel's BTF"))
+    };
+    Ok(RqOps {
+        // The flag bits start just above the operation's.
+        op_bits: bit("__REQ_FAILFAST_DEV")?,
+        read: op("REQ_OP_READ")?,
+        write: op("REQ_OP_WRITE")?,
+        flush: op("REQ_OP_FLUSH")?,
+        discard: op("REQ_OP_DISCARD")?,
+        secure_erase: op("REQ_OP_SECURE_ERASE")?,
+        write_same: find(&ops, "REQ_OP_WRITE_SAME").unwrap_or(NO_OP),
+        preflush: bit("__REQ_PREFLUSH")?,
+        fua: bit("__REQ_FUA")?,
+        rahead: bit("__REQ_RAHEAD")?,
+        sync: bit("__REQ_SYNC")?,
+        meta: bit("__REQ_META")?,
+        _pad: [0; 4],
+    })
+}
+
+/// Where each raw tracepoint passes the request (block_bio_queue: the bio),
+/// from its BTF prototype.
+fn rq_arg(btf: &Btf, hook: &Hook) -> Result<RqArg> {
+    let Hook::RawTracepoint { name, .. } = hook else {
+        unreachable!("only raw tracepoints pass arguments")
+    };
+    let object = if *name == "block_bio_queue" {
+        "bio"
+    } else {
+        "request"
+    };
+    let (index, arity) = btf.tracepoint_arg(name, object)?;
+    Ok(RqArg {
+        index: u8::try_from(index)?,
+        arity: u8::try_from(arity)?,
+    })
+}
+
+/// The request layout, or why the raw tracepoints cannot be used.
+fn raw_layout() -> Result<(Btf, RqLayout), String> {
+    if !kernel::has_btf() {
+        return Err("this kernel has no BTF".into());
+    }
+    let btf = Btf::load().map_err(|e| format!("{e:#}"))?;
+    let layout = rq_layout(&btf).map_err(|e| format!("no request layout in BTF: {e:#}"))?;
+    Ok((btf, layout))
+}
+
 /// Probes the kernel for the hooks `needs` asks for and reads their layouts.
+/// Raw tracepoints are taken only if every hook has one: a request keyed by
+/// its address at one hook and by its sector at another would never match.
 pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
     let mut config = BlockConfig {
         task,
         dev,
         ..BlockConfig::INITIAL
     };
-    let mut choices = Vec::new();
-    let [submit, insert, issue, complete] = needs.chains();
-    let wanted = [
-        (submit, &mut config.submit),
-        (insert, &mut config.insert),
-        (issue, &mut config.issue),
-        (complete, &mut config.complete),
-    ];
-    for ((need, chain), slot) in wanted {
-        if !need {
-            continue;
-        }
-        let choice = chain.choose()?;
-        let Hook::Tracepoint { category, name } = choice.hook else {
-            unreachable!("block hooks are tracepoints")
-        };
-        let format =
-            Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
-        *slot = fields(&format)?;
-        choices.push(choice);
-    }
     if needs.submit {
         config.flags |= FLAG_ATTRIBUTE;
     }
-    Ok(Plan { config, choices })
+    let wanted: Vec<&HookChain> = needs
+        .chains()
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, c)| c)
+        .collect();
+    let layout = raw_layout();
+    let choose_all = |raw_refused: &dyn Fn(&HookChain) -> Option<String>| -> Result<Vec<Choice>> {
+        wanted
+            .iter()
+            .map(|chain| {
+                chain.choose_with(|hook| match (hook, raw_refused(chain)) {
+                    (Hook::RawTracepoint { .. }, Some(why)) => Err(why),
+                    _ => Ok(()),
+                })
+            })
+            .collect()
+    };
+    let mut choices = choose_all(&|_| layout.as_ref().err().cloned())?;
+    let is_raw = |c: &Choice| matches!(c.hook, Hook::RawTracepoint { .. });
+    if let Some(classic) = choices.iter().find(|c| !is_raw(c))
+        && choices.iter().any(is_raw)
+    {
+        let why = format!(
+            "the {} hook here is {}, which does not give the request",
+            classic.role, classic.hook
+        );
+        choices = choose_all(&|_| Some(why.clone()))?;
+    }
+    let classic = if choices.iter().any(is_raw) {
+        Some(choose_all(&|_| {
+            Some("the kernel refused a raw tracepoint's program".into())
+        })?)
+    } else {
+        None
+    };
+    for choice in classic.as_ref().unwrap_or(&choices) {
+        let Hook::Tracepoint { category, name } = choice.hook else {
+            unreachable!("the fallback choices are classic tracepoints")
+        };
+        let format =
+            Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
+        *config_fields(&mut config, choice.role) = fields(&format)?;
+    }
+    if let Ok((btf, rq)) = &layout
+        && classic.is_some()
+    {
+        config.rq = *rq;
+        for choice in &choices {
+            *config_arg(&mut config, choice.role) = rq_arg(btf, &choice.hook)?;
+            if choice.hook == SUBMIT.candidates[1] {
+                config.flags |= FLAG_SUBMIT_BIO;
+            }
+        }
+    }
+    Ok(Plan {
+        config,
+        choices,
+        classic,
+    })
+}
+
+fn config_fields<'a>(config: &'a mut BlockConfig, role: &str) -> &'a mut RqFields {
+    match role {
+        "submit" => &mut config.submit,
+        "insert" => &mut config.insert,
+        "issue" => &mut config.issue,
+        _ => &mut config.complete,
+    }
+}
+
+fn config_arg<'a>(config: &'a mut BlockConfig, role: &str) -> &'a mut RqArg {
+    match role {
+        "submit" => &mut config.args.submit,
+        "insert" => &mut config.args.insert,
+        "issue" => &mut config.args.issue,
+        _ => &mut config.args.complete,
+    }
 }
 
 impl Plan {
+    /// Attaches the chosen hooks; if the kernel refuses a raw tracepoint's
+    /// program, all the classic ones instead (`-v` says why).
     pub fn attach(&self, loaded: &mut Loaded) -> Result<()> {
-        for choice in &self.choices {
-            loaded.attach(choice)?;
-        }
-        Ok(())
+        let Err(e) = self.choices.iter().try_for_each(|c| loaded.attach(c)) else {
+            return Ok(());
+        };
+        let Some(classic) = &self.classic else {
+            return Err(e);
+        };
+        loaded.detach_all();
+        loaded
+            .notes
+            .push(format!("classic tracepoints instead of raw ones: {e:#}"));
+        classic.iter().try_for_each(|c| loaded.attach(c))
     }
 }
 
@@ -189,7 +372,7 @@ pub fn in_flight(loaded: &Loaded) -> u64 {
     {
         n += slots
             .iter()
-            .filter(|(_, s)| s[0].key.dev != 0 && s[0].value.ts_issue != 0)
+            .filter(|(_, s)| s[0].key != RqKey::default() && s[0].value.ts_issue != 0)
             .count();
     }
     if let Some(map) = loaded.ebpf.map("INFLIGHT")
@@ -286,6 +469,27 @@ mod tests {
         assert_eq!(op_letter("FF"), 'F');
         assert_eq!(op_letter("D"), 'D');
         assert_eq!(op_letter(""), 'N');
+    }
+
+    #[test]
+    fn request_layout_from_this_kernel() {
+        let Ok(btf) = Btf::load() else {
+            assert!(std::env::var("CI").is_err(), "CI needs BTF");
+            return;
+        };
+        let rq = rq_layout(&btf).unwrap();
+        // include/linux/blk-mq.h: __sector follows __data_len, 4 bytes apart.
+        assert_eq!(rq.data_len + 4, rq.sector);
+        assert_eq!((rq.ops.read, rq.ops.write, rq.ops.op_bits), (0, 1, 8));
+        // Before 5.11 the queue comes first.
+        let bio_queue = btf.tracepoint_arity("block_bio_queue").unwrap();
+        for (tracepoint, object, want) in [
+            ("block_rq_complete", "request", (0, 3)),
+            ("block_bio_queue", "bio", (bio_queue - 1, bio_queue)),
+        ] {
+            let got = btf.tracepoint_arg(tracepoint, object).unwrap();
+            assert_eq!(got, want, "{tracepoint}");
+        }
     }
 
     #[test]

@@ -408,25 +408,57 @@ impl Btf {
     /// after the leading `void *`. Tells which optional arguments (a drop
     /// reason, an error) this kernel's tracepoint has.
     pub fn tracepoint_arity(&self, tracepoint: &str) -> Result<usize> {
+        Ok(self.tracepoint_proto(tracepoint)?.vlen - 1)
+    }
+
+    /// Which of a raw tracepoint's arguments is the first `struct <name> *`,
+    /// and its arity: arguments move between kernels (before 5.11 the
+    /// block_rq tracepoints pass the queue first).
+    pub fn tracepoint_arg(&self, tracepoint: &str, struct_name: &str) -> Result<(usize, usize)> {
+        let proto = self.tracepoint_proto(tracepoint)?;
+        for i in 1..proto.vlen {
+            let param_type = self.u32_at(proto.extra + 8 * i + 4);
+            if param_type == 0 {
+                continue; // `...`
+            }
+            let t = self.resolve(param_type)?;
+            if t.kind != KIND_PTR {
+                continue;
+            }
+            let pointee = self.resolve(t.size_or_type)?;
+            if pointee.kind == KIND_STRUCT && self.str_is(pointee.name_off, struct_name) {
+                return Ok((i - 1, proto.vlen - 1));
+            }
+        }
+        bail!("raw tracepoint {tracepoint} has no struct {struct_name} * argument")
+    }
+
+    /// The prototype a raw tracepoint's `btf_trace_<name>` typedef points to.
+    fn tracepoint_proto(&self, tracepoint: &str) -> Result<Type> {
         let typedef_name = format!("btf_trace_{tracepoint}");
         let typedefs = self.named(&typedef_name, |k| k == KIND_TYPEDEF)?;
         if typedefs.is_empty() {
             bail!("the kernel's BTF has no typedef {typedef_name}");
         }
-        let answers = typedefs
+        let proto = |typedef: &Type| -> Result<Type> {
+            let mut t = self.resolve(typedef.id)?;
+            if t.kind == KIND_PTR {
+                t = self.resolve(t.size_or_type)?;
+            }
+            if t.kind != KIND_FUNC_PROTO || t.vlen == 0 {
+                bail!("typedef {typedef_name} is not a tracepoint prototype");
+            }
+            Ok(t)
+        };
+        let arity = agree(
+            &typedef_name,
+            typedefs.iter().map(|t| proto(t).map(|p| p.vlen)).collect(),
+        )?;
+        typedefs
             .iter()
-            .map(|typedef| {
-                let mut t = self.resolve(typedef.id)?;
-                if t.kind == KIND_PTR {
-                    t = self.resolve(t.size_or_type)?;
-                }
-                if t.kind != KIND_FUNC_PROTO || t.vlen == 0 {
-                    bail!("typedef {typedef_name} is not a tracepoint prototype");
-                }
-                Ok(t.vlen - 1)
-            })
-            .collect();
-        agree(&typedef_name, answers)
+            .filter_map(|t| proto(t).ok())
+            .find(|p| p.vlen == arity)
+            .with_context(|| format!("typedef {typedef_name} vanished"))
     }
 
     fn composites(&self, name: &str) -> Result<Vec<Type>> {
@@ -1037,6 +1069,8 @@ mod tests {
         let btf = Btf::parse(&sample()).unwrap();
         assert_eq!(btf.tracepoint_arity("test").unwrap(), 6);
         assert!(err(btf.tracepoint_arity("absent")).contains("no typedef btf_trace_absent"));
+        assert_eq!(btf.tracepoint_arg("test", "outer").unwrap(), (0, 6));
+        assert!(err(btf.tracepoint_arg("test", "inner")).contains("no struct inner *"));
     }
 
     /// The running kernel's BTF; None (skip) when absent, unless CI=true.

@@ -309,6 +309,12 @@ impl Drop for Loaded {
     /// (kvmexits --latency: 20 of them, 0.7 s). Each is closed on a thread of
     /// its own instead, so that the waits overlap.
     fn drop(&mut self) {
+        self.close_perf_events();
+    }
+}
+
+impl Loaded {
+    fn close_perf_events(&mut self) {
         std::thread::scope(|scope| {
             for link in self.links.drain(..) {
                 scope.spawn(move || drop(link));
@@ -440,6 +446,13 @@ impl Loaded {
         }
         self.attached.push(choice.clone());
         Ok(())
+    }
+
+    /// Detaches every program attached so far (to attach another set instead).
+    pub fn detach_all(&mut self) {
+        self.raw_links.clear();
+        self.close_perf_events();
+        self.attached.clear();
     }
 
     /// Probes a chain and attaches its best hook.
