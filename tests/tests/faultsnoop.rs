@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracer_tests::{Ext4, Toucher, Tracer, fuse::SlowFile, require_tracing};
+use tracer_tests::{Ext4, Run, Toucher, Tracer, fuse::SlowFile, require_tracing};
 
 const N: u64 = 2000;
 
@@ -15,35 +15,65 @@ fn rows_fall_in_the_mapping_and_are_typed() {
     require_tracing!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut toucher = Toucher::spawn(&["anon", &N.to_string()]);
-    let t = Tracer::start(&["faultsnoop", "-p", &toucher.pid().to_string(), "--json"]);
+    // The raw tracepoint (preferred) and the classic one, on the same faults.
+    let pid = toucher.pid().to_string();
+    let args = ["faultsnoop", "-p", &pid, "--json", "-v"];
+    let paths = [
+        (
+            "",
+            "raw tracepoint page_fault_user -> fault_start_user_raw (preferred)",
+        ),
+        (
+            "raw:page_fault_user",
+            "tracepoint exceptions:page_fault_user -> fault_start_user (fallback",
+        ),
+    ];
+    let envs = paths.map(|(skip, _)| [("TRACER_SKIP_HOOKS", skip)]);
+    let runs: Vec<Run> = envs.iter().map(|env| (&args[..], &env[..])).collect();
+    let tracers = Tracer::start_together(&runs);
     let (start, end) = toucher.go();
-    let out = t.stop();
-    out.assert_success();
-    let rows = out.json();
-    let inside: Vec<_> = rows
-        .iter()
-        .filter(|r| {
-            let a = u64::from_str_radix(r["addr"].as_str().unwrap().trim_start_matches("0x"), 16)
-                .unwrap();
-            (start..end).contains(&a)
-        })
-        .collect();
-    assert_eq!(inside.len() as u64, N, "one row per touched page");
-    for r in &inside {
-        assert_eq!(r["type"], "write/user/minor", "{r}");
-        assert_eq!(r["mapping"], "[anon]", "{r}");
-        assert_eq!(r["pid"], toucher.pid());
-        assert_eq!(r["comm"], "page-toucher");
-        assert!(r["lat_ns"].as_u64().unwrap() > 0);
-    }
-    // Distinct pages, each once.
-    let mut pages: Vec<&str> = inside.iter().map(|r| r["addr"].as_str().unwrap()).collect();
-    pages.sort();
-    pages.dedup();
-    assert_eq!(pages.len() as u64, N);
     let (minor, major) = toucher.faults();
-    assert_eq!(rows.len() as u64, minor + major, "{} rows", rows.len());
-    assert!(rows.iter().all(|r| r["pid"] == toucher.pid()));
+    let mut ips = Vec::new();
+    for (t, (skip, hook)) in tracers.into_iter().zip(paths) {
+        let out = t.stop();
+        out.assert_success();
+        assert!(out.stderr.contains(hook), "{skip}: {}", out.stderr);
+        let rows = out.json();
+        let inside: Vec<_> = rows
+            .iter()
+            .filter(|r| {
+                let a =
+                    u64::from_str_radix(r["addr"].as_str().unwrap().trim_start_matches("0x"), 16)
+                        .unwrap();
+                (start..end).contains(&a)
+            })
+            .collect();
+        assert_eq!(inside.len() as u64, N, "{skip}: one row per touched page");
+        for r in &inside {
+            assert_eq!(r["type"], "write/user/minor", "{skip}: {r}");
+            assert_eq!(r["mapping"], "[anon]", "{skip}: {r}");
+            assert_eq!(r["pid"], toucher.pid());
+            assert_eq!(r["comm"], "page-toucher");
+            assert!(r["lat_ns"].as_u64().unwrap() > 0);
+        }
+        // Distinct pages, each once.
+        let mut pages: Vec<&str> = inside.iter().map(|r| r["addr"].as_str().unwrap()).collect();
+        pages.sort();
+        pages.dedup();
+        assert_eq!(pages.len() as u64, N, "{skip}");
+        assert_eq!(
+            rows.len() as u64,
+            minor + major,
+            "{skip}: {} rows",
+            rows.len()
+        );
+        assert!(rows.iter().all(|r| r["pid"] == toucher.pid()));
+        // The faulting instructions, as both paths read them.
+        let mut at: Vec<String> = inside.iter().map(|r| r["ip"].to_string()).collect();
+        at.sort();
+        ips.push(at);
+    }
+    assert_eq!(ips[0], ips[1], "the two paths disagree on the faulting ips");
 }
 
 #[test]

@@ -24,7 +24,9 @@ pub struct FaultFields {
     pub address: u16,
     pub ip: u16,
     pub error_code: u16,
-    pub _pad: u16,
+    /// pt_regs.ip (from BTF) for the raw tracepoints' programs, whose
+    /// arguments are (address, regs, error_code); NO_FIELD without BTF.
+    pub regs_ip: u16,
 }
 assert_size!(FaultFields, 8);
 
@@ -64,7 +66,7 @@ impl FaultConfig {
             address: 8,
             ip: 16,
             error_code: 24,
-            _pad: 0,
+            regs_ip: crate::block::NO_FIELD,
         },
     };
 }

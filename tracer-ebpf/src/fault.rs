@@ -2,8 +2,9 @@
 //! tracer_common::fault for the method).
 
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::bpf_get_current_pid_tgid,
-    programs::{PerfEventContext, TracePointContext},
+    programs::{PerfEventContext, RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     INFLIGHT_SLOTS,
@@ -14,7 +15,7 @@ use tracer_common::{
 use crate::{
     count,
     inflight::{Entry, Table},
-    now_ns, task_passes, tp_read,
+    kread, now_ns, task_passes, tp_read,
 };
 
 /// In-flight faults, keyed by thread id.
@@ -43,11 +44,31 @@ pub fn on_start(ctx: &TracePointContext, cfg: &FaultConfig, faults: &Faults, ker
         return;
     }
     let f = &cfg.fields;
+    let address = tp_read::<_, { layout::ADDRESS }>(ctx, f.address).unwrap_or(0);
+    let ip = tp_read::<_, { layout::IP }>(ctx, f.ip).unwrap_or(0);
+    let error_code = tp_read::<u64, { layout::ERROR_CODE }>(ctx, f.error_code).unwrap_or(0);
+    start(faults, kernel, address, ip, error_code);
+}
+
+/// The same from the raw tracepoint: (address, regs, error_code).
+#[inline(always)]
+pub fn on_start_raw(ctx: &RawTracePointContext, cfg: &FaultConfig, faults: &Faults, kernel: u32) {
+    if !task_passes(&cfg.task) {
+        return;
+    }
+    // SAFETY: both tracepoints pass three u64 arguments.
+    let [address, regs, error_code] = unsafe { *(ctx.as_ptr() as *const [u64; 3]) };
+    let ip = kread(regs, cfg.fields.regs_ip).unwrap_or(0);
+    start(faults, kernel, address, ip, error_code);
+}
+
+#[inline(always)]
+fn start(faults: &Faults, kernel: u32, address: u64, ip: u64, error_code: u64) {
     let start = FaultStart {
         ts: now_ns(),
-        address: tp_read::<_, { layout::ADDRESS }>(ctx, f.address).unwrap_or(0),
-        ip: tp_read::<_, { layout::IP }>(ctx, f.ip).unwrap_or(0),
-        error_code: tp_read::<u64, { layout::ERROR_CODE }>(ctx, f.error_code).unwrap_or(0) as u32,
+        address,
+        ip,
+        error_code: error_code as u32,
         kernel,
     };
     let tid = current_tid();
@@ -93,6 +114,18 @@ macro_rules! fault_start_programs {
         #[aya_ebpf::macros::tracepoint]
         pub fn fault_start_kernel(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
             $crate::fault::on_start(&ctx, &CONFIG.load(), &faults(), 1);
+            0
+        }
+
+        #[aya_ebpf::macros::raw_tracepoint(tracepoint = "page_fault_user")]
+        pub fn fault_start_user_raw(ctx: aya_ebpf::programs::RawTracePointContext) -> i32 {
+            $crate::fault::on_start_raw(&ctx, $crate::config(&CONFIG), &faults(), 0);
+            0
+        }
+
+        #[aya_ebpf::macros::raw_tracepoint(tracepoint = "page_fault_kernel")]
+        pub fn fault_start_kernel_raw(ctx: aya_ebpf::programs::RawTracePointContext) -> i32 {
+            $crate::fault::on_start_raw(&ctx, $crate::config(&CONFIG), &faults(), 1);
             0
         }
     };

@@ -8,20 +8,38 @@ use tracer_common::{
 };
 
 use crate::core::{
-    ebpf::{Hook, HookChain, SoftwareEvent},
+    btf::Btf,
+    ebpf::{self, Hook, HookChain, SoftwareEvent},
+    kernel,
     tracefs::Format,
 };
 
+// Raw first: detached at once, and never skipped while BPF is busy.
 pub const START_USER: HookChain = HookChain {
     role: "start",
     program: "fault_start_user",
-    candidates: &[Hook::tp("exceptions", "page_fault_user")],
+    candidates: &[
+        Hook::raw_tp("exceptions", "page_fault_user", "fault_start_user_raw"),
+        Hook::tp("exceptions", "page_fault_user"),
+    ],
 };
 pub const START_KERNEL: HookChain = HookChain {
     role: "start-k",
     program: "fault_start_kernel",
-    candidates: &[Hook::tp("exceptions", "page_fault_kernel")],
+    candidates: &[
+        Hook::raw_tp("exceptions", "page_fault_kernel", "fault_start_kernel_raw"),
+        Hook::tp("exceptions", "page_fault_kernel"),
+    ],
 };
+
+/// A `usable` for attaching the start chains: their raw tracepoints' programs
+/// read the faulting ip from pt_regs at its BTF offset.
+pub fn usable(cfg: &FaultConfig) -> impl Fn(&Hook) -> Result<(), String> + Copy {
+    ebpf::raw_if(
+        cfg.fields.regs_ip != tracer_common::block::NO_FIELD,
+        "no pt_regs layout in the kernel's BTF",
+    )
+}
 pub const END_MINOR: HookChain = HookChain {
     role: "minor",
     program: "fault_minor",
@@ -46,11 +64,16 @@ pub fn config(task: TaskFilter, with_start: bool) -> Result<FaultConfig> {
     if with_start {
         let user = Format::read("exceptions", "page_fault_user")?
             .context("this kernel has no exceptions:page_fault_user tracepoint (x86 only)")?;
+        let regs_ip = kernel::has_btf()
+            .then(|| Btf::load().and_then(|btf| btf.member("pt_regs", "ip")).ok())
+            .flatten()
+            .and_then(|m| u16::try_from(m.offset).ok())
+            .unwrap_or(tracer_common::block::NO_FIELD);
         cfg.fields = FaultFields {
             address: user.offset("address", 8)?,
             ip: user.offset("ip", 8)?,
             error_code: user.offset("error_code", 8)?,
-            _pad: 0,
+            regs_ip,
         };
         // page_fault_kernel shares the event class, hence the layout; check it.
         if let Some(kernel) = Format::read("exceptions", "page_fault_kernel")? {

@@ -91,7 +91,7 @@ impl FaultLat {
             l.override_global("CONFIG", &config, true);
         })?;
         for u in (TOOL.hooks)() {
-            loaded.attach_chain(&u.chain)?;
+            loaded.attach_best(&u.chain, fault::usable(&config))?;
         }
         Ok(FaultLat {
             loaded,

@@ -173,7 +173,7 @@ impl FaultSnoop {
             l.override_global("CONFIG", &config, true);
         })?;
         for u in (TOOL.hooks)() {
-            loaded.attach_chain(&u.chain)?;
+            loaded.attach_best(&u.chain, fault::usable(&config))?;
         }
         Ok(FaultSnoop {
             loaded,
