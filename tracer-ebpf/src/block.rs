@@ -47,6 +47,11 @@ pub trait RqEvent {
     fn submitted_as(&self, _: &BlockConfig) -> Option<RqKey> {
         None
     }
+    /// The key to find an existing entry by. By address, that needs no device
+    /// filter: only requests that passed it have entries.
+    fn lookup_key(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        self.key(cfg)
+    }
     /// Kernel dev_t of the request's disk (0 if it has none).
     fn dev(&self, cfg: &BlockConfig) -> u32;
     fn sector(&self, cfg: &BlockConfig) -> u64;
@@ -162,6 +167,11 @@ impl RqEvent for Raw<'_> {
         if cfg.flags & FLAG_SUBMIT_BIO == 0 {
             return self.key(cfg);
         }
+        (self.rq != 0).then(|| RqKey::request(self.rq))
+    }
+
+    #[inline(always)]
+    fn lookup_key(&self, _: &BlockConfig) -> Option<RqKey> {
         (self.rq != 0).then(|| RqKey::request(self.rq))
     }
 
@@ -367,13 +377,14 @@ pub fn on_complete(
     cfg: &BlockConfig,
     requests: &Requests,
 ) -> Option<(Inflight, u64)> {
-    let key = e.key(cfg)?;
+    let key = e.lookup_key(cfg)?;
     let Some(v) = requests.take(&key, key.slot()) else {
         // By address, a completion of nothing is the end of a request whose
         // data completed earlier (a write's flush sequence ends it again) or
         // that never had any: nothing was missed.
         let ended_again = key.dev == 0 && e.done_bytes(cfg) == 0;
-        if !cfg.filters_tasks() && !ended_again {
+        let other_disk = cfg.dev != 0 && e.dev(cfg) != cfg.dev;
+        if !cfg.filters_tasks() && !ended_again && !other_disk {
             count(requests.counters, Counter::Unmatched);
         }
         return None;
