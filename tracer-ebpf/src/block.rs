@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     block::{
-        BlockConfig, FLAG_ATTRIBUTE, FLAG_SUBMIT_BIO, Inflight, RqArg, RqFields, RqKey, layout,
-        mkdev,
+        BlockConfig, FLAG_ATTRIBUTE, FLAG_SIZES, FLAG_SUBMIT_BIO, Inflight, RqArg, RqFields, RqKey,
+        layout, mkdev,
     },
     counters::Counter,
 };
@@ -366,7 +366,9 @@ pub fn on_issue(e: &impl RqEvent, cfg: &BlockConfig, requests: &Requests) {
         count(requests.counters, Counter::Replaced);
     }
     v.ts_issue = now;
-    v.bytes = e.bytes(cfg);
+    if cfg.flags & FLAG_SIZES != 0 {
+        v.bytes = e.bytes(cfg);
+    }
 }
 
 /// block_rq_complete: returns the finished request and the time now; its

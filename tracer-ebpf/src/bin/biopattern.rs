@@ -51,14 +51,23 @@ fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
         return;
     }
     let sector = e.sector(cfg);
-    // The first I/O seen on a disk is neither sequential nor random.
-    let previous = NEXT_SECTOR.get_ptr(dev).map(|p| unsafe { *p });
-    if NEXT_SECTOR
-        .insert(dev, sector + sectors, BPF_ANY as u64)
-        .is_err()
-    {
-        count(&COUNTERS, Counter::MapFull);
-    }
+    // The first I/O seen on a disk is neither sequential nor random. Updated
+    // in place: an update of a BPF_F_NO_PREALLOC hash map allocates.
+    let next = sector + sectors;
+    let previous = match NEXT_SECTOR.get_ptr_mut(dev) {
+        Some(p) => {
+            // SAFETY: map value pointer; a racing CPU's write is as good as ours.
+            let previous = unsafe { *p };
+            unsafe { *p = next };
+            Some(previous)
+        }
+        None => {
+            if NEXT_SECTOR.insert(dev, next, BPF_ANY as u64).is_err() {
+                count(&COUNTERS, Counter::MapFull);
+            }
+            None
+        }
+    };
     let (sequential, random) = match previous {
         None => (0, 0),
         Some(next) if next == sector => (1, 0),

@@ -5,8 +5,8 @@ use anyhow::{Context as _, Result, bail};
 use tracer_common::{
     Slot, TaskFilter,
     block::{
-        BlockConfig, FLAG_ATTRIBUTE, FLAG_SUBMIT_BIO, Inflight, NO_OP, RqArg, RqFields, RqKey,
-        RqLayout, RqOps,
+        BlockConfig, FLAG_ATTRIBUTE, FLAG_SIZES, FLAG_SUBMIT_BIO, Inflight, NO_OP, RqArg, RqFields,
+        RqKey, RqLayout, RqOps,
     },
 };
 
@@ -65,6 +65,8 @@ pub struct Needs {
     pub insert: bool,
     pub issue: bool,
     pub complete: bool,
+    /// Each request's size, kept from its issue (a BYTES column).
+    pub sizes: bool,
 }
 
 impl Needs {
@@ -73,6 +75,7 @@ impl Needs {
         insert: false,
         issue: false,
         complete: false,
+        sizes: false,
     };
     pub const SUBMIT: Needs = Needs {
         submit: true,
@@ -93,6 +96,7 @@ impl Needs {
             insert: self.insert || more.insert,
             issue: self.issue || more.issue,
             complete: self.complete || more.complete,
+            sizes: self.sizes || more.sizes,
         }
     }
 
@@ -250,6 +254,9 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
     };
     if needs.submit {
         config.flags |= FLAG_ATTRIBUTE;
+    }
+    if needs.sizes {
+        config.flags |= FLAG_SIZES;
     }
     let wanted: Vec<&HookChain> = needs
         .chains()

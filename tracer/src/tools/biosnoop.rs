@@ -49,6 +49,7 @@ const NEEDS: Needs = Needs {
     issue: true,
     complete: true,
     insert: false,
+    sizes: true,
 };
 
 /// Trace block I/O, one line per completed request.

@@ -48,6 +48,7 @@ const NEEDS: Needs = Needs {
     insert: false,
     issue: true,
     complete: true,
+    sizes: true,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

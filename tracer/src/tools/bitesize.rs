@@ -48,6 +48,7 @@ const NEEDS: Needs = Needs {
     issue: true,
     insert: false,
     complete: false,
+    sizes: false,
 };
 
 /// Summarize block I/O sizes as histograms per process name.
