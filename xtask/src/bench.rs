@@ -1010,6 +1010,13 @@ pub fn build_helper(name: &str) -> Result<PathBuf> {
 }
 
 pub fn run(bin: &Path, rounds: usize, only: &[String]) -> Result<()> {
+    const BENCHMARKS: [&str; 5] = ["block", "faults", "kvm", "tcp", "exporter"];
+    if let Some(unknown) = only.iter().find(|o| !BENCHMARKS.contains(&o.as_str())) {
+        bail!(
+            "no benchmark '{unknown}' (there are {})",
+            BENCHMARKS.join(", ")
+        );
+    }
     // tracer mounts tracefs if needed; bpftrace needs it mounted too.
     run_cmd(Command::new(bin).arg("doctor").stdout(Stdio::null()))?;
     let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);

@@ -55,8 +55,8 @@ enum Cmd {
         /// Rounds per configuration
         #[arg(long, default_value_t = 7)]
         rounds: usize,
-        /// Only these benchmarks (block, faults, kvm, tcp, exporter)
-        #[arg(long)]
+        /// Only these benchmarks (comma-separated: block, faults, kvm, tcp, exporter)
+        #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
     /// The exporter with every tool under a mixed workload, scraped every second

@@ -179,7 +179,7 @@ pub(super) struct GuestRun {
     pub(super) tracefs: Option<String>,
     pub(super) modules: Vec<(String, String)>,
     pub(super) devkvm: Option<String>,
-    pub(super) doctor: Option<Value>,
+    pub(super) doctor: Option<Doctor>,
     pub(super) doctor_raw: Option<String>,
     pub(super) kvmexits: Vec<String>,
     pub(super) bins: Vec<BinResult>,
@@ -284,7 +284,7 @@ impl GuestRun {
             "DEVKVM" if first => self.devkvm = Some(arg.trim().to_string()),
             "DOCTOR" if first => {
                 self.doctor_raw = Some(arg.to_string());
-                self.doctor = serde_json::from_str(arg.trim()).ok();
+                self.doctor = Doctor::parse(arg).ok();
             }
             "KVMEXITS" if first => self.kvmexits.push(arg.trim().to_string()),
             "BEGIN" => self.bins.push(BinResult {
@@ -503,11 +503,8 @@ pub(super) fn boot_once(
     let stuck_grace = Duration::from_secs(90);
     let mut deadline = started + boot_limit;
     let mut stuck_since: Option<(Instant, String)> = None;
-    let mut in_bin = false;
-    let mut in_dmesg = false;
-    let mut in_diag = false;
+    let mut parse = Console::default();
     let mut stop_reason: Option<String> = None;
-    let mut booted = false;
     let mut tail: Vec<String> = Vec::new();
     loop {
         let mut limit = deadline;
@@ -520,11 +517,13 @@ pub(super) fn boot_once(
                 Some((_, l)) if now >= limit && limit < deadline => {
                     format!("guest kernel stuck: {}", l.trim())
                 }
-                _ if !booted => format!(
+                _ if !parse.booted => format!(
                     "the guest's script did not start within {} s",
                     boot_limit.as_secs()
                 ),
-                _ if !in_bin => format!("no test binary started within {} s", boot_limit.as_secs()),
+                _ if !parse.in_bin => {
+                    format!("no test binary started within {} s", boot_limit.as_secs())
+                }
                 _ => format!("no result within {} s in the guest", bin_limit.as_secs()),
             };
             step(&format!("{series}: {why}: stopping the guest"));
@@ -546,113 +545,27 @@ pub(super) fn boot_once(
             Line::Err(l) => (l, true),
         };
         let _ = writeln!(console, "{line}");
-        if booted && !is_printk(&line) {
+        if parse.booted && !is_printk(&line) {
             stuck_since = None;
         }
         tail.push(line.clone());
         if tail.len() > 400 {
             tail.drain(..200);
         }
-        if let Some(pos) = line.find(MARK) {
-            let rest = line[pos + MARK.len()..].trim_start();
-            if pos > 0
-                && in_bin
-                && let Some(b) = run.bins.last_mut()
-            {
-                // Output without a final newline, then the marker.
-                b.output.push(line[..pos].to_string());
+        let say = |m: String| eprintln!("[{series}] {m}");
+        match parse.feed(run, &line, is_err, started, n == 1, say) {
+            Seen::Booted | Seen::BinEnded => {
+                stuck_since = None;
+                deadline = Instant::now() + boot_limit;
             }
-            run.marker(rest, started);
-            let kind = rest.split_whitespace().next().unwrap_or("");
-            let arg = rest.get(kind.len()..).unwrap_or("").trim();
-            match kind {
-                "START" => {
-                    booted = true;
-                    eprintln!(
-                        "[{series}] booted {arg} in {} s",
-                        started.elapsed().as_secs()
-                    );
-                    deadline = Instant::now() + boot_limit;
-                }
-                "MODULE" | "TRACEFS" | "DEVKVM" | "KVMEXITS" if n == 1 => {
-                    eprintln!("[{series}] {rest}")
-                }
-                "DOCTOR" if n == 1 => eprintln!(
-                    "[{series}] tracer doctor: {}",
-                    if run.doctor.is_some() {
-                        "recorded"
-                    } else {
-                        "unparsable (see the console log)"
-                    }
-                ),
-                "BEGIN" => {
-                    in_bin = true;
-                    stuck_since = None;
-                    deadline = Instant::now() + bin_limit;
-                    eprintln!("[{series}] === {arg} ===");
-                }
-                "END" => {
-                    in_bin = false;
-                    stuck_since = None;
-                    deadline = Instant::now() + boot_limit;
-                    if let Some(b) = run.bins.last() {
-                        eprintln!(
-                            "[{series}] === {}: {} in {} s ===",
-                            b.name,
-                            b.result(),
-                            b.secs.unwrap_or(0)
-                        );
-                    }
-                }
-                "DMESG" => in_dmesg = true,
-                "DMESG-END" => in_dmesg = false,
-                "HUNG" => eprintln!("[{series}] {rest}: what it is doing follows"),
-                "DIAG-BEGIN" => in_diag = true,
-                "DIAG-END" => in_diag = false,
-                "DONE" => eprintln!(
-                    "[{series}] guest done after {} s",
-                    started.elapsed().as_secs()
-                ),
-                _ => {}
+            Seen::BinStarted => {
+                stuck_since = None;
+                deadline = Instant::now() + bin_limit;
             }
-            continue;
-        }
-        if booted
-            && is_printk(&line)
-            && let Some(stuck) = kernel_problem(&line)
-        {
-            if stuck && stuck_since.is_none() {
+            Seen::Stuck if stuck_since.is_none() => {
                 stuck_since = Some((Instant::now(), line.clone()));
             }
-            if in_bin && let Some(b) = run.bins.last_mut() {
-                b.kernel.push(line.clone());
-            }
-        }
-        if in_dmesg {
-            if let Some(b) = run.bins.last_mut() {
-                b.dmesg.push(line);
-            }
-        } else if in_bin {
-            eprintln!("[{series}]   {line}");
-            if let Some(b) = run.bins.last_mut() {
-                if in_diag {
-                    b.diag.push(line);
-                } else {
-                    b.output.push(line);
-                }
-            }
-        } else if booted {
-            if is_printk(&line) && kernel_problem(&line).is_some() {
-                eprintln!("[{series}] kernel: {line}");
-            }
-        } else if is_err {
-            // vng's own complaints before the guest runs anything.
-            let l = line.to_lowercase();
-            if !line.starts_with('[')
-                && (l.starts_with("virtme") || l.contains("error") || l.contains("fail"))
-            {
-                eprintln!("[{series}] vng: {line}");
-            }
+            Seen::Stuck | Seen::Nothing => {}
         }
     }
     let _ = child.wait();
@@ -660,7 +573,9 @@ pub(super) fn boot_once(
         let _ = r.join();
     }
     // A binary that never reached its END marker.
-    if in_bin && let Some(b) = run.bins.last_mut() {
+    if parse.in_bin
+        && let Some(b) = run.bins.last_mut()
+    {
         b.parse_output();
         let unfinished = b.unfinished();
         let mut why = stop_reason
@@ -680,6 +595,147 @@ pub(super) fn boot_once(
     run.tail = tail;
     let _ = fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// Where the console is in the guest script's output, line by line.
+#[derive(Default)]
+pub(super) struct Console {
+    /// The script started (its START marker).
+    pub(super) booted: bool,
+    /// Between a binary's BEGIN and END.
+    pub(super) in_bin: bool,
+    in_dmesg: bool,
+    in_diag: bool,
+}
+
+/// What a console line means for the guest's deadlines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Seen {
+    Nothing,
+    /// The script started: the deadline for a first binary starts.
+    Booted,
+    /// A binary started: its own deadline starts.
+    BinStarted,
+    /// A binary ended: the deadline for the next one starts.
+    BinEnded,
+    /// A kernel message saying the guest may be stuck.
+    Stuck,
+}
+
+impl Console {
+    /// Takes one console line (`is_err`: from vng's stderr) into `run`;
+    /// `say` gets what is worth printing (`first`: the kernel's first boot).
+    pub(super) fn feed(
+        &mut self,
+        run: &mut GuestRun,
+        line: &str,
+        is_err: bool,
+        started: Instant,
+        first: bool,
+        say: impl Fn(String),
+    ) -> Seen {
+        if let Some(pos) = line.find(MARK) {
+            let rest = line[pos + MARK.len()..].trim_start();
+            if pos > 0
+                && self.in_bin
+                && let Some(b) = run.bins.last_mut()
+            {
+                // Output without a final newline, then the marker.
+                b.output.push(line[..pos].to_string());
+            }
+            run.marker(rest, started);
+            let kind = rest.split_whitespace().next().unwrap_or("");
+            let arg = rest.get(kind.len()..).unwrap_or("").trim();
+            match kind {
+                "START" => {
+                    self.booted = true;
+                    say(format!("booted {arg} in {} s", started.elapsed().as_secs()));
+                    return Seen::Booted;
+                }
+                "MODULE" | "TRACEFS" | "DEVKVM" | "KVMEXITS" if first => say(rest.to_string()),
+                "DOCTOR" if first => say(format!(
+                    "tracer doctor: {}",
+                    if run.doctor.is_some() {
+                        "recorded"
+                    } else {
+                        "unparsable (see the console log)"
+                    }
+                )),
+                "BEGIN" => {
+                    self.in_bin = true;
+                    say(format!("=== {arg} ==="));
+                    return Seen::BinStarted;
+                }
+                "END" => {
+                    self.in_bin = false;
+                    if let Some(b) = run.bins.last() {
+                        say(format!(
+                            "=== {}: {} in {} s ===",
+                            b.name,
+                            b.result(),
+                            b.secs.unwrap_or(0)
+                        ));
+                    }
+                    return Seen::BinEnded;
+                }
+                "DMESG" => self.in_dmesg = true,
+                "DMESG-END" => self.in_dmesg = false,
+                "HUNG" => say(format!("{rest}: what it is doing follows")),
+                "DIAG-BEGIN" => self.in_diag = true,
+                "DIAG-END" => self.in_diag = false,
+                "DONE" => say(format!(
+                    "guest done after {} s",
+                    started.elapsed().as_secs()
+                )),
+                _ => {}
+            }
+            return Seen::Nothing;
+        }
+        let line = line.to_string();
+        let mut seen = Seen::Nothing;
+        // (A DMESG section replays messages already seen live.)
+        if self.booted
+            && !self.in_dmesg
+            && is_printk(&line)
+            && let Some(stuck) = kernel_problem(&line)
+        {
+            if stuck {
+                seen = Seen::Stuck;
+            }
+            if self.in_bin
+                && let Some(b) = run.bins.last_mut()
+            {
+                b.kernel.push(line.clone());
+            }
+        }
+        if self.in_dmesg {
+            if let Some(b) = run.bins.last_mut() {
+                b.dmesg.push(line);
+            }
+        } else if self.in_bin {
+            say(format!("  {line}"));
+            if let Some(b) = run.bins.last_mut() {
+                if self.in_diag {
+                    b.diag.push(line);
+                } else {
+                    b.output.push(line);
+                }
+            }
+        } else if self.booted {
+            if is_printk(&line) && kernel_problem(&line).is_some() {
+                say(format!("kernel: {line}"));
+            }
+        } else if is_err {
+            // vng's own complaints before the guest runs anything.
+            let l = line.to_lowercase();
+            if !line.starts_with('[')
+                && (l.starts_with("virtme") || l.contains("error") || l.contains("fail"))
+            {
+                say(format!("vng: {line}"));
+            }
+        }
+        seen
+    }
 }
 
 /// Drops carriage returns and ANSI escape sequences (CSI ... letter).
@@ -801,6 +857,119 @@ mod tests {
         );
     }
 
+    /// Feeds a console to a fresh run; returns what the deadlines saw.
+    fn feed(run: &mut GuestRun, console: &str) -> Vec<Seen> {
+        let mut parse = Console::default();
+        console
+            .lines()
+            .map(|l| parse.feed(run, l, false, Instant::now(), true, |_| {}))
+            .filter(|s| *s != Seen::Nothing)
+            .collect()
+    }
+
+    /// A real console (6.12, four binaries), trimmed of most of the boot.
+    #[test]
+    fn recorded_console() {
+        let mut run = GuestRun {
+            boots: 1,
+            ..Default::default()
+        };
+        let seen = feed(&mut run, include_str!("fixtures/console-6.12.log"));
+        use Seen::*;
+        let bins = [BinStarted, BinEnded];
+        let want: Vec<Seen> = std::iter::once(Booted)
+            .chain(bins.into_iter().cycle().take(8))
+            .collect();
+        assert_eq!(seen, want);
+        assert!(run.done && run.ok(), "{}", run.verdict());
+        assert_eq!(run.release.as_deref(), Some("6.12.117+deb12-amd64"));
+        assert_eq!(run.modules.len(), 8);
+        assert_eq!(
+            run.kvm_backend().as_deref(),
+            Some("kvm:kvm_exit/kvm_entry (hardware exit reasons)")
+        );
+        let names: Vec<&str> = run.bins.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["biolatency", "biopattern", "bitesize", "faultsnoop"]
+        );
+        let results: Vec<String> = run.bins.iter().map(BinResult::result).collect();
+        assert_eq!(
+            results,
+            ["pass (8/8)", "pass (2/2)", "pass (2/2)", "pass (3/3)"]
+        );
+        assert_eq!(run.bins[0].secs, Some(35));
+        let doctor = run.doctor.as_ref().expect("doctor parsed");
+        assert_eq!((doctor.kprobes, doctor.btf), (Some(true), Some(true)));
+        assert_eq!(doctor.tools.len(), 13);
+        let (runs, path) = doctor.tool_path("biosnoop").unwrap();
+        assert!(runs);
+        assert!(
+            path.starts_with("submit: raw_tp block_io_start; issue: raw_tp block_rq_issue"),
+            "{path}"
+        );
+        assert!(
+            path.ends_with("insert: raw_tp block_rq_insert [-Q]"),
+            "{path}"
+        );
+    }
+
+    /// A binary that fails, then hangs with the kernel stuck: the guest's
+    /// watchdog reports it and the console ends without its END.
+    #[test]
+    fn hung_binary() {
+        let mut run = GuestRun {
+            boots: 1,
+            ..Default::default()
+        };
+        let console = "\
+@@VMTEST START 6.1.0-56-amd64
+[   20.100000] loop0: detected capacity change from 0 to 131072
+@@VMTEST BEGIN record
+running 2 tests
+test a ... FAILED
+[  104.588458] watchdog: BUG: soft lockup - CPU#0 stuck for 45s! [record-1:321]
+@@VMTEST HUNG record after 300 s
+@@VMTEST DIAG-BEGIN record
+task:record-1 state:D stack:0
+@@VMTEST DIAG-END record
+@@VMTEST DMESG record
+[  104.588458] watchdog: BUG: soft lockup - CPU#0 stuck for 45s! [record-1:321]
+@@VMTEST DMESG-END record";
+        let seen = feed(&mut run, console);
+        assert_eq!(seen, [Seen::Booted, Seen::BinStarted, Seen::Stuck]);
+        assert!(!run.done && !run.ok());
+        let b = &run.bins[0];
+        assert_eq!(b.kernel.len(), 1, "{:?}", b.kernel);
+        assert_eq!(b.diag, ["task:record-1 state:D stack:0"]);
+        assert_eq!(b.dmesg.len(), 1);
+        assert_eq!(b.hung.as_deref(), Some("after 300 s"));
+        assert!(b.output.iter().any(|l| l == "test a ... FAILED"));
+        assert!(!b.output.iter().any(|l| l.contains("detected capacity")));
+    }
+
+    #[test]
+    fn doctor_reports() {
+        let d = Doctor::parse(
+            r#"{"kprobes":false,"btf":true,"tools":[{"tool":"x","runs":false,"why":"no BTF",
+                "hooks":[{"role":"submit","hook":"","when":"-p","detail":""},
+                         {"role":"issue","hook":"tracepoint block:block_rq_issue","when":"",
+                          "detail":"issue tracepoint block:block_rq_issue -> p (fallback; ...)"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.kprobes, Some(false));
+        assert_eq!(
+            d.tool_path("x"),
+            Some((
+                false,
+                "submit: none [-p]; issue: tp block:block_rq_issue (fallback); (no BTF)".into()
+            ))
+        );
+        assert!(Doctor::parse("tracer: error").is_err());
+        assert!(Doctor::parse(r#"{"tools":[{"tool":"x"}]}"#).is_err());
+        assert!(Doctor::parse(r#"{"tools":[{"tool":1,"runs":true}]}"#).is_err());
+    }
+
     #[test]
     fn markers() {
         let mut run = GuestRun {
@@ -820,7 +989,7 @@ mod tests {
         run.marker("DONE", t);
         assert_eq!(run.release.as_deref(), Some("6.1.0-56-amd64"));
         assert_eq!(run.modules, [("kvm_amd".to_string(), "loaded".to_string())]);
-        assert_eq!(run.doctor.as_ref().unwrap()["kprobes"], true);
+        assert_eq!(run.doctor.as_ref().unwrap().kprobes, Some(true));
         assert_eq!(run.kvm_backend().as_deref(), Some("kvm:kvm_exit/kvm_entry"));
         assert_eq!(run.bins[0].result(), "pass (8/8)");
         assert_eq!(run.bins[0].secs, Some(7));

@@ -10,37 +10,106 @@ pub(super) fn short_hook(h: &str) -> String {
         .replace(" (every CPU)", "")
 }
 
-/// The hooks a tool chose on the guest's kernel, from `tracer doctor --json`.
-pub(super) fn tool_path(doctor: &Value, tool: &str) -> Option<(bool, String)> {
-    let t = doctor["tools"]
-        .as_array()?
-        .iter()
-        .find(|t| t["tool"] == tool)?;
-    let runs = t["runs"].as_bool().unwrap_or(false);
-    let mut parts = Vec::new();
-    for h in t["hooks"].as_array().into_iter().flatten() {
-        let role = h["role"].as_str().unwrap_or("?");
-        let hook = h["hook"].as_str().unwrap_or("");
-        let when = h["when"].as_str().unwrap_or("");
-        let detail = h["detail"].as_str().unwrap_or("");
-        let mut p = format!("{role}: ");
-        if hook.is_empty() {
-            p.push_str("none");
-        } else {
-            p.push_str(&short_hook(hook));
-        }
-        if detail.contains("(fallback") {
-            p.push_str(" (fallback)");
-        }
-        if !when.is_empty() {
-            p.push_str(&format!(" [{when}]"));
-        }
-        parts.push(p);
+/// `tracer doctor --json` from the guest, as far as the report reads it.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Doctor {
+    pub(super) kprobes: Option<bool>,
+    pub(super) btf: Option<bool>,
+    pub(super) tools: Vec<DoctorTool>,
+}
+
+#[derive(Debug, PartialEq)]
+pub(super) struct DoctorTool {
+    pub(super) tool: String,
+    /// It can run on this kernel.
+    pub(super) runs: bool,
+    pub(super) hooks: Vec<DoctorHook>,
+    /// Why it cannot run, or what went wrong probing it.
+    pub(super) why: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+pub(super) struct DoctorHook {
+    pub(super) role: String,
+    /// Empty when no hook fills the role here.
+    pub(super) hook: String,
+    /// The option that needs it ("" = always).
+    pub(super) when: String,
+    pub(super) fallback: bool,
+}
+
+impl Doctor {
+    /// Parses the report, refusing one whose shape is not doctor's.
+    pub(super) fn parse(text: &str) -> Result<Doctor> {
+        let v: Value = serde_json::from_str(text.trim()).context("not JSON")?;
+        let str_of = |v: &Value, key: &str| -> Result<String> {
+            match &v[key] {
+                Value::Null => Ok(String::new()),
+                Value::String(s) => Ok(s.clone()),
+                other => bail!("{key} is not a string: {other}"),
+            }
+        };
+        let tools = v["tools"]
+            .as_array()
+            .context("no tools array")?
+            .iter()
+            .map(|t| {
+                let hooks = t["hooks"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|h| {
+                        Ok(DoctorHook {
+                            role: str_of(h, "role")?,
+                            hook: str_of(h, "hook")?,
+                            when: str_of(h, "when")?,
+                            fallback: str_of(h, "detail")?.contains("(fallback"),
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let why = [str_of(t, "error")?, str_of(t, "why")?]
+                    .into_iter()
+                    .find(|w| !w.is_empty());
+                Ok(DoctorTool {
+                    tool: str_of(t, "tool")?,
+                    runs: t["runs"].as_bool().context("a tool without runs")?,
+                    hooks,
+                    why,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Doctor {
+            kprobes: v["kprobes"].as_bool(),
+            btf: v["btf"].as_bool(),
+            tools,
+        })
     }
-    if let Some(e) = t["error"].as_str().or(t["why"].as_str()) {
-        parts.push(format!("({e})"));
+
+    /// The hooks a tool chose on the guest's kernel, for the table.
+    pub(super) fn tool_path(&self, tool: &str) -> Option<(bool, String)> {
+        let t = self.tools.iter().find(|t| t.tool == tool)?;
+        let mut parts = Vec::new();
+        for h in &t.hooks {
+            let mut p = format!("{}: ", h.role);
+            if h.hook.is_empty() {
+                p.push_str("none");
+            } else {
+                p.push_str(&short_hook(&h.hook));
+            }
+            if h.fallback {
+                p.push_str(" (fallback)");
+            }
+            if !h.when.is_empty() {
+                p.push_str(&format!(" [{}]", h.when));
+            }
+            parts.push(p);
+        }
+        if let Some(why) = &t.why {
+            parts.push(format!("({why})"));
+        }
+        Some((t.runs, parts.join("; ")))
     }
-    Some((runs, parts.join("; ")))
 }
 
 pub(super) fn cell(s: &str) -> String {
@@ -66,7 +135,7 @@ pub(super) fn report(series: &str, k: &Kernel, run: &GuestRun, stage: &Stage) ->
         run.verdict()
     );
     if let Some(d) = &run.doctor {
-        let yn = |v: &Value| match v.as_bool() {
+        let yn = |v: Option<bool>| match v {
             Some(true) => "yes",
             Some(false) => "no",
             None => "?",
@@ -74,8 +143,8 @@ pub(super) fn report(series: &str, k: &Kernel, run: &GuestRun, stage: &Stage) ->
         let _ = writeln!(
             s,
             "Guest: kprobes {}, BTF {}, tracefs {}, /dev/kvm {}.",
-            yn(&d["kprobes"]),
-            yn(&d["btf"]),
+            yn(d.kprobes),
+            yn(d.btf),
             run.tracefs.as_deref().unwrap_or("?"),
             run.devkvm.as_deref().unwrap_or("?"),
         );
@@ -105,17 +174,12 @@ pub(super) fn report(series: &str, k: &Kernel, run: &GuestRun, stage: &Stage) ->
         "| test binary | path: hook chosen per role on this kernel | result | time |"
     );
     let _ = writeln!(s, "| --- | --- | --- | --- |");
-    let null = Value::Null;
-    let doctor = run.doctor.as_ref().unwrap_or(&null);
-    let tools: Vec<String> = doctor["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["tool"].as_str().map(str::to_string))
-        .collect();
+    let none = Doctor::default();
+    let doctor = run.doctor.as_ref().unwrap_or(&none);
+    let tools: Vec<String> = doctor.tools.iter().map(|t| t.tool.clone()).collect();
     for (name, _) in &stage.tests {
         let b = run.bins.iter().find(|b| &b.name == name);
-        let (offered, mut path) = match tool_path(doctor, name) {
+        let (offered, mut path) = match doctor.tool_path(name) {
             Some((runs, p)) => (runs, p),
             None if tools.is_empty() => (true, "?".into()),
             None => (true, "(not a tool)".into()),
@@ -145,7 +209,7 @@ pub(super) fn report(series: &str, k: &Kernel, run: &GuestRun, stage: &Stage) ->
         if stage.tests.iter().any(|(n, _)| n == t) {
             continue;
         }
-        if let Some((runs, p)) = tool_path(doctor, t) {
+        if let Some((runs, p)) = doctor.tool_path(t) {
             let r = if runs {
                 "offered, no test binary selected"
             } else {
