@@ -50,6 +50,9 @@ pod!(FaultConfig);
 pub const FLAG_PER_PROCESS: u32 = 1 << 0;
 /// faultsnoop: report every major fault, whatever `min_latency_ns` (tracer record).
 pub const FLAG_ALL_MAJOR: u32 = 1 << 1;
+/// The tool shows the faulting instruction: the raw tracepoints' programs
+/// read it from pt_regs (a probe read per fault, ~100 ns here).
+pub const FLAG_IP: u32 = 1 << 2;
 
 impl FaultConfig {
     pub const INITIAL: FaultConfig = FaultConfig {

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use tracer_common::{
     INFLIGHT_SLOTS,
     counters::Counter,
-    fault::{FaultConfig, FaultStart, layout},
+    fault::{FLAG_IP, FaultConfig, FaultStart, layout},
 };
 
 use crate::{
@@ -58,7 +58,11 @@ pub fn on_start_raw(ctx: &RawTracePointContext, cfg: &FaultConfig, faults: &Faul
     }
     // SAFETY: both tracepoints pass three u64 arguments.
     let [address, regs, error_code] = unsafe { *(ctx.as_ptr() as *const [u64; 3]) };
-    let ip = kread(regs, cfg.fields.regs_ip).unwrap_or(0);
+    let ip = if cfg.flags & FLAG_IP != 0 {
+        kread(regs, cfg.fields.regs_ip).unwrap_or(0)
+    } else {
+        0
+    };
     start(faults, kernel, address, ip, error_code);
 }
 

@@ -4,7 +4,10 @@
 use anyhow::Result;
 use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
-use tracer_common::{fault::FLAG_ALL_MAJOR, faultsnoop::FaultEvent};
+use tracer_common::{
+    fault::{FLAG_ALL_MAJOR, FLAG_IP},
+    faultsnoop::FaultEvent,
+};
 
 use super::Tool;
 use crate::core::ebpf::Object;
@@ -166,6 +169,7 @@ impl FaultSnoop {
         let task = a.task.resolve()?;
         let mut config = fault::config(task, true)?;
         config.min_latency_ns = a.min_latency_ns.unwrap_or(0);
+        config.flags |= FLAG_IP;
         if all_major {
             config.flags |= FLAG_ALL_MAJOR;
         }
