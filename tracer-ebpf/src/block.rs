@@ -333,7 +333,13 @@ pub fn entry(
         current_task(&mut v);
         count(requests.counters, Counter::Unattributed);
     }
-    requests.insert(key, key.slot(), &v, now)
+    if key.dev == 0 {
+        // By address, a stale entry in the slot is one that ends unseen
+        // without anything being lost (a bio merged into another request).
+        requests.overwrite(key, key.slot(), &v, now)
+    } else {
+        requests.insert(key, key.slot(), &v, now)
+    }
 }
 
 /// block_rq_insert (only attached with -Q).
