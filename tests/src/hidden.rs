@@ -52,6 +52,10 @@ impl Hidden {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
+        if dir.exists() {
+            // Left by an earlier test process that had this PID (see Drop).
+            remove_instance(&dir);
+        }
         fs::create_dir(&dir)
             .unwrap_or_else(|e| panic!("creating the tracefs instance {}: {e}", dir.display()));
         let tids: Vec<String> = fs::read_dir("/proc/1/task")
@@ -78,10 +82,30 @@ impl Hidden {
     }
 }
 
+/// Disables and removes a tracefs instance. The removal failed now and then
+/// right after the event was disabled (17 instances were left on the
+/// reference machine, all disabled, each removable by hand later; a test
+/// process with a reused PID then failed to create its own): retried for a
+/// second, and said if it still fails.
+fn remove_instance(dir: &std::path::Path) {
+    let _ = fs::write(dir.join("events/irq/softirq_entry/enable"), "0");
+    let mut last = None;
+    for _ in 0..100 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(_) if !dir.exists() => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if let Some(e) = last {
+        eprintln!("removing the tracefs instance {}: {e}", dir.display());
+    }
+}
+
 impl Drop for Hidden {
     fn drop(&mut self) {
-        let _ = fs::write(self.dir.join("events/irq/softirq_entry/enable"), "0");
-        let _ = fs::remove_dir(&self.dir);
+        remove_instance(&self.dir);
     }
 }
 

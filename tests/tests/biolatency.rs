@@ -89,16 +89,18 @@ fn random_reads_in_flight_together_are_each_timed_once() {
         out.stderr
     );
     // A completion the kernel hid leaves its request's entry behind, which
-    // the request's next issue then replaces.
-    let allowed = out.hidden(&[BLOCK]);
-    assert_eq!(counter(&out.stderr, "unmatched"), 0, "{}", out.stderr);
-    assert!(
-        counter(&out.stderr, "replaced") <= allowed,
-        "{}",
-        out.stderr
+    // the request's next issue then replaces. One softirq completes every
+    // read then done (23 reads in two such softirqs here): each one hidden
+    // may have hidden all 64 in flight.
+    let allowed = out.hidden(&[BLOCK]) * 64;
+    let timed = out.json()[0]["count"].as_u64().unwrap();
+    let why = format!(
+        "{timed} of {reads} reads timed; softirqs in PID 1's context: {:?}\n{}",
+        out.hidden, out.stderr
     );
-    let recs = out.json();
-    assert_count(recs[0]["count"].as_u64().unwrap(), reads, allowed, "reads");
+    assert_eq!(counter(&out.stderr, "unmatched"), 0, "{why}");
+    assert!(counter(&out.stderr, "replaced") <= allowed, "{why}");
+    assert_count(timed, reads, allowed, "reads");
 }
 
 #[test]

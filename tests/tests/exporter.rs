@@ -97,7 +97,13 @@ fn block_faults_and_tcp_reach_prometheus() {
     let sizes = prom
         .value(&format!("sum(tracer_block_io_size_bytes_sum{{{disk}}})"))
         .unwrap() as u64;
-    assert_eq!(sizes, writes * 4096 + reads * 65536, "bytes of the I/O");
+    // Sizes are counted at issue (bitesize), the latencies at completion:
+    // a completion the kernel hid leaves its I/O in the sizes.
+    let want_bytes = N * 4096 + M * 65536;
+    assert!(
+        sizes >= writes * 4096 + reads * 65536 && sizes <= want_bytes,
+        "bytes of the I/O: {sizes}, with {writes} writes and {reads} reads timed (the kernel hid at most {allowed})"
+    );
     // Prometheus' median of the writes lies in the bucket of the exporter's
     // exposition where half the writes are reached (the kernel's bucket edges).
     let q = prom

@@ -97,8 +97,11 @@ impl<K: Copy + PartialEq + Default, V: Entry> Table<'_, K, V> {
         // SAFETY: array value pointer; entries are plain data.
         let s = unsafe { &mut *self.slot(index)? };
         if s.key == *key {
+            // The value first: once the key is cleared, another CPU may store
+            // a new entry in the slot.
+            let value = s.value;
             s.key = K::default();
-            return Some(s.value);
+            return Some(value);
         }
         if s.spill == 0 {
             return None;
