@@ -141,7 +141,8 @@ pub struct RqLayout {
     pub data_len: u16,
     /// request.cmd_flags (u32): the operation and REQ_* flags.
     pub cmd_flags: u16,
-    /// request.rq_disk (before 5.18), else NO_FIELD and the disk is q->disk.
+    /// request.rq_disk (older kernels, 5.10 here), else NO_FIELD and the disk
+    /// is q->disk.
     pub rq_disk: u16,
     pub q: u16,
     pub q_disk: u16,
@@ -180,7 +181,7 @@ pub struct RqOps {
     pub flush: u8,
     pub discard: u8,
     pub secure_erase: u8,
-    /// REQ_OP_WRITE_SAME (shown as a write; gone in 5.18), else NO_OP.
+    /// REQ_OP_WRITE_SAME of older kernels (shown as a write), else NO_OP.
     pub write_same: u8,
     /// Bit numbers of the flags rwbs shows.
     pub preflush: u8,
@@ -368,8 +369,7 @@ mod tests {
 
     use super::*;
 
-    /// enum req_op and req_flag_bits of 6.18 (5.10 has the same values, and
-    /// REQ_OP_WRITE_SAME = 7).
+    /// enum req_op and req_flag_bits of 6.18, with a REQ_OP_WRITE_SAME.
     const OPS: RqOps = RqOps {
         op_bits: 8,
         read: 0,

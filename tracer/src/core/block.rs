@@ -158,7 +158,8 @@ pub fn rq_layout(btf: &Btf) -> Result<RqLayout> {
     if off("gendisk", "first_minor")? != major + 4 {
         bail!("gendisk.first_minor does not follow gendisk.major");
     }
-    // Before 5.18 the request points to its disk; later only its queue does.
+    // Older kernels' requests point to their disk (5.10 here); later ones
+    // only to their queue.
     let (rq_disk, q_disk) = match off("request", "rq_disk") {
         Ok(rq_disk) => (rq_disk, tracer_common::block::NO_FIELD),
         Err(_) => (
