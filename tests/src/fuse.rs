@@ -374,45 +374,33 @@ fn serve(dev: File, shared: &Arc<Shared>) {
                 let (file, range) = (node.spec.name, offset..offset + size as u64);
                 let covers = move |(name, at): &(&str, u64)| *name == file && range.contains(at);
                 let held = shared.held.lock().unwrap().iter().any(covers.clone());
-                if held {
-                    shared.delayed.lock().unwrap().push(DelayedRead {
-                        file: node.spec.name,
-                        offset,
-                        len: size,
-                        pid,
-                    });
-                    let dev = dev.try_clone().expect("dup /dev/fuse");
-                    let shared = Arc::clone(shared);
-                    thread::spawn(move || {
+                if !held && delay.is_none() {
+                    reply(&dev, unique, 0, &data);
+                    continue;
+                }
+                shared.delayed.lock().unwrap().push(DelayedRead {
+                    file,
+                    offset,
+                    len: size,
+                    pid,
+                });
+                let dev = dev.try_clone().expect("dup /dev/fuse");
+                let shared = Arc::clone(shared);
+                let until = Instant::now() + delay.unwrap_or_default();
+                thread::spawn(move || {
+                    if held {
                         let mut held = shared.held.lock().unwrap();
                         while held.iter().any(covers.clone()) {
                             held = shared.released.wait(held).unwrap();
                         }
-                        drop(held);
-                        reply(&dev, unique, 0, &data);
-                    });
-                    continue;
-                }
-                match delay {
-                    None => reply(&dev, unique, 0, &data),
-                    Some(delay) => {
-                        shared.delayed.lock().unwrap().push(DelayedRead {
-                            file: node.spec.name,
-                            offset,
-                            len: size,
-                            pid,
-                        });
-                        let dev = dev.try_clone().expect("dup /dev/fuse");
-                        let until = Instant::now() + delay;
-                        thread::spawn(move || {
-                            // sleep may wake early on a signal: wait the full delay.
-                            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                                thread::sleep(left);
-                            }
-                            reply(&dev, unique, 0, &data);
-                        });
+                    } else {
+                        // sleep may wake early on a signal: wait the full delay.
+                        while let Some(left) = until.checked_duration_since(Instant::now()) {
+                            thread::sleep(left);
+                        }
                     }
-                }
+                    reply(&dev, unique, 0, &data);
+                });
             }
             WRITE => {
                 let (offset, size) = (u64_at(body, 8) as usize, u32_at(body, 16) as usize);

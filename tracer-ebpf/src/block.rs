@@ -222,11 +222,24 @@ impl RqEvent for Raw<'_> {
     }
 }
 
-/// Defines a block hook's two programs, `$classic` on the classic tracepoint
-/// and `$raw` on the raw one, both calling `$handler(&cfg, &event)`.
+/// Defines a block role's two programs, on the classic and on the raw
+/// tracepoint (`block_issue` and `block_issue_raw`, ...: the names
+/// core/block.rs attaches), both calling `$handler(&cfg, &event)`.
 #[macro_export]
 macro_rules! block_hook {
-    ($config:ident, $field:ident, $tracepoint:literal, $classic:ident, $raw:ident, $handler:expr) => {
+    ($config:ident, submit, $handler:expr) => {
+        $crate::block_hook!(@both $config, submit, "block_io_start", block_submit, block_submit_raw, $handler);
+    };
+    ($config:ident, insert, $handler:expr) => {
+        $crate::block_hook!(@both $config, insert, "block_rq_insert", block_insert, block_insert_raw, $handler);
+    };
+    ($config:ident, issue, $handler:expr) => {
+        $crate::block_hook!(@both $config, issue, "block_rq_issue", block_issue, block_issue_raw, $handler);
+    };
+    ($config:ident, complete, $handler:expr) => {
+        $crate::block_hook!(@both $config, complete, "block_rq_complete", block_complete, block_complete_raw, $handler);
+    };
+    (@both $config:ident, $field:ident, $tracepoint:literal, $classic:ident, $raw:ident, $handler:expr) => {
         #[aya_ebpf::macros::tracepoint]
         pub fn $classic(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
             let cfg = $crate::config(&$config);
@@ -258,16 +271,13 @@ macro_rules! block_programs {
         )*
     };
     (@one submit, $config:ident, $requests:ident) => {
-        $crate::block_hook!($config, submit, "block_io_start", block_submit, block_submit_raw,
-            |cfg, e| $crate::block::on_submit(e, cfg, &$requests()));
+        $crate::block_hook!($config, submit, |cfg, e| $crate::block::on_submit(e, cfg, &$requests()));
     };
     (@one insert, $config:ident, $requests:ident) => {
-        $crate::block_hook!($config, insert, "block_rq_insert", block_insert, block_insert_raw,
-            |cfg, e| $crate::block::on_insert(e, cfg, &$requests()));
+        $crate::block_hook!($config, insert, |cfg, e| $crate::block::on_insert(e, cfg, &$requests()));
     };
     (@one issue, $config:ident, $requests:ident) => {
-        $crate::block_hook!($config, issue, "block_rq_issue", block_issue, block_issue_raw,
-            |cfg, e| $crate::block::on_issue(e, cfg, &$requests()));
+        $crate::block_hook!($config, issue, |cfg, e| $crate::block::on_issue(e, cfg, &$requests()));
     };
 }
 

@@ -40,14 +40,7 @@ static HIST_SLOTS: PerCpuArray<SlotHist> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-tracer_ebpf::block_hook!(
-    CONFIG,
-    complete,
-    "block_rq_complete",
-    block_complete,
-    block_complete_raw,
-    complete
-);
+tracer_ebpf::block_hook!(CONFIG, complete, complete);
 
 #[inline(always)]
 fn complete(cfg: &BlockConfig, e: &impl RqEvent) {

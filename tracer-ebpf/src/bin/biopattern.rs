@@ -30,14 +30,7 @@ static PATTERN: PerCpuHashMap<u32, PatternValue> =
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-tracer_ebpf::block_hook!(
-    CONFIG,
-    complete,
-    "block_rq_complete",
-    block_complete,
-    block_complete_raw,
-    complete
-);
+tracer_ebpf::block_hook!(CONFIG, complete, complete);
 
 #[inline(always)]
 fn complete(cfg: &BlockConfig, e: &impl RqEvent) {

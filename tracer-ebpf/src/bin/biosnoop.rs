@@ -32,14 +32,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-tracer_ebpf::block_hook!(
-    CONFIG,
-    complete,
-    "block_rq_complete",
-    block_complete,
-    block_complete_raw,
-    complete
-);
+tracer_ebpf::block_hook!(CONFIG, complete, complete);
 
 #[inline(always)]
 fn complete(cfg: &BlockConfig, e: &impl RqEvent) {

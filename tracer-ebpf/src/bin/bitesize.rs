@@ -37,14 +37,7 @@ static HIST_STATS: PerCpuHashMap<SizeGroup, HistStats> =
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
 // The size is known at issue; the request's entry is not needed after it.
-tracer_ebpf::block_hook!(
-    CONFIG,
-    issue,
-    "block_rq_issue",
-    block_issue,
-    block_issue_raw,
-    issue
-);
+tracer_ebpf::block_hook!(CONFIG, issue, issue);
 
 #[inline(always)]
 fn issue(cfg: &BlockConfig, e: &impl RqEvent) {

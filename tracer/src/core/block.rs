@@ -301,15 +301,21 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
         };
         let format =
             Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
-        *config_fields(&mut config, choice.role) = fields(&format)?;
+        *role_config(&mut config, choice.role).0 = fields(&format)?;
     }
     if let Ok((btf, rq)) = &layout
         && classic.is_some()
     {
         config.rq = *rq;
         for choice in &choices {
-            *config_arg(&mut config, choice.role) = rq_arg(btf, &choice.hook)?;
-            if choice.hook == SUBMIT.candidates[1] {
+            *role_config(&mut config, choice.role).1 = rq_arg(btf, &choice.hook)?;
+            if matches!(
+                choice.hook,
+                Hook::RawTracepoint {
+                    name: "block_bio_queue",
+                    ..
+                }
+            ) {
                 config.flags |= FLAG_SUBMIT_BIO;
             }
         }
@@ -321,21 +327,15 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
     })
 }
 
-fn config_fields<'a>(config: &'a mut BlockConfig, role: &str) -> &'a mut RqFields {
+/// The configuration of a role's hook: its classic record's fields and where
+/// its raw tracepoint passes the request.
+fn role_config<'a>(config: &'a mut BlockConfig, role: &str) -> (&'a mut RqFields, &'a mut RqArg) {
     match role {
-        "submit" => &mut config.submit,
-        "insert" => &mut config.insert,
-        "issue" => &mut config.issue,
-        _ => &mut config.complete,
-    }
-}
-
-fn config_arg<'a>(config: &'a mut BlockConfig, role: &str) -> &'a mut RqArg {
-    match role {
-        "submit" => &mut config.args.submit,
-        "insert" => &mut config.args.insert,
-        "issue" => &mut config.args.issue,
-        _ => &mut config.args.complete,
+        "submit" => (&mut config.submit, &mut config.args.submit),
+        "insert" => (&mut config.insert, &mut config.args.insert),
+        "issue" => (&mut config.issue, &mut config.args.issue),
+        "complete" => (&mut config.complete, &mut config.args.complete),
+        other => unreachable!("no block role {other}"),
     }
 }
 
