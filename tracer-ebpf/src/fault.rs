@@ -2,7 +2,6 @@
 //! tracer_common::fault for the method).
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::bpf_get_current_pid_tgid,
     programs::{PerfEventContext, RawTracePointContext, TracePointContext},
 };
@@ -15,7 +14,7 @@ use tracer_common::{
 use crate::{
     count,
     inflight::{Entry, Table},
-    kread, now_ns, task_passes, tp_read,
+    kread, now_ns, raw_args, task_passes, tp_read,
 };
 
 /// In-flight faults, keyed by thread id.
@@ -56,8 +55,7 @@ pub fn on_start_raw(ctx: &RawTracePointContext, cfg: &FaultConfig, faults: &Faul
     if !task_passes(&cfg.task) {
         return;
     }
-    // SAFETY: both tracepoints pass three u64 arguments.
-    let [address, regs, error_code] = unsafe { *(ctx.as_ptr() as *const [u64; 3]) };
+    let [address, regs, error_code] = raw_args::<3>(ctx);
     let ip = if cfg.flags & FLAG_IP != 0 {
         kread(regs, cfg.fields.regs_ip).unwrap_or(0)
     } else {

@@ -74,6 +74,15 @@ pub fn raw_arg(ctx: &RawTracePointContext, n: u16, arity: u16) -> u64 {
     value
 }
 
+/// The first `N` arguments of a raw tracepoint, loaded directly: for programs
+/// written for one prototype (the kernel refuses to attach a program whose
+/// loads reach past the tracepoint's arguments, and the tool falls back).
+#[inline(always)]
+pub fn raw_args<const N: usize>(ctx: &RawTracePointContext) -> [u64; N] {
+    // SAFETY: the context is the array of the tracepoint's u64 arguments.
+    unsafe { *(ctx.as_ptr() as *const [u64; N]) }
+}
+
 /// The value of a configuration global, read in place. `Global::load` copies
 /// it all onto the 512-byte stack (144 bytes for the block tools' config);
 /// reading through a pointer the compiler cannot see through keeps it from

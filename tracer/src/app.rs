@@ -540,7 +540,7 @@ fn run_report(file: &Path, as_json: bool, perfetto: Option<&PathBuf>) -> Result<
 /// Whether the running kernel has a hook for every chain the tool always needs.
 fn runnable(tool: &Tool) -> Result<(), String> {
     for u in (tool.hooks)().iter().filter(|u| u.when.is_empty()) {
-        u.chain.choose().map_err(|e| format!("{e:#}"))?;
+        u.chain.choose_with(u.fits).map_err(|e| format!("{e:#}"))?;
     }
     Ok(())
 }
@@ -589,7 +589,7 @@ fn doctor(as_json: bool) -> Result<()> {
     for tool in TOOLS {
         let mut hooks = Vec::new();
         for u in (tool.hooks)() {
-            let (hook, detail) = match u.chain.choose() {
+            let (hook, detail) = match u.chain.choose_with(u.fits) {
                 Ok(choice) => (Some(choice.hook.to_string()), choice.explain()),
                 Err(e) => (None, format!("{e:#}")),
             };

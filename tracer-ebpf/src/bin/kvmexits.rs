@@ -8,9 +8,9 @@ use aya_ebpf::{
     Global,
     bindings::BPF_ANY,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     INFLIGHT_SLOTS as INFLIGHT_SLOTS_LEN,
@@ -22,7 +22,7 @@ use tracer_common::{
     },
 };
 use tracer_ebpf::{
-    NO_COMMON_LRU, NO_PREALLOC, count, emit, hist_record, now_ns, task_passes, tp_read,
+    NO_COMMON_LRU, NO_PREALLOC, count, emit, hist_record, now_ns, raw_args, task_passes, tp_read,
 };
 
 tracer_ebpf::license!();
@@ -205,32 +205,71 @@ pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
+/// kvm:kvm_entry: any kvm_exit kind (VMX, SVM, other) ends at the next entry.
+#[inline(always)]
+fn on_entry() {
     let cfg = CONFIG.load();
     if current(&cfg).is_some() {
-        // Any kvm_exit kind (VMX, SVM, other) ends at the next entry.
         finish_timing(&cfg, kind::EXIT_VMX as u32);
     }
+}
+
+#[tracepoint]
+pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
+    on_entry();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kvm_entry")]
+pub fn kvm_entry_raw(_ctx: RawTracePointContext) -> i32 {
+    on_entry();
     0
 }
 
 // ---- generic backend ----
+// Each event has a classic program (fields at offsets from its format file)
+// and a raw one (arguments by position, the prototype checked against BTF by
+// userspace): raw tracepoints detach at once.
 
 #[tracepoint]
 pub fn kvm_pio(ctx: TracePointContext) -> u32 {
-    let rw = tp_read::<u32, { layout::PIO_RW }>(&ctx, CONFIG.load().fields.pio_rw).unwrap_or(0);
-    let _ = event(kind::PIO, rw, NO_VCPU);
+    on_pio(tp_read::<u32, { layout::PIO_RW }>(&ctx, CONFIG.load().fields.pio_rw).unwrap_or(0));
     0
+}
+
+/// (rw, port, size, count, data)
+#[raw_tracepoint(tracepoint = "kvm_pio")]
+pub fn kvm_pio_raw(ctx: RawTracePointContext) -> i32 {
+    on_pio(raw_args::<1>(&ctx)[0] as u32);
+    0
+}
+
+#[inline(always)]
+fn on_pio(rw: u32) {
+    let _ = event(kind::PIO, rw, NO_VCPU);
 }
 
 #[tracepoint]
 pub fn kvm_mmio(ctx: TracePointContext) -> u32 {
+    on_mmio(
+        tp_read::<u32, { layout::MMIO_TYPE }>(&ctx, CONFIG.load().fields.mmio_type).unwrap_or(0),
+    );
+    0
+}
+
+/// (type, len, gpa, val)
+#[raw_tracepoint(tracepoint = "kvm_mmio")]
+pub fn kvm_mmio_raw(ctx: RawTracePointContext) -> i32 {
+    on_mmio(raw_args::<1>(&ctx)[0] as u32);
+    0
+}
+
+#[inline(always)]
+fn on_mmio(ty: u32) {
     const UNSATISFIED_READ: u32 = 0;
     const READ: u32 = 1;
     let cfg = CONFIG.load();
-    let Some(_) = current(&cfg) else { return 0 };
-    let ty = tp_read::<u32, { layout::MMIO_TYPE }>(&ctx, cfg.fields.mmio_type).unwrap_or(0);
+    let Some(_) = current(&cfg) else { return };
     let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
     match ty {
         UNSATISFIED_READ => {
@@ -253,19 +292,36 @@ pub fn kvm_mmio(ctx: TracePointContext) -> u32 {
             let _ = event(kind::MMIO, ty, NO_VCPU);
         }
     }
-    0
 }
 
 #[tracepoint]
 pub fn kvm_msr(ctx: TracePointContext) -> u32 {
-    let write =
-        tp_read::<u32, { layout::MSR_WRITE }>(&ctx, CONFIG.load().fields.msr_write).unwrap_or(0);
-    let _ = event(kind::MSR, write, NO_VCPU);
+    on_msr(
+        tp_read::<u32, { layout::MSR_WRITE }>(&ctx, CONFIG.load().fields.msr_write).unwrap_or(0),
+    );
     0
+}
+
+/// (write, ecx, data, exception)
+#[raw_tracepoint(tracepoint = "kvm_msr")]
+pub fn kvm_msr_raw(ctx: RawTracePointContext) -> i32 {
+    on_msr(raw_args::<1>(&ctx)[0] as u32);
+    0
+}
+
+#[inline(always)]
+fn on_msr(write: u32) {
+    let _ = event(kind::MSR, write, NO_VCPU);
 }
 
 #[tracepoint]
 pub fn kvm_cpuid(_ctx: TracePointContext) -> u32 {
+    let _ = event(kind::CPUID, 0, NO_VCPU);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kvm_cpuid")]
+pub fn kvm_cpuid_raw(_ctx: RawTracePointContext) -> i32 {
     let _ = event(kind::CPUID, 0, NO_VCPU);
     0
 }
@@ -278,24 +334,46 @@ pub fn kvm_hypercall(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// (nr, a0, a1, a2, a3)
+#[raw_tracepoint(tracepoint = "kvm_hypercall")]
+pub fn kvm_hypercall_raw(ctx: RawTracePointContext) -> i32 {
+    let _ = event(kind::HYPERCALL, raw_args::<1>(&ctx)[0] as u32, NO_VCPU);
+    0
+}
+
 #[tracepoint]
 pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
-    let cfg = CONFIG.load();
-    let f = &cfg.fields;
-    if tp_read::<i32, { layout::UEXIT_ERRNO }>(&ctx, f.uexit_errno).unwrap_or(0) < 0 {
+    let f = &CONFIG.load().fields;
+    on_userspace_exit(
+        tp_read::<u32, { layout::UEXIT_REASON }>(&ctx, f.uexit_reason).unwrap_or(0),
+        tp_read::<i32, { layout::UEXIT_ERRNO }>(&ctx, f.uexit_errno).unwrap_or(0),
+    );
+    0
+}
+
+/// (reason, errno)
+#[raw_tracepoint(tracepoint = "kvm_userspace_exit")]
+pub fn kvm_userspace_exit_raw(ctx: RawTracePointContext) -> i32 {
+    let [reason, errno] = raw_args::<2>(&ctx);
+    on_userspace_exit(reason as u32, errno as i32);
+    0
+}
+
+#[inline(always)]
+fn on_userspace_exit(reason: u32, errno: i32) {
+    if errno < 0 {
         // KVM_RUN interrupted (restart) or failed: no exit.
-        return 0;
+        return;
     }
-    let reason = tp_read::<u32, { layout::UEXIT_REASON }>(&ctx, f.uexit_reason).unwrap_or(0);
+    let cfg = CONFIG.load();
     // IO and MMIO exits are counted by kvm_pio/kvm_mmio; without --latency there
     // is nothing more to do for them.
     if cfg.flags & FLAG_LATENCY == 0 && (reason == KVM_EXIT_IO || reason == KVM_EXIT_MMIO) {
-        return 0;
+        return;
     }
     if event(kind::USER_EXIT, reason, NO_VCPU).is_some() && cfg.flags & FLAG_LATENCY != 0 {
         start_timing(kind::USER_EXIT, reason);
     }
-    0
 }
 
 const KVM_EXIT_IO: u32 = 2;
@@ -321,8 +399,28 @@ pub fn kvm_run_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// kvm_fpu(load): KVM_RUN loads the guest's FPU state (load = 1) once per
+/// ioctl, before it enters the guest; only KVM's threads run it.
+#[raw_tracepoint(tracepoint = "kvm_fpu")]
+pub fn kvm_run_enter_raw(ctx: RawTracePointContext) -> i32 {
+    if raw_args::<1>(&ctx)[0] as u32 != 1 {
+        return 0;
+    }
+    let cfg = CONFIG.load();
+    if current(&cfg).is_some() {
+        finish_timing(&cfg, kind::USER_EXIT as u32);
+    }
+    0
+}
+
 #[tracepoint]
 pub fn kvm_vcpu_wakeup(_ctx: TracePointContext) -> u32 {
+    let _ = event(kind::WAKEUP, 0, NO_VCPU);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kvm_vcpu_wakeup")]
+pub fn kvm_vcpu_wakeup_raw(_ctx: RawTracePointContext) -> i32 {
     let _ = event(kind::WAKEUP, 0, NO_VCPU);
     0
 }
@@ -333,8 +431,20 @@ pub fn kvm_inj_virq(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[raw_tracepoint(tracepoint = "kvm_inj_virq")]
+pub fn kvm_inj_virq_raw(_ctx: RawTracePointContext) -> i32 {
+    let _ = event(kind::INJ_IRQ, 0, NO_VCPU);
+    0
+}
+
 #[tracepoint]
 pub fn kvm_page_fault(_ctx: TracePointContext) -> u32 {
+    let _ = event(kind::PAGE_FAULT, 0, NO_VCPU);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kvm_page_fault")]
+pub fn kvm_page_fault_raw(_ctx: RawTracePointContext) -> i32 {
     let _ = event(kind::PAGE_FAULT, 0, NO_VCPU);
     0
 }

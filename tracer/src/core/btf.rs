@@ -433,6 +433,30 @@ impl Btf {
         bail!("raw tracepoint {tracepoint} has no struct {struct_name} * argument")
     }
 
+    /// The size of a raw tracepoint's argument `n` if it is an integer or an
+    /// enum: a program that reads it by position checks that this kernel
+    /// passes a number there.
+    pub fn tracepoint_int_arg(&self, tracepoint: &str, n: usize) -> Result<u32> {
+        let proto = self.tracepoint_proto(tracepoint)?;
+        let arity = proto.vlen - 1;
+        if n >= arity {
+            bail!(
+                "raw tracepoint {tracepoint} has {arity} arguments, not {}",
+                n + 1
+            );
+        }
+        let param_type = self.u32_at(proto.extra + 8 * (n + 1) + 4);
+        let t = if param_type == 0 {
+            None // `...`
+        } else {
+            Some(self.resolve(param_type)?)
+        };
+        match t {
+            Some(t) if matches!(t.kind, KIND_INT | KIND_ENUM | KIND_ENUM64) => Ok(t.size_or_type),
+            _ => bail!("argument {n} of raw tracepoint {tracepoint} is not an integer"),
+        }
+    }
+
     /// The prototype a raw tracepoint's `btf_trace_<name>` typedef points to.
     fn tracepoint_proto(&self, tracepoint: &str) -> Result<Type> {
         let typedef_name = format!("btf_trace_{tracepoint}");
@@ -830,7 +854,7 @@ mod tests {
             b.str("NEG"),
             -2i32 as u32,
         ];
-        b.ty("color", KIND_ENUM, true, 3, 4, &color);
+        let color_enum = b.ty("color", KIND_ENUM, true, 3, 4, &color);
         let unsigned = [b.str("UNSIGNED_BIG"), 0xffff_fff0];
         b.ty("", KIND_ENUM, false, 1, 4, &unsigned);
         let anon = [b.str("ANON_X"), 7];
@@ -927,6 +951,11 @@ mod tests {
         let looped = b.next_id;
         b.ty("looped", KIND_TYPEDEF, false, 0, looped, &[]);
         b.composite(KIND_STRUCT, "cyclic", false, 4, &[("m", looped, 0)]);
+        // A tracepoint passing numbers: (void *, u32, long, color, char *).
+        let ints = [0, void_ptr, 0, u32_, 0, long, 0, color_enum, 0, char_ptr];
+        let ints = b.ty("", KIND_FUNC_PROTO, false, 5, 0, &ints);
+        let ints_ptr = b.ty("", KIND_PTR, false, 0, ints, &[]);
+        b.ty("btf_trace_ints", KIND_TYPEDEF, false, 0, ints_ptr, &[]);
         b.build()
     }
 
@@ -1071,6 +1100,15 @@ mod tests {
         assert!(err(btf.tracepoint_arity("absent")).contains("no typedef btf_trace_absent"));
         assert_eq!(btf.tracepoint_arg("test", "outer").unwrap(), (0, 6));
         assert!(err(btf.tracepoint_arg("test", "inner")).contains("no struct inner *"));
+        assert_eq!(btf.tracepoint_int_arg("ints", 0).unwrap(), 4);
+        assert_eq!(btf.tracepoint_int_arg("ints", 1).unwrap(), 8);
+        assert_eq!(btf.tracepoint_int_arg("ints", 2).unwrap(), 4, "an enum");
+        assert!(err(btf.tracepoint_int_arg("ints", 3)).contains("not an integer"));
+        assert!(err(btf.tracepoint_int_arg("ints", 4)).contains("has 4 arguments, not 5"));
+        assert!(
+            err(btf.tracepoint_int_arg("test", 5)).contains("not an integer"),
+            "`...`"
+        );
     }
 
     /// The running kernel's BTF; None (skip) when absent, unless CI=true.

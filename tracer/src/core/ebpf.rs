@@ -133,20 +133,31 @@ pub struct HookChain {
     pub candidates: &'static [Hook],
 }
 
-/// A hook chain a tool may attach, and the option that needs it ("" = always).
+/// A hook chain a tool may attach, the option that needs it ("" = always), and
+/// which of its hooks the tool's programs can use on this kernel (`tracer
+/// doctor` asks the same question the tool does).
 #[derive(Clone, Copy, Debug)]
 pub struct HookUse {
     pub chain: HookChain,
     pub when: &'static str,
+    pub fits: fn(&Hook) -> Result<(), String>,
 }
 
 impl HookUse {
     pub const fn always(chain: HookChain) -> HookUse {
-        HookUse { chain, when: "" }
+        HookUse::with("", chain)
     }
 
     pub const fn with(when: &'static str, chain: HookChain) -> HookUse {
-        HookUse { chain, when }
+        HookUse {
+            chain,
+            when,
+            fits: |_| Ok(()),
+        }
+    }
+
+    pub const fn fits(self, fits: fn(&Hook) -> Result<(), String>) -> HookUse {
+        HookUse { fits, ..self }
     }
 }
 

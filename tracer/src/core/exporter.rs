@@ -253,11 +253,19 @@ pub fn serve(
                         _ = signals.recv() => break,
                     }
                 }
-                let st = state.borrow();
+                let mut st = state.borrow_mut();
                 for s in &st.sources {
                     run::exit_report(s.as_ref(), false);
                 }
                 eprintln!("exporter: served {} scrapes", st.scrapes);
+                // Detach the newest first. Where several tools share a
+                // tracepoint, removing the probe that was attached first
+                // while one other remains makes the kernel wait for an RCU
+                // grace period (10-15 ms here, each): all tools, 54 ms
+                // oldest first, 10-14 ms newest first.
+                while let Some(s) = st.sources.pop() {
+                    drop(s);
+                }
                 Ok(())
             })
             .await

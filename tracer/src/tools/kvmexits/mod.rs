@@ -5,6 +5,7 @@
 mod vm;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
@@ -22,6 +23,7 @@ use vm::{Column, ExitNames};
 use super::Tool;
 use crate::core::ebpf::Object;
 use crate::core::{
+    btf::Btf,
     cli::{self, HeatmapArgs, IntervalArgs, OutputArgs},
     ebpf::{self, Choice, Hook, HookChain, HookUse, Loaded},
     hist::{Hist, HistReader},
@@ -37,6 +39,9 @@ use crate::core::{
     trigger::{EventKind, Subsystem},
 };
 
+// Raw tracepoints first: they detach at once, where closing a classic
+// tracepoint's perf event waits for an RCU grace period (~75 ms each here).
+// kvm_exit stays classic: its reason is decoded by the vendor module.
 const EXIT: HookChain = HookChain {
     role: "exit",
     program: "kvm_exit",
@@ -45,57 +50,88 @@ const EXIT: HookChain = HookChain {
 const ENTRY: HookChain = HookChain {
     role: "entry",
     program: "kvm_entry",
-    candidates: &[Hook::tp("kvm", "kvm_entry")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_entry", "kvm_entry_raw"),
+        Hook::tp("kvm", "kvm_entry"),
+    ],
 };
 const PIO: HookChain = HookChain {
     role: "io",
     program: "kvm_pio",
-    candidates: &[Hook::tp("kvm", "kvm_pio")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_pio", "kvm_pio_raw"),
+        Hook::tp("kvm", "kvm_pio"),
+    ],
 };
 const MMIO: HookChain = HookChain {
     role: "mmio",
     program: "kvm_mmio",
-    candidates: &[Hook::tp("kvm", "kvm_mmio")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_mmio", "kvm_mmio_raw"),
+        Hook::tp("kvm", "kvm_mmio"),
+    ],
 };
 const MSR: HookChain = HookChain {
     role: "msr",
     program: "kvm_msr",
-    candidates: &[Hook::tp("kvm", "kvm_msr")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_msr", "kvm_msr_raw"),
+        Hook::tp("kvm", "kvm_msr"),
+    ],
 };
 const CPUID: HookChain = HookChain {
     role: "cpuid",
     program: "kvm_cpuid",
-    candidates: &[Hook::tp("kvm", "kvm_cpuid")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_cpuid", "kvm_cpuid_raw"),
+        Hook::tp("kvm", "kvm_cpuid"),
+    ],
 };
 const HYPERCALL: HookChain = HookChain {
     role: "hypercall",
     program: "kvm_hypercall",
-    candidates: &[Hook::tp("kvm", "kvm_hypercall")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_hypercall", "kvm_hypercall_raw"),
+        Hook::tp("kvm", "kvm_hypercall"),
+    ],
 };
 const USER_EXIT: HookChain = HookChain {
     role: "to-vmm",
     program: "kvm_userspace_exit",
-    candidates: &[Hook::tp("kvm", "kvm_userspace_exit")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_userspace_exit", "kvm_userspace_exit_raw"),
+        Hook::tp("kvm", "kvm_userspace_exit"),
+    ],
 };
 const WAKEUP: HookChain = HookChain {
     role: "halt",
     program: "kvm_vcpu_wakeup",
-    candidates: &[Hook::tp("kvm", "kvm_vcpu_wakeup")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_vcpu_wakeup", "kvm_vcpu_wakeup_raw"),
+        Hook::tp("kvm", "kvm_vcpu_wakeup"),
+    ],
 };
 const PAGE_FAULT: HookChain = HookChain {
     role: "npf",
     program: "kvm_page_fault",
-    candidates: &[Hook::tp("kvm", "kvm_page_fault")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_page_fault", "kvm_page_fault_raw"),
+        Hook::tp("kvm", "kvm_page_fault"),
+    ],
 };
 const INJ: HookChain = HookChain {
     role: "inj",
     program: "kvm_inj_virq",
-    candidates: &[Hook::tp("kvm", "kvm_inj_virq")],
+    candidates: &[
+        Hook::raw_tp("kvm", "kvm_inj_virq", "kvm_inj_virq_raw"),
+        Hook::tp("kvm", "kvm_inj_virq"),
+    ],
 };
 const RUN_ENTER: HookChain = HookChain {
     role: "kvm-run",
     program: "kvm_run_enter",
     candidates: &[
+        Hook::raw_tp("kvm", "kvm_fpu", "kvm_run_enter_raw"),
         Hook::tp("syscalls", "sys_enter_ioctl"),
         Hook::tp("raw_syscalls", "sys_enter"),
     ],
@@ -118,6 +154,9 @@ pub const TOOL: Tool = Tool {
             HookUse::with("generic backend", CPUID),
             HookUse::with("generic backend --latency", RUN_ENTER),
         ]
+        .into_iter()
+        .map(|u| u.fits(raw_fits))
+        .collect()
     },
     exporter: Some(exporter),
     family: Subsystem::Kvm,
@@ -215,6 +254,50 @@ fn choose_backend(wanted: Backend) -> Result<(Backend, String)> {
     }
 }
 
+/// The integer arguments the raw programs read, by position: (tracepoint,
+/// [(argument, size)]). The others read no arguments.
+const RAW_INT_ARGS: &[(&str, &[(usize, u32)])] = &[
+    ("kvm_pio", &[(0, 4)]),
+    ("kvm_mmio", &[(0, 4)]),
+    ("kvm_msr", &[(0, 4)]),
+    ("kvm_hypercall", &[(0, 8)]),
+    ("kvm_userspace_exit", &[(0, 4), (1, 4)]),
+    ("kvm_fpu", &[(0, 4)]),
+];
+
+/// Whether a raw hook's program fits this kernel: the arguments it reads are
+/// numbers of the sizes it reads. Where KVM is a module its prototypes are not
+/// in the kernel's BTF, and those hooks stay classic. Worked out once, for all
+/// of them, from one parse of the BTF (which is then dropped).
+fn raw_fits(hook: &Hook) -> Result<(), String> {
+    static FITS: OnceLock<Vec<(&str, Result<(), String>)>> = OnceLock::new();
+    let Hook::RawTracepoint { name, .. } = hook else {
+        return Ok(());
+    };
+    let fits = FITS.get_or_init(|| {
+        let btf = Btf::load().map_err(|e| format!("{e:#}"));
+        let check = |tp: &str, args: &[(usize, u32)]| -> Result<(), String> {
+            let btf = btf.as_ref().map_err(Clone::clone)?;
+            for &(n, size) in args {
+                match btf.tracepoint_int_arg(tp, n) {
+                    Ok(s) if s == size => {}
+                    Ok(s) => return Err(format!("argument {n} is {s} bytes, not {size}")),
+                    Err(e) => return Err(format!("{e:#}")),
+                }
+            }
+            Ok(())
+        };
+        RAW_INT_ARGS
+            .iter()
+            .map(|&(tp, args)| (tp, check(tp, args)))
+            .collect()
+    });
+    match fits.iter().find(|(tp, _)| tp == name) {
+        Some((_, fit)) => fit.clone(),
+        None => Ok(()),
+    }
+}
+
 /// Field offsets of every hook the backend uses.
 fn config(backend: Backend, latency: bool, run_enter: Option<&Choice>) -> Result<KvmConfig> {
     let mut cfg = KvmConfig::INITIAL;
@@ -243,10 +326,7 @@ fn config(backend: Backend, latency: bool, run_enter: Option<&Choice>) -> Result
         f.uexit_reason = t.offset("reason", 4)?;
         f.uexit_errno = t.offset("errno", 4)?;
     }
-    if let Some(choice) = run_enter {
-        let Hook::Tracepoint { category, name } = choice.hook else {
-            unreachable!("tracepoints")
-        };
+    if let Some(Hook::Tracepoint { category, name }) = run_enter.map(|c| c.hook) {
         let t =
             Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
         if name == "sys_enter_ioctl" {
@@ -319,7 +399,7 @@ impl KvmExits {
         }
         let (backend, why) = choose_backend(a.backend)?;
         let run_enter = if a.latency && backend == Backend::Generic {
-            Some(RUN_ENTER.choose()?)
+            Some(RUN_ENTER.choose_with(raw_fits)?)
         } else {
             None
         };
@@ -359,15 +439,16 @@ impl KvmExits {
             ),
         };
         for chain in required {
-            loaded.attach_chain(chain)?;
+            loaded.attach_best(chain, raw_fits)?;
         }
         let mut absent = Vec::new();
         for chain in optional {
-            match chain.choose() {
-                Ok(choice) => loaded.attach(&choice)?,
+            match chain.choose_with(raw_fits) {
+                Ok(_) => loaded.attach_best(chain, raw_fits)?,
                 Err(_) => absent.push(chain.role),
             }
         }
+        // Its config names the fields of the hook chosen: no fallback.
         if let Some(choice) = &run_enter {
             loaded.attach(choice)?;
         }
