@@ -274,8 +274,12 @@ fn raw_and_classic_hooks_count_and_time_the_same_exits() {
     require_tracing!();
     require_kvm!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let builtin = !std::path::Path::new("/sys/kernel/btf/kvm").exists()
-        && std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
+    // Built in: not a loaded module.
+    let builtin = std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
+        && !std::fs::read_to_string("/proc/modules")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("kvm "));
     let _vm = hold_vm().expect("creating a VM");
     let pid = own_pid().to_string();
     let argv = [
