@@ -39,7 +39,52 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
-    .map_err(|e| anyhow!("building the eBPF programs failed (run `cargo xtask setup`): {e:#}"))
+    .map_err(|e| anyhow!("building the eBPF programs failed (run `cargo xtask setup`): {e:#}"))?;
+    for bin in ebpf_bins(&ebpf_dir)? {
+        let path = out_dir.join(&bin);
+        let elf = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let stripped = strip_dwarf(&elf).with_context(|| format!("stripping {bin}"))?;
+        fs::write(&path, stripped)?;
+    }
+    Ok(())
+}
+
+/// The object without its DWARF sections. The compiler's debug info is needed
+/// only to make the .BTF and .BTF.ext sections (bpf-linker does that), which
+/// the loader and the verifier's line info use; the DWARF is 80% of each
+/// object, and what is embedded is mapped into every run's memory.
+fn strip_dwarf(elf: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use object::build::elf::SectionData;
+    let mut builder = object::build::elf::Builder::read(elf)?;
+    let is_dwarf = |name: &[u8]| name.starts_with(b".debug_") || name.starts_with(b".rel.debug_");
+    let mut deleted = Vec::new();
+    for section in builder.sections.iter_mut() {
+        if is_dwarf(section.name.as_slice()) {
+            section.delete = true;
+            deleted.push(section.id());
+        }
+    }
+    for symbol in builder.symbols.iter_mut() {
+        if symbol.section.is_some_and(|s| deleted.contains(&s)) {
+            symbol.delete = true;
+        }
+    }
+    // bpf-linker keeps the section names in .strtab, which the builder only
+    // writes to a section string table of their own.
+    if !builder
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, SectionData::SectionString))
+    {
+        let names = builder.sections.add();
+        names.name = b".shstrtab"[..].into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.sh_addralign = 1;
+        names.data = SectionData::SectionString;
+    }
+    let mut out = Vec::new();
+    builder.write(&mut out)?;
+    Ok(out)
 }
 
 /// The tools' ELF names: one per file in tracer-ebpf/src/bin.
