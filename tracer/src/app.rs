@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::{
     core::{
+        btf,
         exporter::{self, Absent},
         kernel, plot, record, report, tracefs,
         trigger::{self, Subsystem, Trigger},
@@ -424,18 +425,21 @@ fn run_exporter(listen: SocketAddr, which: &str, top: Option<usize>) -> Result<(
     let listener = exporter::bind(listen)?;
     let mut sources = Vec::new();
     let mut absent = Vec::new();
-    for tool in chosen {
-        let make = tool.exporter.expect("filtered above");
-        match make() {
-            Ok(s) => sources.push(s),
-            // With `all`, what this kernel cannot run is reported and left out.
-            Err(e) if all => {
-                eprintln!("exporter: not running {}: {}", tool.name, one_line(&e));
-                absent.push(Absent { tool: tool.name });
+    btf::shared(|| -> Result<()> {
+        for tool in chosen {
+            let make = tool.exporter.expect("filtered above");
+            match make() {
+                Ok(s) => sources.push(s),
+                // With `all`, what this kernel cannot run is reported and left out.
+                Err(e) if all => {
+                    eprintln!("exporter: not running {}: {}", tool.name, one_line(&e));
+                    absent.push(Absent { tool: tool.name });
+                }
+                Err(e) => return Err(e.context(format!("starting {}", tool.name))),
             }
-            Err(e) => return Err(e.context(format!("starting {}", tool.name))),
         }
-    }
+        Ok(())
+    })?;
     if sources.is_empty() {
         bail!("none of the tools can run on this kernel");
     }
@@ -482,28 +486,31 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
     kernel::require_privileges()?;
     let mut streams = Vec::new();
     let mut contexts = Vec::new();
-    for tool in TOOLS.iter().filter(|t| families.contains(&t.family)) {
-        let started = match tool.recorder {
-            Some(r) => (r.make)(&filter).map(|source| {
-                streams.push(record::Stream {
-                    source,
-                    family: r.family,
-                    kind: r.kind,
-                })
-            }),
-            None if RECORD_CONTEXT.contains(&tool.name) => match tool.exporter {
-                Some(make) => make().map(|s| contexts.push(s)),
+    btf::shared(|| -> Result<()> {
+        for tool in TOOLS.iter().filter(|t| families.contains(&t.family)) {
+            let started = match tool.recorder {
+                Some(r) => (r.make)(&filter).map(|source| {
+                    streams.push(record::Stream {
+                        source,
+                        family: r.family,
+                        kind: r.kind,
+                    })
+                }),
+                None if RECORD_CONTEXT.contains(&tool.name) => match tool.exporter {
+                    Some(make) => make().map(|s| contexts.push(s)),
+                    None => Ok(()),
+                },
                 None => Ok(()),
-            },
-            None => Ok(()),
-        };
-        if let Err(e) = started {
-            if explicit {
-                return Err(e.context(format!("starting {}", tool.name)));
+            };
+            if let Err(e) = started {
+                if explicit {
+                    return Err(e.context(format!("starting {}", tool.name)));
+                }
+                eprintln!("record: not recording {}: {}", tool.name, one_line(&e));
             }
-            eprintln!("record: not recording {}: {}", tool.name, one_line(&e));
         }
-    }
+        Ok(())
+    })?;
     if streams.is_empty() {
         bail!("none of the sources can run on this kernel");
     }

@@ -1,6 +1,8 @@
 //! What the block I/O tools share on the user side: the hook chains for request
 //! tracking, field offsets from the format files, and decoding of rwbs flags.
 
+use std::rc::Rc;
+
 use anyhow::{Context as _, Result, bail};
 use tracer_common::{
     Slot, TaskFilter,
@@ -235,7 +237,7 @@ fn rq_arg(btf: &Btf, hook: &Hook) -> Result<RqArg> {
 }
 
 /// The request layout, or why the raw tracepoints cannot be used.
-fn raw_layout() -> Result<(Btf, RqLayout), String> {
+fn raw_layout() -> Result<(Rc<Btf>, RqLayout), String> {
     if !kernel::has_btf() {
         return Err("this kernel has no BTF".into());
     }

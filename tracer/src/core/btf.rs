@@ -10,7 +10,14 @@
 //! is described in the kernel's Documentation/bpf/btf.rst. Only base BTF in the
 //! host's byte order is read (what vmlinux always is), not split (module) BTF.
 
-use std::{fs, io, io::Read as _, ops::Deref, os::fd::AsRawFd as _};
+use std::{
+    cell::{Cell, RefCell},
+    fs, io,
+    io::Read as _,
+    ops::Deref,
+    os::fd::AsRawFd as _,
+    rc::Rc,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -172,9 +179,46 @@ struct FoundMember {
     bitfield_size: u32,
 }
 
+thread_local! {
+    /// Inside `shared`: whether loads reuse one parse, and the parse.
+    static SHARING: Cell<bool> = const { Cell::new(false) };
+    static SHARED: RefCell<Option<Rc<Btf>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with every `Btf::load` on this thread sharing one parse: the
+/// exporter and the recorder start a dozen tools, and each parse costs ~3 ms.
+/// The parse is dropped when `f` returns, so a long-running process does not
+/// keep megabytes it no longer needs.
+pub fn shared<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SHARING.set(false);
+            SHARED.take();
+        }
+    }
+    let _reset = Reset;
+    SHARING.set(true);
+    f()
+}
+
 impl Btf {
+    /// The running kernel's BTF: parsed now, or the parse of an enclosing
+    /// `shared` scope.
+    pub fn load() -> Result<Rc<Btf>> {
+        if !SHARING.get() {
+            return Btf::load_uncached().map(Rc::new);
+        }
+        if let Some(btf) = SHARED.with_borrow(|b| b.clone()) {
+            return Ok(btf);
+        }
+        let btf = Rc::new(Btf::load_uncached()?);
+        SHARED.set(Some(Rc::clone(&btf)));
+        Ok(btf)
+    }
+
     /// Reads and parses the running kernel's BTF.
-    pub fn load() -> Result<Btf> {
+    fn load_uncached() -> Result<Btf> {
         let mut file = match fs::File::open(VMLINUX) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -1112,7 +1156,7 @@ mod tests {
     }
 
     /// The running kernel's BTF; None (skip) when absent, unless CI=true.
-    fn vmlinux() -> Option<Btf> {
+    fn vmlinux() -> Option<Rc<Btf>> {
         if std::path::Path::new(VMLINUX).exists() {
             return Some(Btf::load().unwrap());
         }
@@ -1167,6 +1211,15 @@ mod tests {
                 .iter()
                 .any(|(n, v)| n == "SKB_DROP_REASON_NETFILTER_DROP" && *v > 0)
         );
+    }
+
+    #[test]
+    fn loads_share_one_parse_inside_shared_only() {
+        let Some(_) = vmlinux() else { return };
+        let (a, b) = shared(|| (Btf::load().unwrap(), Btf::load().unwrap()));
+        assert!(Rc::ptr_eq(&a, &b));
+        assert!(SHARED.with_borrow(Option::is_none), "dropped when the scope ends");
+        assert!(!Rc::ptr_eq(&Btf::load().unwrap(), &Btf::load().unwrap()));
     }
 
     /// Start-up cost. Run optimised:
