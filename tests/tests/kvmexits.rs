@@ -51,6 +51,26 @@ fn reason(t: &Value, name: &str) -> u64 {
         .map_or(0, |r| r["count"].as_u64().unwrap())
 }
 
+/// `kvmexits -p <pid> --json -v --latency --backend generic`.
+fn generic_latency_argv(pid: &str) -> [&str; 8] {
+    [
+        "kvmexits",
+        "-p",
+        pid,
+        "--json",
+        "-v",
+        "--latency",
+        "--backend",
+        "generic",
+    ]
+}
+
+/// The latency histogram of one reason.
+fn latency<'a>(recs: &'a [Value], reason: &str) -> Option<&'a Value> {
+    recs.iter()
+        .find(|r| r["type"] == "latency" && r["reason"] == reason)
+}
+
 #[test]
 fn counts_every_exit_of_the_guest() {
     require_tracing!();
@@ -115,11 +135,7 @@ fn latency_histograms_count_the_timed_exits() {
     require_kvm!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (recs, run, _) = traced_guest(&["--latency"]);
-    let hist = |name: &str| {
-        recs.iter()
-            .find(|r| r["type"] == "latency" && r["reason"] == name)
-            .cloned()
-    };
+    let hist = |name: &str| latency(&recs, name).cloned();
     let count = |r: &Value| {
         r["buckets"]
             .as_array()
@@ -219,16 +235,7 @@ fn raw_syscalls_fallback_times_the_same_exits() {
     let _vm = hold_vm().expect("creating a VM");
     let pid = own_pid().to_string();
     let t = Tracer::start_with_env(
-        &[
-            "kvmexits",
-            "-p",
-            &pid,
-            "--json",
-            "-v",
-            "--latency",
-            "--backend",
-            "generic",
-        ],
+        &generic_latency_argv(&pid),
         &[("TRACER_SKIP_HOOKS", "raw:kvm_fpu,syscalls:sys_enter_ioctl")],
     );
     let run = run_guest(&PROGRAM).expect("guest run");
@@ -241,15 +248,9 @@ fn raw_syscalls_fallback_times_the_same_exits() {
         out.stderr
     );
     let recs = out.json();
-    let io = recs
-        .iter()
-        .find(|r| r["type"] == "latency" && r["reason"] == "to VMM: IO")
-        .expect("IO latency");
+    let io = latency(&recs, "to VMM: IO").expect("IO latency");
     assert_eq!(io["count"], PROGRAM.outs as u64);
-    let mmio = recs
-        .iter()
-        .find(|r| r["type"] == "latency" && r["reason"] == "to VMM: MMIO")
-        .expect("MMIO latency");
+    let mmio = latency(&recs, "to VMM: MMIO").expect("MMIO latency");
     assert_eq!(mmio["count"], run.mmio_exits);
 }
 
@@ -282,16 +283,7 @@ fn raw_and_classic_hooks_count_and_time_the_same_exits() {
             .any(|l| l.starts_with("kvm "));
     let _vm = hold_vm().expect("creating a VM");
     let pid = own_pid().to_string();
-    let argv = [
-        "kvmexits",
-        "-p",
-        &pid,
-        "--json",
-        "-v",
-        "--latency",
-        "--backend",
-        "generic",
-    ];
+    let argv = generic_latency_argv(&pid);
     let skip_raw: Vec<String> = RAW_HOOKS.iter().map(|h| format!("raw:{h}")).collect();
     let skip_raw = skip_raw.join(",");
     // Both watch the same guest run.
@@ -335,8 +327,7 @@ fn raw_and_classic_hooks_count_and_time_the_same_exits() {
     assert_eq!(r["mmio"], run.mmio_exits);
     for recs in [&raw, &classic] {
         let timed = |name: &str| {
-            recs.iter()
-                .find(|r| r["type"] == "latency" && r["reason"] == name)
+            latency(recs, name)
                 .map(|h| h["count"].clone())
                 .unwrap_or_else(|| panic!("{name}: {recs:?}"))
         };

@@ -231,23 +231,71 @@ pub fn kvm_entry_raw(_ctx: RawTracePointContext) -> i32 {
 // and a raw one (arguments by position, the prototype checked against BTF by
 // userspace): raw tracepoints detach at once.
 
-#[tracepoint]
-pub fn kvm_pio(ctx: TracePointContext) -> u32 {
-    on_pio(tp_read::<u32, { layout::PIO_RW }>(&ctx, CONFIG.load().fields.pio_rw).unwrap_or(0));
-    0
+/// The classic and raw programs of an event that is only counted, as `kind`
+/// with code 0, or with its first field as the code: read from the record at
+/// its format-file offset (usually `$at`), or as the raw tracepoint's first
+/// argument.
+macro_rules! counted {
+    ($classic:ident, $raw:ident, $tracepoint:literal, $kind:expr) => {
+        #[tracepoint]
+        pub fn $classic(_ctx: TracePointContext) -> u32 {
+            let _ = event($kind, 0, NO_VCPU);
+            0
+        }
+
+        #[raw_tracepoint(tracepoint = $tracepoint)]
+        pub fn $raw(_ctx: RawTracePointContext) -> i32 {
+            let _ = event($kind, 0, NO_VCPU);
+            0
+        }
+    };
+    ($classic:ident, $raw:ident, $tracepoint:literal, $kind:expr, $field:ident: $ty:ty = $at:expr) => {
+        #[tracepoint]
+        pub fn $classic(ctx: TracePointContext) -> u32 {
+            let code = tp_read::<$ty, { $at }>(&ctx, CONFIG.load().fields.$field).unwrap_or(0);
+            let _ = event($kind, code as u32, NO_VCPU);
+            0
+        }
+
+        #[raw_tracepoint(tracepoint = $tracepoint)]
+        pub fn $raw(ctx: RawTracePointContext) -> i32 {
+            let _ = event($kind, raw_args::<1>(&ctx)[0] as u32, NO_VCPU);
+            0
+        }
+    };
 }
 
-/// (rw, port, size, count, data)
-#[raw_tracepoint(tracepoint = "kvm_pio")]
-pub fn kvm_pio_raw(ctx: RawTracePointContext) -> i32 {
-    on_pio(raw_args::<1>(&ctx)[0] as u32);
-    0
-}
-
-#[inline(always)]
-fn on_pio(rw: u32) {
-    let _ = event(kind::PIO, rw, NO_VCPU);
-}
+// (rw, port, size, count, data)
+counted!(kvm_pio, kvm_pio_raw, "kvm_pio", kind::PIO, pio_rw: u32 = layout::PIO_RW);
+// (write, ecx, data, exception)
+counted!(kvm_msr, kvm_msr_raw, "kvm_msr", kind::MSR, msr_write: u32 = layout::MSR_WRITE);
+// (nr, a0, a1, a2, a3)
+counted!(
+    kvm_hypercall,
+    kvm_hypercall_raw,
+    "kvm_hypercall",
+    kind::HYPERCALL,
+    hypercall_nr: u64 = layout::HYPERCALL_NR
+);
+counted!(kvm_cpuid, kvm_cpuid_raw, "kvm_cpuid", kind::CPUID);
+counted!(
+    kvm_vcpu_wakeup,
+    kvm_vcpu_wakeup_raw,
+    "kvm_vcpu_wakeup",
+    kind::WAKEUP
+);
+counted!(
+    kvm_inj_virq,
+    kvm_inj_virq_raw,
+    "kvm_inj_virq",
+    kind::INJ_IRQ
+);
+counted!(
+    kvm_page_fault,
+    kvm_page_fault_raw,
+    "kvm_page_fault",
+    kind::PAGE_FAULT
+);
 
 #[tracepoint]
 pub fn kvm_mmio(ctx: TracePointContext) -> u32 {
@@ -292,53 +340,6 @@ fn on_mmio(ty: u32) {
             let _ = event(kind::MMIO, ty, NO_VCPU);
         }
     }
-}
-
-#[tracepoint]
-pub fn kvm_msr(ctx: TracePointContext) -> u32 {
-    on_msr(
-        tp_read::<u32, { layout::MSR_WRITE }>(&ctx, CONFIG.load().fields.msr_write).unwrap_or(0),
-    );
-    0
-}
-
-/// (write, ecx, data, exception)
-#[raw_tracepoint(tracepoint = "kvm_msr")]
-pub fn kvm_msr_raw(ctx: RawTracePointContext) -> i32 {
-    on_msr(raw_args::<1>(&ctx)[0] as u32);
-    0
-}
-
-#[inline(always)]
-fn on_msr(write: u32) {
-    let _ = event(kind::MSR, write, NO_VCPU);
-}
-
-#[tracepoint]
-pub fn kvm_cpuid(_ctx: TracePointContext) -> u32 {
-    let _ = event(kind::CPUID, 0, NO_VCPU);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "kvm_cpuid")]
-pub fn kvm_cpuid_raw(_ctx: RawTracePointContext) -> i32 {
-    let _ = event(kind::CPUID, 0, NO_VCPU);
-    0
-}
-
-#[tracepoint]
-pub fn kvm_hypercall(ctx: TracePointContext) -> u32 {
-    let nr = tp_read::<u64, { layout::HYPERCALL_NR }>(&ctx, CONFIG.load().fields.hypercall_nr)
-        .unwrap_or(0);
-    let _ = event(kind::HYPERCALL, nr as u32, NO_VCPU);
-    0
-}
-
-/// (nr, a0, a1, a2, a3)
-#[raw_tracepoint(tracepoint = "kvm_hypercall")]
-pub fn kvm_hypercall_raw(ctx: RawTracePointContext) -> i32 {
-    let _ = event(kind::HYPERCALL, raw_args::<1>(&ctx)[0] as u32, NO_VCPU);
-    0
 }
 
 #[tracepoint]
@@ -393,9 +394,7 @@ pub fn kvm_run_enter(ctx: TracePointContext) -> u32 {
     if tp_read::<u64, { layout::IOCTL_CMD }>(&ctx, f.ioctl_cmd).map(|c| c as u32) != Some(KVM_RUN) {
         return 0;
     }
-    if current(&cfg).is_some() {
-        finish_timing(&cfg, kind::USER_EXIT as u32);
-    }
+    on_run_enter(&cfg);
     0
 }
 
@@ -403,48 +402,16 @@ pub fn kvm_run_enter(ctx: TracePointContext) -> u32 {
 /// ioctl, before it enters the guest; only KVM's threads run it.
 #[raw_tracepoint(tracepoint = "kvm_fpu")]
 pub fn kvm_run_enter_raw(ctx: RawTracePointContext) -> i32 {
-    if raw_args::<1>(&ctx)[0] as u32 != 1 {
-        return 0;
-    }
-    let cfg = CONFIG.load();
-    if current(&cfg).is_some() {
-        finish_timing(&cfg, kind::USER_EXIT as u32);
+    if raw_args::<1>(&ctx)[0] as u32 == 1 {
+        on_run_enter(&CONFIG.load());
     }
     0
 }
 
-#[tracepoint]
-pub fn kvm_vcpu_wakeup(_ctx: TracePointContext) -> u32 {
-    let _ = event(kind::WAKEUP, 0, NO_VCPU);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "kvm_vcpu_wakeup")]
-pub fn kvm_vcpu_wakeup_raw(_ctx: RawTracePointContext) -> i32 {
-    let _ = event(kind::WAKEUP, 0, NO_VCPU);
-    0
-}
-
-#[tracepoint]
-pub fn kvm_inj_virq(_ctx: TracePointContext) -> u32 {
-    let _ = event(kind::INJ_IRQ, 0, NO_VCPU);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "kvm_inj_virq")]
-pub fn kvm_inj_virq_raw(_ctx: RawTracePointContext) -> i32 {
-    let _ = event(kind::INJ_IRQ, 0, NO_VCPU);
-    0
-}
-
-#[tracepoint]
-pub fn kvm_page_fault(_ctx: TracePointContext) -> u32 {
-    let _ = event(kind::PAGE_FAULT, 0, NO_VCPU);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "kvm_page_fault")]
-pub fn kvm_page_fault_raw(_ctx: RawTracePointContext) -> i32 {
-    let _ = event(kind::PAGE_FAULT, 0, NO_VCPU);
-    0
+/// The vCPU thread is back in KVM_RUN: its exit to the VMM ends.
+#[inline(always)]
+fn on_run_enter(cfg: &KvmConfig) {
+    if current(cfg).is_some() {
+        finish_timing(cfg, kind::USER_EXIT as u32);
+    }
 }

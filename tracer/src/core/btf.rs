@@ -1218,7 +1218,10 @@ mod tests {
         let Some(_) = vmlinux() else { return };
         let (a, b) = shared(|| (Btf::load().unwrap(), Btf::load().unwrap()));
         assert!(Rc::ptr_eq(&a, &b));
-        assert!(SHARED.with_borrow(Option::is_none), "dropped when the scope ends");
+        assert!(
+            SHARED.with_borrow(Option::is_none),
+            "dropped when the scope ends"
+        );
         assert!(!Rc::ptr_eq(&Btf::load().unwrap(), &Btf::load().unwrap()));
     }
 
