@@ -84,7 +84,7 @@ fn random_reads_in_flight_together_are_each_timed_once() {
     out.assert_success();
     assert!(
         out.stderr
-            .contains("raw tracepoint block_rq_issue -> block_issue_raw (preferred)"),
+            .contains("BTF tracepoint block_rq_issue -> block_issue_btf (preferred)"),
         "{}",
         out.stderr
     );

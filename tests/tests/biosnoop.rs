@@ -36,20 +36,25 @@ fn rows_for(recs: &[Value], disk: &str) -> Vec<Value> {
 
 /// The ways biosnoop can follow a request, run together on one workload:
 /// (TRACER_SKIP_HOOKS, a line `-v` must print). By the request's address on
-/// raw tracepoints, the submitter seen at block_io_start (or block_bio_queue
-/// where the kernel has no block_io_start) or forced to block_bio_queue; and
-/// by (dev, sector) on the classic tracepoints.
-const PATHS: [(&str, &str); 3] = [
+/// BTF-typed tracepoints, the submitter seen at block_io_start (or
+/// block_bio_queue where the kernel has no block_io_start) or forced to
+/// block_bio_queue; by its address on raw tracepoints; and by (dev, sector)
+/// on the classic tracepoints.
+const PATHS: [(&str, &str); 4] = [
     (
         "",
-        "raw tracepoint block_rq_complete -> block_complete_raw (preferred)",
+        "BTF tracepoint block_rq_complete -> block_complete_btf (preferred)",
     ),
     (
-        "raw:block_io_start",
-        "raw tracepoint block_bio_queue -> block_submit_raw (fallback",
+        "btf:block_io_start",
+        "BTF tracepoint block_bio_queue -> block_submit_btf (fallback",
     ),
     (
-        "raw:block_rq_complete",
+        "btf:block_io_start,btf:block_bio_queue,btf:block_rq_issue,btf:block_rq_complete",
+        "raw tracepoint block_rq_complete -> block_complete_raw (fallback",
+    ),
+    (
+        "btf:block_rq_complete,raw:block_rq_complete",
         "tracepoint block:block_rq_complete -> block_complete (fallback",
     ),
 ];

@@ -119,8 +119,8 @@ fn list_and_doctor() {
         .iter()
         .find(|t| t["tool"] == "biolatency")
         .unwrap();
-    // With BTF (CI requires it), the raw tracepoint.
-    assert_eq!(biolat["hooks"][0]["hook"], "raw tracepoint block_rq_issue");
+    // With BTF (CI requires it), the BTF-typed tracepoint.
+    assert_eq!(biolat["hooks"][0]["hook"], "BTF tracepoint block_rq_issue");
 }
 
 #[test]

@@ -3,13 +3,15 @@
 //! asked for the I/O, then at insert, issue and completion, which may run in
 //! other contexts. Each hook has two programs: one on the raw tracepoint,
 //! keying the request by its address and reading its fields at BTF offsets,
-//! and one on the classic tracepoint, keying it by (dev, sector) from the
-//! record. A tool attaches one kind only (userspace decides), so keys agree.
+//! a twin on the BTF-typed tracepoint, which loads those fields directly
+//! instead of through a helper call each, and one on the classic tracepoint,
+//! keying it by (dev, sector) from the record. A tool keys all its requests
+//! one way only (userspace decides), so keys agree.
 
 use aya_ebpf::{
     EbpfContext as _,
     helpers::bpf_get_current_comm,
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     block::{
@@ -22,7 +24,7 @@ use tracer_common::{
 use crate::{
     count, current_tgid,
     inflight::{Entry, Table},
-    kread, now_ns, raw_arg, task_passes, tp_field, tp_read,
+    kload, kread, now_ns, raw_arg, task_passes, tp_field, tp_read,
 };
 
 /// The in-flight table of block requests.
@@ -222,24 +224,151 @@ impl RqEvent for Raw<'_> {
     }
 }
 
-/// Defines a block role's two programs, on the classic and on the raw
-/// tracepoint (`block_issue` and `block_issue_raw`, ...: the names
-/// core/block.rs attaches), both calling `$handler(&cfg, &event)`.
+/// A BTF-typed tracepoint's request: the same reads as `Raw`, as loads.
+pub struct Typed<'a> {
+    pub ctx: &'a BtfTracePointContext,
+    /// The request as the typed pointer the kernel passed: for loads only.
+    rq: u64,
+    pub arg: RqArg,
+}
+
+impl<'a> Typed<'a> {
+    #[inline(always)]
+    pub fn new(ctx: &'a BtfTracePointContext, arg: RqArg) -> Typed<'a> {
+        let args = ctx.as_ptr() as *const u64;
+        // The request is argument 0 or 1 (see RqArg). `arg` is from the
+        // frozen .rodata, so the verifier walks only the load taken, which
+        // must be at a fixed offset from the context: written out for
+        // argument 1, since LLVM makes two plain loads one from a computed
+        // address (which 5.10's verifier refused).
+        let rq = if arg.index == 0 {
+            // SAFETY: every block tracepoint has an argument 0.
+            unsafe { core::ptr::read_volatile(args) }
+        } else {
+            // SAFETY: this kernel's tracepoint has an argument 1.
+            unsafe { second_arg(args) }
+        };
+        Typed { ctx, rq, arg }
+    }
+
+    /// The request's address as a number, for keys.
+    #[inline(always)]
+    fn address(&self) -> u64 {
+        raw_arg(self.ctx, self.arg.index as u16, self.arg.arity as u16)
+    }
+}
+
+/// `args[1]`, as one load at offset 8 from `args`.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn second_arg(args: *const u64) -> u64 {
+    let value: u64;
+    // SAFETY: the caller's.
+    unsafe {
+        core::arch::asm!(
+            "{value} = *(u64 *)({args} + 8)",
+            value = out(reg) value,
+            args = in(reg) args,
+            options(readonly, nostack, preserves_flags),
+        )
+    };
+    value
+}
+
+/// Host builds (unit tests, clippy) never run it.
+#[cfg(not(target_arch = "bpf"))]
+unsafe fn second_arg(args: *const u64) -> u64 {
+    // SAFETY: the caller's.
+    unsafe { *args.add(1) }
+}
+
+impl RqEvent for Typed<'_> {
+    #[inline(always)]
+    fn key(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        if cfg.dev != 0 && self.dev(cfg) != cfg.dev {
+            return None;
+        }
+        self.lookup_key(cfg)
+    }
+
+    #[inline(always)]
+    fn submit_key(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        if cfg.flags & FLAG_SUBMIT_BIO == 0 {
+            return self.key(cfg);
+        }
+        self.lookup_key(cfg)
+    }
+
+    #[inline(always)]
+    fn lookup_key(&self, _: &BlockConfig) -> Option<RqKey> {
+        let rq = self.address();
+        (rq != 0).then(|| RqKey::request(rq))
+    }
+
+    /// Read, not loaded: a key needs the bio's address as a number.
+    #[inline(always)]
+    fn submitted_as(&self, cfg: &BlockConfig) -> Option<RqKey> {
+        if cfg.flags & FLAG_SUBMIT_BIO == 0 {
+            return None;
+        }
+        let bio: u64 = kread(self.address(), cfg.rq.bio)?;
+        (bio != 0).then(|| RqKey::request(bio))
+    }
+
+    #[inline(always)]
+    fn dev(&self, cfg: &BlockConfig) -> u32 {
+        let l = &cfg.rq;
+        let disk: u64 = if l.rq_disk != tracer_common::block::NO_FIELD {
+            kload(self.rq, l.rq_disk)
+        } else {
+            kload(kload(self.rq, l.q), l.q_disk)
+        };
+        // Two loads: the verifier allows none across two members.
+        mkdev(kload(disk, l.disk_major), kload(disk, l.disk_major + 4))
+    }
+
+    #[inline(always)]
+    fn sector(&self, cfg: &BlockConfig) -> u64 {
+        kload(self.rq, cfg.rq.sector)
+    }
+
+    #[inline(always)]
+    fn bytes(&self, cfg: &BlockConfig) -> u32 {
+        kload(self.rq, cfg.rq.data_len)
+    }
+
+    /// block_rq_complete(rq, error, nr_bytes) on every kernel with BTF.
+    #[inline(always)]
+    fn done_bytes(&self, _: &BlockConfig) -> u32 {
+        // SAFETY: the program is verified against that prototype.
+        unsafe { core::ptr::read_volatile((self.ctx.as_ptr() as *const u64).add(2)) as u32 }
+    }
+
+    #[inline(always)]
+    fn rwbs(&self, cfg: &BlockConfig) -> [u8; 8] {
+        cfg.rq.ops.rwbs(kload(self.rq, cfg.rq.cmd_flags))
+    }
+}
+
+/// Defines a block role's three programs, on the classic, the raw and the
+/// BTF-typed tracepoint (`block_issue`, `block_issue_raw` and
+/// `block_issue_btf`, ...: the names core/block.rs attaches), each calling
+/// `$handler(&cfg, &event)`.
 #[macro_export]
 macro_rules! block_hook {
     ($config:ident, submit, $handler:expr) => {
-        $crate::block_hook!(@both $config, submit, "block_io_start", block_submit, block_submit_raw, $handler);
+        $crate::block_hook!(@all $config, submit, "block_io_start", block_submit, block_submit_raw, block_submit_btf, $handler);
     };
     ($config:ident, insert, $handler:expr) => {
-        $crate::block_hook!(@both $config, insert, "block_rq_insert", block_insert, block_insert_raw, $handler);
+        $crate::block_hook!(@all $config, insert, "block_rq_insert", block_insert, block_insert_raw, block_insert_btf, $handler);
     };
     ($config:ident, issue, $handler:expr) => {
-        $crate::block_hook!(@both $config, issue, "block_rq_issue", block_issue, block_issue_raw, $handler);
+        $crate::block_hook!(@all $config, issue, "block_rq_issue", block_issue, block_issue_raw, block_issue_btf, $handler);
     };
     ($config:ident, complete, $handler:expr) => {
-        $crate::block_hook!(@both $config, complete, "block_rq_complete", block_complete, block_complete_raw, $handler);
+        $crate::block_hook!(@all $config, complete, "block_rq_complete", block_complete, block_complete_raw, block_complete_btf, $handler);
     };
-    (@both $config:ident, $field:ident, $tracepoint:literal, $classic:ident, $raw:ident, $handler:expr) => {
+    (@all $config:ident, $field:ident, $tracepoint:literal, $classic:ident, $raw:ident, $btf:ident, $handler:expr) => {
         #[aya_ebpf::macros::tracepoint]
         pub fn $classic(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
             let cfg = $crate::config(&$config);
@@ -255,6 +384,16 @@ macro_rules! block_hook {
         pub fn $raw(ctx: aya_ebpf::programs::RawTracePointContext) -> i32 {
             let cfg = $crate::config(&$config);
             let event = $crate::block::Raw::new(&ctx, cfg.args.$field);
+            ($handler)(cfg, &event);
+            0
+        }
+
+        // The section names the tracepoint; userspace loads the program
+        // for whichever one the hook chain chose (block_bio_queue for submit).
+        #[aya_ebpf::macros::btf_tracepoint(function = $tracepoint)]
+        pub fn $btf(ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
+            let cfg = $crate::config(&$config);
+            let event = $crate::block::Typed::new(&ctx, cfg.args.$field);
             ($handler)(cfg, &event);
             0
         }

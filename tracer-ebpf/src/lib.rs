@@ -2,6 +2,8 @@
 //! (src/bin/<tool>.rs) so that a verifier failure or a missing hook breaks one
 //! tool only; what they have in common lives here.
 #![no_std]
+// Inline assembly for the BPF target (see block::Typed::new).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod block;
 pub mod fault;
@@ -56,8 +58,10 @@ pub fn tp_field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
 /// the tracepoint's arguments, even in a branch not taken on that kernel. Into
 /// a zeroed u64, not an Option: 5.10's verifier rejects reading a stack slot
 /// that one path left unwritten, which an Option's payload can be.
+/// Also a BTF-typed tracepoint's argument as a plain number (a struct pointer
+/// loaded directly is one the verifier forbids arithmetic on: no map key).
 #[inline(always)]
-pub fn raw_arg(ctx: &RawTracePointContext, n: u16, arity: u16) -> u64 {
+pub fn raw_arg(ctx: &impl aya_ebpf::EbpfContext, n: u16, arity: u16) -> u64 {
     let mut value: u64 = 0;
     if n < arity {
         let args = ctx.as_ptr() as *const u64;
@@ -104,6 +108,19 @@ pub fn kread<T>(base: u64, off: u16) -> Option<T> {
     }
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error.
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+}
+
+/// Loads a `T` at `base + off` from a struct pointer a BTF-typed tracepoint
+/// gave (or a pointer loaded through one): no helper call. The verifier checks
+/// the load against the kernel's BTF, which it can because `off` comes from
+/// the frozen .rodata, and turns a faulting one into a zero.
+#[inline(always)]
+pub fn kload<T: Copy + Default>(base: u64, off: u16) -> T {
+    if base == 0 || off == tracer_common::block::NO_FIELD {
+        return T::default();
+    }
+    // SAFETY: see above; the kernel makes the load safe.
+    unsafe { core::ptr::read_volatile((base + off as u64) as *const T) }
 }
 
 /// CLOCK_MONOTONIC now, ns.

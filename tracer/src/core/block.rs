@@ -19,15 +19,19 @@ use crate::core::{
     tracefs::Format,
 };
 
-// Each chain's raw tracepoint comes first: its program keys the request by
-// its address, where the classic one can only key it by (dev, sector).
+// Each chain's BTF-typed tracepoints come first, then its raw ones: both
+// key the request by its address, where the classic one can only key it by
+// (dev, sector); the BTF-typed program loads the request's fields where the
+// raw one reads each through a helper call.
 pub const SUBMIT: HookChain = HookChain {
     role: "submit",
     program: "block_submit",
     // block_io_start (6.5+) fires once per request in the submitter's context;
     // block_bio_queue fires per bio, also in the submitter's context.
-    // Raw, the request (or bio) is keyed by its address; see FLAG_SUBMIT_BIO.
+    // By address, the request (or bio) is keyed so; see FLAG_SUBMIT_BIO.
     candidates: &[
+        Hook::btf_tp("block", "block_io_start", "block_submit_btf"),
+        Hook::btf_tp("block", "block_bio_queue", "block_submit_btf"),
         Hook::raw_tp("block", "block_io_start", "block_submit_raw"),
         Hook::raw_tp("block", "block_bio_queue", "block_submit_raw"),
         Hook::tp("block", "block_io_start"),
@@ -38,6 +42,7 @@ pub const INSERT: HookChain = HookChain {
     role: "insert",
     program: "block_insert",
     candidates: &[
+        Hook::btf_tp("block", "block_rq_insert", "block_insert_btf"),
         Hook::raw_tp("block", "block_rq_insert", "block_insert_raw"),
         Hook::tp("block", "block_rq_insert"),
     ],
@@ -46,6 +51,7 @@ pub const ISSUE: HookChain = HookChain {
     role: "issue",
     program: "block_issue",
     candidates: &[
+        Hook::btf_tp("block", "block_rq_issue", "block_issue_btf"),
         Hook::raw_tp("block", "block_rq_issue", "block_issue_raw"),
         Hook::tp("block", "block_rq_issue"),
     ],
@@ -54,6 +60,7 @@ pub const COMPLETE: HookChain = HookChain {
     role: "complete",
     program: "block_complete",
     candidates: &[
+        Hook::btf_tp("block", "block_rq_complete", "block_complete_btf"),
         Hook::raw_tp("block", "block_rq_complete", "block_complete_raw"),
         Hook::tp("block", "block_rq_complete"),
     ],
@@ -131,13 +138,14 @@ pub fn hook_uses(always: Needs, options: &[(&'static str, Needs)]) -> Vec<HookUs
 }
 
 /// The hooks chosen for this kernel and the configuration global to load with.
-/// The configuration serves both kinds of program, so that `classic` can
-/// replace `choices` if the kernel refuses a raw tracepoint's program.
+/// The configuration serves every kind of program, so that a later set of
+/// hooks can replace the first if the kernel refuses one of its programs.
 pub struct Plan {
     pub config: BlockConfig,
-    pub choices: Vec<Choice>,
-    /// The classic tracepoints, when `choices` are raw ones.
-    classic: Option<Vec<Choice>>,
+    /// The hooks to attach, best first: BTF-typed tracepoints where this
+    /// kernel has them, else raw ones, else classic ones; then, in the order
+    /// to fall back to, the same tracepoints raw, and the classic ones.
+    sets: Vec<Vec<Choice>>,
 }
 
 fn fields(f: &Format) -> Result<RqFields> {
@@ -220,11 +228,8 @@ fn rq_ops(btf: &Btf) -> Result<RqOps> {
 
 /// Where each raw tracepoint passes the request (block_bio_queue: the bio),
 /// from its BTF prototype.
-fn rq_arg(btf: &Btf, hook: &Hook) -> Result<RqArg> {
-    let Hook::RawTracepoint { name, .. } = hook else {
-        unreachable!("only raw tracepoints pass arguments")
-    };
-    let object = if *name == "block_bio_queue" {
+fn rq_arg(btf: &Btf, name: &str) -> Result<RqArg> {
+    let object = if name == "block_bio_queue" {
         "bio"
     } else {
         "request"
@@ -246,9 +251,23 @@ fn raw_layout() -> Result<(Rc<Btf>, RqLayout), String> {
     Ok((btf, layout))
 }
 
+fn is_btf(hook: &Hook) -> bool {
+    matches!(hook, Hook::BtfTracepoint { .. })
+}
+
+fn tracepoint_name(hook: &Hook) -> &'static str {
+    match hook {
+        Hook::Tracepoint { name, .. }
+        | Hook::RawTracepoint { name, .. }
+        | Hook::BtfTracepoint { name, .. } => name,
+        Hook::PerfSoftware { .. } => unreachable!("no block hook is a perf event"),
+    }
+}
+
 /// Probes the kernel for the hooks `needs` asks for and reads their layouts.
-/// Raw tracepoints are taken only if every hook has one: a request keyed by
-/// its address at one hook and by its sector at another would never match.
+/// Hooks that pass the request are taken only if every hook has one: a
+/// request keyed by its address at one hook and by its sector at another
+/// would never match.
 pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
     let mut config = BlockConfig {
         task,
@@ -268,65 +287,95 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
         .map(|(_, c)| c)
         .collect();
     let layout = raw_layout();
-    let choose_all = |raw_refused: &dyn Fn(&HookChain) -> Option<String>| -> Result<Vec<Choice>> {
+    let no_layout = |hook: &Hook| -> Option<String> {
+        hook.passes_arguments()
+            .then(|| layout.as_ref().err().cloned())
+            .flatten()
+    };
+    // One choice per wanted chain (by index), passing over what `refuse` names.
+    let choose_all = |refuse: &dyn Fn(usize, &Hook) -> Option<String>| -> Result<Vec<Choice>> {
         wanted
             .iter()
-            .map(|chain| {
-                chain.choose_with(|hook| match (hook, raw_refused(chain)) {
-                    (Hook::RawTracepoint { .. }, Some(why)) => Err(why),
-                    _ => Ok(()),
+            .enumerate()
+            .map(|(i, chain)| {
+                chain.choose_with(|hook| match refuse(i, hook) {
+                    Some(why) => Err(why),
+                    None => Ok(()),
                 })
             })
             .collect()
     };
-    let mut choices = choose_all(&|_| layout.as_ref().err().cloned())?;
-    let is_raw = |c: &Choice| matches!(c.hook, Hook::RawTracepoint { .. });
-    if let Some(classic) = choices.iter().find(|c| !is_raw(c))
-        && choices.iter().any(is_raw)
-    {
+    // The same, keyed one way: all by address, or all by (dev, sector).
+    let keyed = |refuse: &dyn Fn(usize, &Hook) -> Option<String>| -> Result<Vec<Choice>> {
+        let choices = choose_all(refuse)?;
+        let Some(classic) = choices.iter().find(|c| !c.hook.passes_arguments()) else {
+            return Ok(choices);
+        };
+        if !choices.iter().any(|c| c.hook.passes_arguments()) {
+            return Ok(choices);
+        }
         let why = format!(
             "the {} hook here is {}, which does not give the request",
             classic.role, classic.hook
         );
-        choices = choose_all(&|_| Some(why.clone()))?;
-    }
-    let classic = if choices.iter().any(is_raw) {
-        Some(choose_all(&|_| {
-            Some("the kernel refused a raw tracepoint's program".into())
-        })?)
-    } else {
-        None
+        choose_all(&|_, hook| hook.passes_arguments().then(|| why.clone()))
     };
-    for choice in classic.as_ref().unwrap_or(&choices) {
+    let mut sets = vec![keyed(&|_, hook| no_layout(hook))?];
+    if sets[0].iter().any(|c| is_btf(&c.hook)) {
+        // The same tracepoints raw: the configuration is the first set's.
+        let first = sets[0].clone();
+        let raw = keyed(&|i, hook| {
+            if is_btf(hook) {
+                Some("the kernel refused a BTF-typed tracepoint's program".into())
+            } else if hook.passes_arguments()
+                && tracepoint_name(hook) != tracepoint_name(&first[i].hook)
+            {
+                Some(format!("not {}", first[i].hook))
+            } else {
+                no_layout(hook)
+            }
+        })?;
+        if raw.iter().any(|c| c.hook.passes_arguments()) {
+            sets.push(raw);
+        }
+    }
+    if sets[sets.len() - 1]
+        .iter()
+        .any(|c| c.hook.passes_arguments())
+    {
+        sets.push(choose_all(&|_, hook| {
+            hook.passes_arguments()
+                .then(|| "the kernel refused a raw or BTF-typed tracepoint's program".into())
+        })?);
+    }
+    let classic = &sets[sets.len() - 1];
+    for choice in classic {
         let Hook::Tracepoint { category, name } = choice.hook else {
-            unreachable!("the fallback choices are classic tracepoints")
+            unreachable!("the last choices are classic tracepoints")
         };
         let format =
             Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
         *role_config(&mut config, choice.role).0 = fields(&format)?;
     }
     if let Ok((btf, rq)) = &layout
-        && classic.is_some()
+        && sets.len() > 1
     {
         config.rq = *rq;
-        for choice in &choices {
-            *role_config(&mut config, choice.role).1 = rq_arg(btf, &choice.hook)?;
-            if matches!(
-                choice.hook,
-                Hook::RawTracepoint {
-                    name: "block_bio_queue",
-                    ..
-                }
-            ) {
+        for choice in &mut sets[0] {
+            if !choice.hook.passes_arguments() {
+                continue;
+            }
+            let name = tracepoint_name(&choice.hook);
+            *role_config(&mut config, choice.role).1 = rq_arg(btf, name)?;
+            if name == "block_bio_queue" {
                 config.flags |= FLAG_SUBMIT_BIO;
+            }
+            if is_btf(&choice.hook) {
+                choice.btf_id = Some(btf.tracepoint_typedef(name)?);
             }
         }
     }
-    Ok(Plan {
-        config,
-        choices,
-        classic,
-    })
+    Ok(Plan { config, sets })
 }
 
 /// The configuration of a role's hook: its classic record's fields and where
@@ -342,20 +391,29 @@ fn role_config<'a>(config: &'a mut BlockConfig, role: &str) -> (&'a mut RqFields
 }
 
 impl Plan {
-    /// Attaches the chosen hooks; if the kernel refuses a raw tracepoint's
-    /// program, all the classic ones instead (`-v` says why).
+    /// Attaches the chosen hooks; if the kernel refuses a program, the next
+    /// set instead (`-v` says why).
     pub fn attach(&self, loaded: &mut Loaded) -> Result<()> {
-        let Err(e) = self.choices.iter().try_for_each(|c| loaded.attach(c)) else {
-            return Ok(());
-        };
-        let Some(classic) = &self.classic else {
-            return Err(e);
-        };
-        loaded.detach_all();
-        loaded
-            .notes
-            .push(format!("classic tracepoints instead of raw ones: {e:#}"));
-        classic.iter().try_for_each(|c| loaded.attach(c))
+        let mut sets = self.sets.iter();
+        let mut set = sets.next().expect("a plan has hooks");
+        loop {
+            let Err(e) = set.iter().try_for_each(|c| loaded.attach(c)) else {
+                return Ok(());
+            };
+            let Some(next) = sets.next() else {
+                return Err(e);
+            };
+            loaded.detach_all();
+            let kind = |s: &[Choice]| match s.iter().find(|c| c.hook.passes_arguments()) {
+                Some(c) if is_btf(&c.hook) => "BTF-typed tracepoints",
+                Some(_) => "raw tracepoints",
+                None => "classic tracepoints",
+            };
+            loaded
+                .notes
+                .push(format!("{} instead of {}: {e:#}", kind(next), kind(set)));
+            set = next;
+        }
     }
 }
 

@@ -501,8 +501,18 @@ impl Btf {
         }
     }
 
+    /// The id of a tracepoint's `btf_trace_<name>` typedef, which a BTF-typed
+    /// tracepoint's program is loaded for.
+    pub fn tracepoint_typedef(&self, tracepoint: &str) -> Result<u32> {
+        Ok(self.tracepoint_typedef_and_proto(tracepoint)?.0)
+    }
+
     /// The prototype a raw tracepoint's `btf_trace_<name>` typedef points to.
     fn tracepoint_proto(&self, tracepoint: &str) -> Result<Type> {
+        Ok(self.tracepoint_typedef_and_proto(tracepoint)?.1)
+    }
+
+    fn tracepoint_typedef_and_proto(&self, tracepoint: &str) -> Result<(u32, Type)> {
         let typedef_name = format!("btf_trace_{tracepoint}");
         let typedefs = self.named(&typedef_name, |k| k == KIND_TYPEDEF)?;
         if typedefs.is_empty() {
@@ -524,8 +534,8 @@ impl Btf {
         )?;
         typedefs
             .iter()
-            .filter_map(|t| proto(t).ok())
-            .find(|p| p.vlen == arity)
+            .filter_map(|t| Some((t.id, proto(t).ok()?)))
+            .find(|(_, p)| p.vlen == arity)
             .with_context(|| format!("typedef {typedef_name} vanished"))
     }
 

@@ -11,11 +11,11 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
 };
 use tracer_common::counters::{Counter, NUM_COUNTERS};
 
-use crate::core::{kernel, tracefs};
+use crate::core::{btf::Btf, kernel, tracefs};
 
 /// A place in the kernel a program can attach to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,15 @@ pub enum Hook {
     /// a raw tracepoint's program is only skipped if it would recurse into
     /// itself.
     RawTracepoint {
+        category: &'static str,
+        name: &'static str,
+        program: &'static str,
+    },
+    /// BTF-typed tracepoint (libbpf's tp_btf): a raw tracepoint whose program
+    /// the kernel verifies against the tracepoint's prototype in its BTF, so
+    /// that it may load struct fields directly instead of through a helper
+    /// call each (about 30 ns here).
+    BtfTracepoint {
         category: &'static str,
         name: &'static str,
         program: &'static str,
@@ -69,6 +78,7 @@ impl fmt::Display for Hook {
         match self {
             Hook::Tracepoint { category, name } => write!(f, "tracepoint {category}:{name}"),
             Hook::RawTracepoint { name, .. } => write!(f, "raw tracepoint {name}"),
+            Hook::BtfTracepoint { name, .. } => write!(f, "BTF tracepoint {name}"),
             Hook::PerfSoftware { event } => {
                 write!(f, "software perf event {} (every CPU)", event.name())
             }
@@ -90,11 +100,30 @@ impl Hook {
         }
     }
 
+    /// A BTF-typed tracepoint served by `program`.
+    pub const fn btf_tp(category: &'static str, name: &'static str, program: &'static str) -> Hook {
+        Hook::BtfTracepoint {
+            category,
+            name,
+            program,
+        }
+    }
+
+    /// Whether this hook's program gets the tracepoint's arguments (raw or
+    /// BTF-typed) rather than its record.
+    pub fn passes_arguments(&self) -> bool {
+        matches!(
+            self,
+            Hook::RawTracepoint { .. } | Hook::BtfTracepoint { .. }
+        )
+    }
+
     /// The name TRACER_SKIP_HOOKS knows this hook by.
     fn skip_name(&self) -> String {
         match self {
             Hook::Tracepoint { category, name } => format!("{category}:{name}"),
             Hook::RawTracepoint { name, .. } => format!("raw:{name}"),
+            Hook::BtfTracepoint { name, .. } => format!("btf:{name}"),
             Hook::PerfSoftware { event } => event.name().to_string(),
         }
     }
@@ -108,7 +137,8 @@ impl Hook {
                 Err(e) => Err(format!("{e:#}")),
             },
             // Its programs read the arguments at offsets from BTF.
-            Hook::RawTracepoint { category, name, .. } => {
+            Hook::RawTracepoint { category, name, .. }
+            | Hook::BtfTracepoint { category, name, .. } => {
                 if !kernel::has_btf() {
                     return Err("this kernel has no BTF".into());
                 }
@@ -166,7 +196,7 @@ impl HookUse {
 /// the tool found in BTF); otherwise `why` says what is missing.
 pub fn raw_if(ready: bool, why: &'static str) -> impl Fn(&Hook) -> Result<(), String> + Copy {
     move |hook| match hook {
-        Hook::RawTracepoint { .. } if !ready => Err(why.to_string()),
+        Hook::RawTracepoint { .. } | Hook::BtfTracepoint { .. } if !ready => Err(why.to_string()),
         _ => Ok(()),
     }
 }
@@ -179,6 +209,9 @@ pub struct Choice {
     pub hook: Hook,
     /// Why better candidates were passed over.
     pub skipped: Vec<(Hook, String)>,
+    /// A BTF-typed tracepoint's `btf_trace_<name>` typedef, when the tool has
+    /// looked it up already (else attaching parses the kernel's BTF for it).
+    pub btf_id: Option<u32>,
 }
 
 impl Choice {
@@ -221,7 +254,8 @@ impl HookChain {
             match hook.probe().and_then(|()| usable(hook)) {
                 Ok(()) => {
                     let program = match hook {
-                        Hook::RawTracepoint { program, .. } => program,
+                        Hook::RawTracepoint { program, .. }
+                        | Hook::BtfTracepoint { program, .. } => program,
                         _ => self.program,
                     };
                     return Ok(Choice {
@@ -229,6 +263,7 @@ impl HookChain {
                         program,
                         hook: *hook,
                         skipped,
+                        btf_id: None,
                     });
                 }
                 Err(why) => skipped.push((*hook, why)),
@@ -309,6 +344,8 @@ pub struct Loaded {
     links: Vec<aya::programs::trace_point::TracePointLink>,
     /// Raw tracepoints' links.
     raw_links: Vec<aya::programs::raw_trace_point::RawTracePointLink>,
+    /// BTF-typed tracepoints' links.
+    btf_links: Vec<aya::programs::tp_btf::BtfTracePointLink>,
     pub attached: Vec<Choice>,
     pub notes: Vec<String>,
 }
@@ -375,6 +412,7 @@ pub fn load<'a>(object: &Object, configure: impl FnOnce(&mut EbpfLoader<'a>)) ->
         anchors: Vec::new(),
         links: Vec::new(),
         raw_links: Vec::new(),
+        btf_links: Vec::new(),
         ebpf,
         attached: Vec::new(),
         notes,
@@ -435,6 +473,19 @@ impl Loaded {
                     .map_err(|e| program_error(program, &hook, e))?;
                 self.raw_links.push(tp.take_link(link)?);
             }
+            Hook::BtfTracepoint { name, .. } => {
+                let tp: &mut BtfTracePoint = prog.try_into()?;
+                if tp.fd().is_err() {
+                    let id = match choice.btf_id {
+                        Some(id) => id,
+                        None => Btf::load()?.tracepoint_typedef(name)?,
+                    };
+                    tp.load_with_btf_id(id)
+                        .map_err(|e| program_error(program, &hook, e))?;
+                }
+                let link = tp.attach().map_err(|e| program_error(program, &hook, e))?;
+                self.btf_links.push(tp.take_link(link)?);
+            }
             Hook::PerfSoftware { event } => {
                 use aya::programs::perf_event::{
                     PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy,
@@ -462,6 +513,7 @@ impl Loaded {
     /// Detaches every program attached so far (to attach another set instead).
     pub fn detach_all(&mut self) {
         self.raw_links.clear();
+        self.btf_links.clear();
         self.close_perf_events();
         self.attached.clear();
     }

@@ -156,7 +156,9 @@ mod tests {
             };
             for u in (tool.hooks)() {
                 let raw = u.chain.candidates.iter().filter_map(|h| match h {
-                    Hook::RawTracepoint { program, .. } => Some(*program),
+                    Hook::RawTracepoint { program, .. } | Hook::BtfTracepoint { program, .. } => {
+                        Some(*program)
+                    }
                     _ => None,
                 });
                 for program in std::iter::once(u.chain.program).chain(raw) {
@@ -164,6 +166,7 @@ mod tests {
                         has(program, &|s| s.starts_with("tracepoint")
                             || s.starts_with("raw_tp")
                             || s.starts_with("raw_tracepoint")
+                            || s.starts_with("tp_btf")
                             || s.starts_with("perf_event")
                             || s.starts_with("kprobe")
                             || s.starts_with("kretprobe")),

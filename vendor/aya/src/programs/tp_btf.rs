@@ -68,6 +68,16 @@ impl BtfTracePoint {
         load_program_with_attach_type(BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, data)
     }
 
+    /// Loads the program inside the kernel, for the tracepoint whose
+    /// `btf_trace_<name>` typedef has id `btf_id` in the kernel's own BTF
+    /// (`/sys/kernel/btf/vmlinux`), looked up by the caller. (tracer patch:
+    /// it reads the kernel's BTF itself, without parsing all of it.)
+    pub fn load_with_btf_id(&mut self, btf_id: u32) -> Result<(), ProgramError> {
+        let Self { data } = self;
+        data.attach_btf_id = Some(btf_id);
+        load_program_with_attach_type(BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, data)
+    }
+
     /// Attaches the program.
     ///
     /// The returned value can be used to detach, see [`BtfTracePoint::detach`].
