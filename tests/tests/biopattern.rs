@@ -57,3 +57,39 @@ fn shuffled_run_is_random() {
     // No two consecutive offsets (nor two apart) are adjacent: all random.
     assert_eq!(r["random_pct"], 100.0, "{r}");
 }
+
+#[test]
+fn two_disks_interleaved_are_told_apart() {
+    require_tracing!();
+    // Every disk traced (no -d): each keeps its own previous I/O, so
+    // alternating writes to two disks leave one all sequential and the other
+    // all random.
+    let (seq_dev, rnd_dev) = (LoopDevice::new(64), LoopDevice::new(64));
+    let t = Tracer::start(&["biopattern", "--json"]);
+    let (mut seq_io, mut rnd_io) = (seq_dev.open_direct(), rnd_dev.open_direct());
+    for i in 0..N {
+        seq_io.write(i * W_SIZE, W_SIZE as usize);
+        rnd_io.write(((i * 157 + 11) % N) * W_SIZE, W_SIZE as usize);
+    }
+    let out = t.stop();
+    out.assert_success();
+    let hidden = out.hidden(&[BLOCK]);
+    let recs = out.json();
+    let row = |dev: &LoopDevice| {
+        let rows: Vec<_> = recs.iter().filter(|r| r["disk"] == dev.name).collect();
+        assert_eq!(rows.len(), 1, "{}: {}", dev.name, out.stdout);
+        rows[0].clone()
+    };
+    let (s, r) = (row(&seq_dev), row(&rnd_dev));
+    assert_count(
+        s["sequential"].as_u64().unwrap(),
+        N - 1,
+        2 * hidden,
+        "sequential I/Os",
+    );
+    assert_count(s["count"].as_u64().unwrap(), N - 1, hidden, "I/Os");
+    assert_count(r["random"].as_u64().unwrap(), N - 1, hidden, "random I/Os");
+    assert_eq!(r["sequential"], 0, "{r}");
+    assert_eq!(s["kbytes"], N * W_SIZE / 1024, "{s}");
+    assert_eq!(r["kbytes"], N * W_SIZE / 1024, "{r}");
+}

@@ -4,16 +4,15 @@
 
 use aya_ebpf::{
     Global,
-    bindings::BPF_ANY,
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, PerCpuArray},
 };
 use tracer_common::{
-    biopattern::PatternValue,
+    biopattern::{DISK_PROBES, DISK_SLOTS, NextSector, PatternSlot, disk_slot},
     block::BlockConfig,
     counters::{Counter, NUM_COUNTERS},
 };
-use tracer_ebpf::{NO_PREALLOC, block::RqEvent, count};
+use tracer_ebpf::{block::RqEvent, count};
 
 tracer_ebpf::license!();
 
@@ -23,14 +22,50 @@ static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 /// Sector just after each disk's previous I/O; shared across CPUs, since
 /// sequentiality is about the order the disk sees.
 #[map]
-static NEXT_SECTOR: HashMap<u32, u64> = HashMap::with_max_entries(1024, NO_PREALLOC);
+static NEXT_SECTOR: Array<NextSector> = Array::with_max_entries(DISK_SLOTS, 0);
 #[map]
-static PATTERN: PerCpuHashMap<u32, PatternValue> =
-    PerCpuHashMap::with_max_entries(1024, NO_PREALLOC);
+static PATTERN: PerCpuArray<PatternSlot> = PerCpuArray::with_max_entries(DISK_SLOTS, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
 tracer_ebpf::block_hook!(CONFIG, complete, complete);
+
+trait DiskSlot {
+    fn dev(&mut self) -> &mut u32;
+}
+
+impl DiskSlot for NextSector {
+    fn dev(&mut self) -> &mut u32 {
+        &mut self.dev
+    }
+}
+
+impl DiskSlot for PatternSlot {
+    fn dev(&mut self) -> &mut u32 {
+        &mut self.dev
+    }
+}
+
+/// Disk `dev`'s slot, and whether it was taken just now. Two CPUs taking one
+/// free slot for two disks at once (their first I/Os, at the same moment)
+/// would leave one disk to take its next candidate, one I/O later: that
+/// I/O counts as a first one. Only NEXT_SECTOR is shared; PATTERN is per-CPU.
+#[inline(always)]
+fn find<T: DiskSlot>(slot: impl Fn(u32) -> Option<*mut T>, dev: u32) -> Option<(*mut T, bool)> {
+    for probe in 0..DISK_PROBES {
+        let p = slot(disk_slot(dev, probe))?;
+        // SAFETY: array value pointer.
+        let held = unsafe { &mut *p }.dev();
+        if *held == dev {
+            return Some((p, false));
+        }
+        if *held == 0 {
+            *held = dev;
+            return Some((p, true));
+        }
+    }
+    None
+}
 
 #[inline(always)]
 fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
@@ -44,20 +79,18 @@ fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
         return;
     }
     let sector = e.sector(cfg);
-    // The first I/O seen on a disk is neither sequential nor random. Updated
-    // in place: an update of a BPF_F_NO_PREALLOC hash map allocates.
+    // The first I/O seen on a disk is neither sequential nor random.
     let next = sector + sectors;
-    let previous = match NEXT_SECTOR.get_ptr_mut(dev) {
-        Some(p) => {
-            // SAFETY: map value pointer; a racing CPU's write is as good as ours.
-            let previous = unsafe { *p };
-            unsafe { *p = next };
-            Some(previous)
+    let previous = match find(|i| NEXT_SECTOR.get_ptr_mut(i), dev) {
+        Some((p, taken)) => {
+            // SAFETY: array value pointer; a racing CPU's write is as good as ours.
+            let s = unsafe { &mut *p };
+            let previous = s.next;
+            s.next = next;
+            (!taken).then_some(previous)
         }
         None => {
-            if NEXT_SECTOR.insert(dev, next, BPF_ANY as u64).is_err() {
-                count(&COUNTERS, Counter::MapFull);
-            }
+            count(&COUNTERS, Counter::MapFull);
             None
         }
     };
@@ -66,23 +99,14 @@ fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
         Some(next) if next == sector => (1, 0),
         Some(_) => (0, 1),
     };
-    match PATTERN.get_ptr_mut(dev) {
-        Some(p) => {
+    match find(|i| PATTERN.get_ptr_mut(i), dev) {
+        Some((p, _)) => {
             // SAFETY: per-CPU value, only this CPU writes it.
-            let p = unsafe { &mut *p };
-            p.sequential += sequential;
-            p.random += random;
-            p.bytes += sectors << 9;
+            let v = &mut unsafe { &mut *p }.value;
+            v.sequential += sequential;
+            v.random += random;
+            v.bytes += sectors << 9;
         }
-        None => {
-            let v = PatternValue {
-                sequential,
-                random,
-                bytes: sectors << 9,
-            };
-            if PATTERN.insert(dev, v, BPF_ANY as u64).is_err() {
-                count(&COUNTERS, Counter::MapFull);
-            }
-        }
+        None => count(&COUNTERS, Counter::MapFull),
     }
 }

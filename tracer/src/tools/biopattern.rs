@@ -1,9 +1,11 @@
 //! biopattern: random vs sequential block I/O per disk.
 
-use anyhow::Result;
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result};
 use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
-use tracer_common::biopattern::PatternValue;
+use tracer_common::biopattern::{PatternSlot, PatternValue};
 
 use super::Tool;
 use crate::core::ebpf::Object;
@@ -13,6 +15,7 @@ use crate::core::{
     cli::{self, DiskArgs, IntervalArgs, OutputArgs},
     disks::Disks,
     ebpf::Loaded,
+    mapdump,
     metrics::{Family, Observations},
     output, run,
     source::{Fields, Get as _, Kind, Layout, Sample, Source, Table},
@@ -105,7 +108,22 @@ impl Source for BioPattern {
     }
 
     fn sample(&mut self) -> Result<Sample> {
-        let mut rows = self.deltas.read_percpu(&mut self.loaded.ebpf, "PATTERN")?;
+        let slots = mapdump::entries::<u32, PatternSlot>(
+            self.loaded
+                .ebpf
+                .map("PATTERN")
+                .context("map PATTERN missing")?,
+        )?;
+        let mut totals: HashMap<u32, PatternValue> = HashMap::new();
+        for s in slots.iter().flat_map(|(_, per_cpu)| per_cpu) {
+            if s.dev != 0 {
+                totals.entry(s.dev).or_default().add(&s.value);
+            }
+        }
+        // A disk keeps its slots: idle ones are not forgotten.
+        let (mut rows, _) = self
+            .deltas
+            .update_keeping(totals.into_iter().collect(), |_| true);
         rows.sort_by_key(|(dev, _)| *dev);
         let rows: Vec<Fields> = rows
             .into_iter()
