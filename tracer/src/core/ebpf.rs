@@ -613,6 +613,11 @@ impl Loaded {
         if lost > 0 {
             eprintln!("{tool}: WARNING: {lost} records lost (ring buffer full)");
         }
+        let full = counters[Counter::MapFull as usize];
+        if full > 0 {
+            let s = if full == 1 { "" } else { "s" };
+            eprintln!("{tool}: WARNING: {full} event{s} not counted (a kernel map was full)");
+        }
         let missed = self.missed();
         if missed > 0 {
             let s = if missed == 1 { "" } else { "s" };
