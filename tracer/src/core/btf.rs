@@ -1150,6 +1150,10 @@ mod tests {
     #[test]
     fn tracepoint_arity() {
         let btf = Btf::parse(&sample()).unwrap();
+        let typedef = btf.ty(btf.tracepoint_typedef("test").unwrap()).unwrap();
+        assert_eq!(typedef.kind, KIND_TYPEDEF);
+        assert!(btf.str_is(typedef.name_off, "btf_trace_test"));
+        assert!(err(btf.tracepoint_typedef("absent")).contains("no typedef btf_trace_absent"));
         assert_eq!(btf.tracepoint_arity("test").unwrap(), 6);
         assert!(err(btf.tracepoint_arity("absent")).contains("no typedef btf_trace_absent"));
         assert_eq!(btf.tracepoint_arg("test", "outer").unwrap(), (0, 6));
