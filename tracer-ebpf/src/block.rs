@@ -1,7 +1,7 @@
 //! Block request tracking. A request is seen at submission (block_io_start, or
 //! block_bio_queue on kernels without it), where `current` is the task that
 //! asked for the I/O, then at insert, issue and completion, which may run in
-//! other contexts. Each hook has two programs: one on the raw tracepoint,
+//! other contexts. Each hook has three programs: one on the raw tracepoint,
 //! keying the request by its address and reading its fields at BTF offsets,
 //! a twin on the BTF-typed tracepoint, which loads those fields directly
 //! instead of through a helper call each, and one on the classic tracepoint,
@@ -240,7 +240,8 @@ impl<'a> Typed<'a> {
         // frozen .rodata, so the verifier walks only the load taken, which
         // must be at a fixed offset from the context: written out for
         // argument 1, since LLVM makes two plain loads one from a computed
-        // address (which 5.10's verifier refused).
+        // address, which the verifier refuses where that address is not the
+        // context's own (5.10, whose block_rq_issue passes the queue first).
         let rq = if arg.index == 0 {
             // SAFETY: every block tracepoint has an argument 0.
             unsafe { core::ptr::read_volatile(args) }

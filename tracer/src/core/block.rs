@@ -28,7 +28,8 @@ pub const SUBMIT: HookChain = HookChain {
     program: "block_submit",
     // block_io_start (6.5+) fires once per request in the submitter's context;
     // block_bio_queue fires per bio, also in the submitter's context.
-    // By address, the request (or bio) is keyed so; see FLAG_SUBMIT_BIO.
+    // Keyed by address, the bio stands for its request until it is one (see
+    // FLAG_SUBMIT_BIO).
     candidates: &[
         Hook::btf_tp("block", "block_io_start", "block_submit_btf"),
         Hook::btf_tp("block", "block_bio_queue", "block_submit_btf"),
