@@ -23,26 +23,18 @@ pub const fn disk_slot(dev: u32, probe: u32) -> u32 {
     ((dev.wrapping_mul(0x9E37_79B1) >> 22) + probe) & (DISK_SLOTS - 1)
 }
 
-/// One CPU's counts for disk `dev` (0: a free slot).
+/// A disk's entry in a per-disk array: the sector just after its previous
+/// I/O (u64, shared by all CPUs), or one CPU's counts. `dev` 0: a free slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PatternSlot {
+pub struct DiskSlot<V> {
     pub dev: u32,
     pub _pad: u32,
-    pub value: PatternValue,
+    pub value: V,
 }
-assert_size!(PatternSlot, 32);
-pod!(PatternSlot);
-
-/// The sector just after disk `dev`'s previous I/O (0: a free slot).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NextSector {
-    pub dev: u32,
-    pub _pad: u32,
-    pub next: u64,
-}
-assert_size!(NextSector, 16);
+assert_size!(DiskSlot<u64>, 16);
+assert_size!(DiskSlot<PatternValue>, 32);
+pod!(DiskSlot<PatternValue>);
 
 #[cfg(test)]
 mod tests {

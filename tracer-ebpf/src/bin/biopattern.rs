@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
 };
 use tracer_common::{
-    biopattern::{DISK_PROBES, DISK_SLOTS, NextSector, PatternSlot, disk_slot},
+    biopattern::{DISK_PROBES, DISK_SLOTS, DiskSlot, PatternValue, disk_slot},
     block::BlockConfig,
     counters::{Counter, NUM_COUNTERS},
 };
@@ -22,45 +22,32 @@ static CONFIG: Global<BlockConfig> = Global::new(BlockConfig::INITIAL);
 /// Sector just after each disk's previous I/O; shared across CPUs, since
 /// sequentiality is about the order the disk sees.
 #[map]
-static NEXT_SECTOR: Array<NextSector> = Array::with_max_entries(DISK_SLOTS, 0);
+static NEXT_SECTOR: Array<DiskSlot<u64>> = Array::with_max_entries(DISK_SLOTS, 0);
 #[map]
-static PATTERN: PerCpuArray<PatternSlot> = PerCpuArray::with_max_entries(DISK_SLOTS, 0);
+static PATTERN: PerCpuArray<DiskSlot<PatternValue>> = PerCpuArray::with_max_entries(DISK_SLOTS, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
 tracer_ebpf::block_hook!(CONFIG, complete, complete);
-
-trait DiskSlot {
-    fn dev(&mut self) -> &mut u32;
-}
-
-impl DiskSlot for NextSector {
-    fn dev(&mut self) -> &mut u32 {
-        &mut self.dev
-    }
-}
-
-impl DiskSlot for PatternSlot {
-    fn dev(&mut self) -> &mut u32 {
-        &mut self.dev
-    }
-}
 
 /// Disk `dev`'s slot, and whether it was taken just now. Two CPUs taking one
 /// free slot for two disks at once (their first I/Os, at the same moment)
 /// would leave one disk to take its next candidate, one I/O later: that
 /// I/O counts as a first one. Only NEXT_SECTOR is shared; PATTERN is per-CPU.
 #[inline(always)]
-fn find<T: DiskSlot>(slot: impl Fn(u32) -> Option<*mut T>, dev: u32) -> Option<(*mut T, bool)> {
+fn find<V>(
+    slot: impl Fn(u32) -> Option<*mut DiskSlot<V>>,
+    dev: u32,
+) -> Option<(*mut DiskSlot<V>, bool)> {
     for probe in 0..DISK_PROBES {
         let p = slot(disk_slot(dev, probe))?;
         // SAFETY: array value pointer.
-        let held = unsafe { &mut *p }.dev();
-        if *held == dev {
+        let s = unsafe { &mut *p };
+        if s.dev == dev {
             return Some((p, false));
         }
-        if *held == 0 {
-            *held = dev;
+        if s.dev == 0 {
+            s.dev = dev;
             return Some((p, true));
         }
     }
@@ -85,8 +72,8 @@ fn complete(cfg: &BlockConfig, e: &impl RqEvent) {
         Some((p, taken)) => {
             // SAFETY: array value pointer; a racing CPU's write is as good as ours.
             let s = unsafe { &mut *p };
-            let previous = s.next;
-            s.next = next;
+            let previous = s.value;
+            s.value = next;
             (!taken).then_some(previous)
         }
         None => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
-use tracer_common::biopattern::{PatternSlot, PatternValue};
+use tracer_common::biopattern::{DiskSlot, PatternValue};
 
 use super::Tool;
 use crate::core::ebpf::Object;
@@ -108,7 +108,7 @@ impl Source for BioPattern {
     }
 
     fn sample(&mut self) -> Result<Sample> {
-        let slots = mapdump::entries::<u32, PatternSlot>(
+        let slots = mapdump::entries::<u32, DiskSlot<PatternValue>>(
             self.loaded
                 .ebpf
                 .map("PATTERN")
