@@ -2,7 +2,7 @@
 //! namespace the test makes.
 
 use tracer_tests::{
-    Finished, Tracer,
+    Finished, Tracer, counter,
     hidden::{NET_RX, TIMER, assert_count},
     net::{Netns, ping_pong},
     require_tracing, tracepoint_has_field, wait_for,
@@ -59,6 +59,8 @@ fn check_drops(
     // the kernel hid from BPF: retransmits come from timers).
     let allowed = out.hidden(&[TIMER, NET_RX]);
     assert_count(rows.len() as u64, dropped, allowed, "drops");
+    // Each drop carries its own stack: none is refused or overwritten.
+    assert_eq!(counter(&out.stderr, "no_stack"), 0, "{}", out.stderr);
     // Kernels with drop reasons (5.17+) free the packet in nft_do_chain with
     // NETFILTER_DROP; before, nf_hook_slow frees it, reason unknown.
     let (reason, freed_in) = expected_drop();
@@ -70,7 +72,7 @@ fn check_drops(
         assert!(r["location"].as_str().unwrap().starts_with(freed_in), "{r}");
         let stack: Vec<&str> = r["stack"]
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("no stack: {r}"))
             .iter()
             .map(|f| f.as_str().unwrap())
             .collect();

@@ -17,9 +17,11 @@ pub enum Counter {
     /// A start whose previous entry never ended was replaced (a failed fault, a
     /// requeued request, a stale in-flight slot).
     Replaced = 4,
+    /// Records sent without the kernel stack they were to carry.
+    NoStack = 5,
 }
 
-pub const NUM_COUNTERS: u32 = 5;
+pub const NUM_COUNTERS: u32 = 6;
 
 impl Counter {
     pub const ALL: [Counter; NUM_COUNTERS as usize] = [
@@ -28,6 +30,7 @@ impl Counter {
         Counter::MapFull,
         Counter::Unattributed,
         Counter::Replaced,
+        Counter::NoStack,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl Counter {
             Counter::MapFull => "map_full",
             Counter::Unattributed => "unattributed",
             Counter::Replaced => "replaced",
+            Counter::NoStack => "no_stack",
         }
     }
 }

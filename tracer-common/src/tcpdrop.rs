@@ -38,8 +38,8 @@ pub struct DropEvent {
     pub reason: u32,
     /// TCP state of the socket the packet belonged to, 0 if none.
     pub state: u32,
-    /// Stack id in STACKS, or negative.
-    pub stack_id: i32,
+    /// Frames of the kernel stack that follow it in a `StackedDrop`.
+    pub frames: u32,
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
@@ -51,3 +51,19 @@ pub struct DropEvent {
 }
 assert_size!(DropEvent, 72);
 pod!(DropEvent);
+
+/// Frames a drop's stack holds: the kernel's default `perf_event_max_stack`.
+pub const MAX_FRAMES: usize = 127;
+
+/// A drop with its kernel stack (--stack), innermost frame first. The stack
+/// travels in the record itself: a stack map's ids collide (a bucket holding
+/// another stack refuses the new one) and its entries outlive no reader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackedDrop {
+    pub drop: DropEvent,
+    /// `drop.frames` of these are filled.
+    pub frames: [u64; MAX_FRAMES],
+}
+assert_size!(StackedDrop, 72 + 8 * MAX_FRAMES);
+pod!(StackedDrop);

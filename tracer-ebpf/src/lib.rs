@@ -273,13 +273,18 @@ pub const WAKEUP_BYTES: u64 = 64 * 1024;
 /// Writes one record to the ring buffer, counting it as lost if it does not fit.
 #[inline(always)]
 pub fn emit<T: 'static>(ring: &RingBuf, counters: &PerCpuArray<u64>, record: &T) {
-    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    let flags = if ring.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    if ring.output::<T>(record, flags as u64).is_err() {
+    if ring.output::<T>(record, wakeup_flags(ring)).is_err() {
         count(counters, Counter::Lost);
+    }
+}
+
+/// The submit flags that wake the consumer only once `WAKEUP_BYTES` are pending.
+#[inline(always)]
+pub fn wakeup_flags(ring: &RingBuf) -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
 }

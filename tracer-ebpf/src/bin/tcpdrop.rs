@@ -4,19 +4,24 @@
 #![no_main]
 
 use aya_ebpf::{
-    Global,
-    helpers::bpf_get_current_pid_tgid,
+    EbpfContext, Global,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
-    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     block::NO_FIELD,
-    counters::NUM_COUNTERS,
+    counters::{Counter, NUM_COUNTERS},
     tcp::{AF_INET, AF_INET6},
-    tcpdrop::{DropConfig, DropEvent, ETH_P_IP, ETH_P_IPV6, FLAG_COUNT, FLAG_STACK},
+    tcpdrop::{
+        DropConfig, DropEvent, ETH_P_IP, ETH_P_IPV6, FLAG_COUNT, FLAG_STACK, MAX_FRAMES,
+        StackedDrop,
+    },
 };
-use tracer_ebpf::{NO_PREALLOC, emit, kread, now_ns, percpu_add, raw_arg, tp_field};
+use tracer_ebpf::{
+    NO_PREALLOC, count, emit, kread, now_ns, percpu_add, raw_arg, tp_field, wakeup_flags,
+};
 
 tracer_ebpf::license!();
 
@@ -34,8 +39,6 @@ static CONFIG: Global<DropConfig> = Global::new(DropConfig {
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
-#[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
 /// Drops per reason (FLAG_COUNT).
 #[map]
 static REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, NO_PREALLOC);
@@ -94,7 +97,7 @@ struct FreedSkb {
 }
 
 #[inline(always)]
-fn on_drop<C: StackIdContext>(ctx: &C, cfg: &DropConfig, d: &FreedSkb) {
+fn on_drop<C: EbpfContext>(ctx: &C, cfg: &DropConfig, d: &FreedSkb) {
     if d.proto != ETH_P_IP && d.proto != ETH_P_IPV6 {
         return;
     }
@@ -152,11 +155,39 @@ fn on_drop<C: StackIdContext>(ctx: &C, cfg: &DropConfig, d: &FreedSkb) {
     }
     e.location = d.location;
     e.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    e.stack_id = if cfg.flags & FLAG_STACK != 0 {
-        ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32)
-    } else {
-        -1
-    };
     e.ts = now_ns();
-    emit(&EVENTS, &COUNTERS, &e);
+    if cfg.flags & FLAG_STACK != 0 {
+        emit_with_stack(ctx, &e);
+    } else {
+        emit(&EVENTS, &COUNTERS, &e);
+    }
+}
+
+/// Sends the drop with the kernel stack written straight into its record (too
+/// big for the 512-byte BPF stack).
+#[inline(always)]
+fn emit_with_stack<C: EbpfContext>(ctx: &C, e: &DropEvent) {
+    let Some(mut entry) = EVENTS.reserve::<StackedDrop>(0) else {
+        count(&COUNTERS, Counter::Lost);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: rec is the reserved record, sized for StackedDrop; the helper
+    // writes at most the frames array.
+    let written = unsafe {
+        (*rec).drop = *e;
+        bpf_get_stack(
+            ctx.as_ptr(),
+            (*rec).frames.as_mut_ptr().cast(),
+            (MAX_FRAMES * 8) as u32,
+            0,
+        )
+    };
+    let frames = if written > 0 { written as u32 / 8 } else { 0 };
+    if frames == 0 {
+        count(&COUNTERS, Counter::NoStack);
+    }
+    // SAFETY: as above.
+    unsafe { (*rec).drop.frames = frames };
+    entry.submit(wakeup_flags(&EVENTS));
 }

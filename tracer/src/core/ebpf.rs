@@ -618,6 +618,12 @@ impl Loaded {
             let s = if full == 1 { "" } else { "s" };
             eprintln!("{tool}: WARNING: {full} event{s} not counted (a kernel map was full)");
         }
+        let no_stack = counters[Counter::NoStack as usize];
+        if no_stack > 0 {
+            eprintln!(
+                "{tool}: WARNING: {no_stack} records without their kernel stack (the kernel could not walk it)"
+            );
+        }
         let missed = self.missed();
         if missed > 0 {
             let s = if missed == 1 { "" } else { "s" };

@@ -51,10 +51,16 @@ pub fn ensure() -> Result<&'static Tracefs> {
             mounted_now: false,
         }
     } else {
-        mount()?;
+        let mounted_now = match mount() {
+            Ok(()) => true,
+            // Another process (a second tracer starting at the same time) may
+            // have mounted it first: then this mount fails, and tracefs is there.
+            Err(_) if is_tracefs(Path::new(MOUNT_POINT)) => false,
+            Err(e) => return Err(e),
+        };
         Tracefs {
             path: MOUNT_POINT.into(),
-            mounted_now: true,
+            mounted_now,
         }
     };
     Ok(TRACEFS.get_or_init(|| found))

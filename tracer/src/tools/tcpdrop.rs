@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, StackTraceMap};
 use clap::{ArgMatches, CommandFactory as _, Parser as _};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
-    tcpdrop::{DropConfig, DropEvent, FLAG_COUNT, FLAG_STACK},
+    tcpdrop::{DropConfig, DropEvent, FLAG_COUNT, FLAG_STACK, MAX_FRAMES, StackedDrop},
 };
 
 use super::Tool;
@@ -57,7 +56,7 @@ pub const TOOL: Tool = Tool {
     }),
     object: Object {
         elf: crate::ebpf_object!("tcpdrop"),
-        maps: &["EVENTS", "STACKS", "REASONS"],
+        maps: &["EVENTS", "REASONS"],
         #[cfg(test)]
         globals: &[],
     },
@@ -96,8 +95,6 @@ fn reason_names(format: &Format, btf: Option<&Btf>) -> HashMap<u32, String> {
 struct TcpDrop {
     loaded: Loaded,
     names: HashMap<u32, String>,
-    /// None when counting in the kernel (the exporter).
-    stacks: Option<StackTraceMap<MapData>>,
     ksyms: Ksyms,
     counting: bool,
     deltas: Deltas<u32, u64>,
@@ -145,20 +142,9 @@ impl TcpDrop {
                 "skb:kfree_skb has no reason field on this kernel: reasons are \"unknown\"".into(),
             );
         }
-        let stacks = if counting {
-            None
-        } else {
-            Some(StackTraceMap::try_from(
-                loaded
-                    .ebpf
-                    .take_map("STACKS")
-                    .context("STACKS map missing")?,
-            )?)
-        };
         Ok(TcpDrop {
             loaded,
             names,
-            stacks,
             ksyms: Ksyms::default(),
             counting,
             deltas: Deltas::default(),
@@ -228,18 +214,12 @@ impl Source for TcpDrop {
             ("reason", json!(self.reason(e.reason))),
             ("location", json!(self.ksyms.name(e.location))),
         ];
-        if let Some(stacks) = &self.stacks
-            && e.stack_id >= 0
-        {
-            let frames: Vec<String> = stacks
-                .get(&(e.stack_id as u32), 0)
-                .map(|st| {
-                    st.frames()
-                        .iter()
-                        .map(|fr| self.ksyms.name(fr.ip))
-                        .collect()
-                })
-                .unwrap_or_default();
+        if let Some(s) = source::record::<StackedDrop>(raw) {
+            let n = (s.drop.frames as usize).min(MAX_FRAMES);
+            let frames: Vec<String> = s.frames[..n]
+                .iter()
+                .map(|&ip| self.ksyms.name(ip))
+                .collect();
             fields.push(("stack", json!(frames)));
         }
         Some(Event {
