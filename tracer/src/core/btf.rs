@@ -350,6 +350,12 @@ impl Btf {
         agree(&format!("{struct_name}.{path}"), answers)
     }
 
+    /// Whether the kernel defines struct `name` (a feature's own type).
+    pub fn has_struct(&self, name: &str) -> bool {
+        self.named(name, |k| k == KIND_STRUCT)
+            .is_ok_and(|found| !found.is_empty())
+    }
+
     /// Walks `path` from struct `top`: the member found and its bit offset from
     /// the start of `top`.
     fn locate(&self, top: Type, what: &str, path: &str) -> Result<(u64, FoundMember)> {

@@ -389,6 +389,14 @@ pub fn load<'a>(object: &Object, configure: impl FnOnce(&mut EbpfLoader<'a>)) ->
     let mut loader = EbpfLoader::new();
     // The programs use no CO-RE relocations: skip parsing the kernel's BTF (start-up time).
     loader.btf(None);
+    if !kernel::allocates_in_tracing() {
+        loader.preallocate_hash_maps(true);
+        notes.push(
+            "hash maps preallocated: this kernel has no BPF memory allocator (before 6.1), \
+             and a tracing program using one that allocates on insert makes it log a WARNING"
+                .into(),
+        );
+    }
     configure(&mut loader);
     let mut ebpf = loader.load(elf).map_err(|e| {
         anyhow!(

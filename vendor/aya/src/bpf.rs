@@ -131,6 +131,8 @@ pub struct EbpfLoader<'a> {
     extensions: HashSet<&'a str>,
     verifier_log_level: VerifierLogLevel,
     allow_unsupported_maps: bool,
+    // tracer patch: clear BPF_F_NO_PREALLOC from hash maps (see TRACER-PATCH.md).
+    preallocate_hash_maps: bool,
 }
 
 /// Builder style API for advanced loading of eBPF programs.
@@ -170,7 +172,17 @@ impl<'a> EbpfLoader<'a> {
             extensions: HashSet::new(),
             verifier_log_level: VerifierLogLevel::default(),
             allow_unsupported_maps: false,
+            preallocate_hash_maps: false,
         }
+    }
+
+    /// tracer patch: create every hash and per-CPU hash map of a legacy map
+    /// definition preallocated, whatever its `BPF_F_NO_PREALLOC` flag says.
+    /// Kernels before 6.1 log a WARNING when a tracing program uses a hash map
+    /// allocated at run time.
+    pub fn preallocate_hash_maps(&mut self, on: bool) -> &mut Self {
+        self.preallocate_hash_maps = on;
+        self
     }
 
     /// Sets the target [BTF](Btf) info.
@@ -428,6 +440,7 @@ impl<'a> EbpfLoader<'a> {
             verifier_log_level,
             allow_unsupported_maps,
             map_pin_path_by_name,
+            preallocate_hash_maps,
         } = self;
         let mut obj = Object::parse(data)?;
         obj.patch_map_data(globals.clone())?;
@@ -554,6 +567,15 @@ impl<'a> EbpfLoader<'a> {
             }
             if let Some(value_size) = value_size_override(map_type) {
                 map_obj.set_value_size(value_size)
+            }
+            if *preallocate_hash_maps
+                && matches!(
+                    map_type,
+                    bpf_map_type::BPF_MAP_TYPE_HASH | bpf_map_type::BPF_MAP_TYPE_PERCPU_HASH
+                )
+                && let aya_obj::Map::Legacy(m) = &mut map_obj
+            {
+                m.def.map_flags &= !aya_obj::generated::BPF_F_NO_PREALLOC;
             }
 
             let btf_fd = btf_fd.as_deref().map(|fd| fd.as_fd());

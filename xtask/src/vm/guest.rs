@@ -189,6 +189,9 @@ pub(super) struct GuestRun {
     pub(super) boots: usize,
     /// Why a guest was stopped before its end without a binary to blame.
     pub(super) problem: Option<String>,
+    /// Kernel WARNINGs raised in BPF or tracing code (e.g. the verifier's, for a
+    /// program tracer loaded): each fails the leg, whenever it was seen.
+    pub(super) bpf_warnings: Vec<String>,
     pub(super) wall: Duration,
     /// Boot to the test script, first guest.
     pub(super) boot: Option<Duration>,
@@ -215,6 +218,7 @@ impl GuestRun {
         // Counted as boots of one guest: more than one says a guest was booted again.
         self.boots += other.boots.saturating_sub(1);
         self.problem = self.problem.or(other.problem);
+        self.bpf_warnings.extend(other.bpf_warnings);
         self.wall = self.wall.max(other.wall);
         self.boot = match (self.boot, other.boot) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -227,7 +231,7 @@ impl GuestRun {
     }
 
     pub(super) fn ok(&self) -> bool {
-        self.done && self.bins.iter().all(BinResult::ok)
+        self.done && self.bpf_warnings.is_empty() && self.bins.iter().all(BinResult::ok)
     }
 
     pub(super) fn verdict(&self) -> String {
@@ -254,6 +258,9 @@ impl GuestRun {
         }
         if !self.done {
             v.push_str(", the guest stopped before the end");
+        }
+        if let Some(w) = self.bpf_warnings.first() {
+            let _ = write!(v, ", and the kernel warned in BPF code: {w}");
         }
         v
     }
@@ -347,6 +354,15 @@ pub(super) fn kernel_problem(line: &str) -> Option<bool> {
     } else {
         None
     }
+}
+
+/// Whether a kernel message is a WARNING raised in BPF or tracing code
+/// ("WARNING: CPU: 1 PID: 123 at kernel/bpf/verifier.c:10519 ...").
+pub(super) fn is_bpf_warning(line: &str) -> bool {
+    line.split_once("WARNING: ").is_some_and(|(_, w)| {
+        w.split_once(" at ")
+            .is_some_and(|(_, at)| at.starts_with("kernel/bpf/") || at.starts_with("kernel/trace/"))
+    })
 }
 
 /// Whether a console line is a kernel message ("[   12.345678] ...").
@@ -694,6 +710,9 @@ impl Console {
         let line = line.to_string();
         let mut seen = Seen::Nothing;
         // (A DMESG section replays messages already seen live.)
+        if self.booted && !self.in_dmesg && is_printk(&line) && is_bpf_warning(&line) {
+            run.bpf_warnings.push(line.clone());
+        }
         if self.booted
             && !self.in_dmesg
             && is_printk(&line)
@@ -916,6 +935,36 @@ mod tests {
 
     /// A binary that fails, then hangs with the kernel stuck: the guest's
     /// watchdog reports it and the console ends without its END.
+    /// 5.10's console when a tracing program used a hash map that allocates on
+    /// insert: the leg fails though every binary passed.
+    #[test]
+    fn bpf_warning_fails_the_leg() {
+        let mut run = GuestRun {
+            boots: 1,
+            ..Default::default()
+        };
+        let console = "\
+@@VMTEST START 5.10.0-46-amd64
+@@VMTEST KVMEXITS kvmexits: no VM is running yet
+[   18.411120] ------------[ cut here ]------------
+[   18.411831] trace type BPF program uses run-time allocation
+[   18.412581] WARNING: CPU: 1 PID: 123 at kernel/bpf/verifier.c:10519 bpf_check+0x2f8e/0x3470
+[   18.420000] WARNING: CPU: 0 PID: 9 at mm/page_alloc.c:4000 other+0x1/0x2
+@@VMTEST BEGIN cli
+test a ... ok
+@@VMTEST END cli rc=0 secs=1
+@@VMTEST DONE";
+        feed(&mut run, console);
+        assert!(run.bins[0].ok() && run.done);
+        assert!(!run.ok());
+        assert_eq!(run.bpf_warnings.len(), 1, "{:?}", run.bpf_warnings);
+        assert!(
+            run.verdict().contains("kernel/bpf/verifier.c"),
+            "{}",
+            run.verdict()
+        );
+    }
+
     #[test]
     fn hung_binary() {
         let mut run = GuestRun {
