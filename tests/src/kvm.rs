@@ -307,9 +307,12 @@ pub fn kvm_available() -> Result<(), String> {
 }
 
 /// Whether a KVM test can run here. Outside CI it may skip (returns false after
-/// saying why); with CI=true it fails instead (like `can_trace`).
+/// saying why); with CI=true it fails instead (like `can_trace`). Probed once
+/// per process: the probe's VM is a KVM fd that a test counting its own must
+/// not see from another test's thread.
 pub fn can_run_kvm() -> bool {
-    match kvm_available() {
+    static AVAILABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    match AVAILABLE.get_or_init(kvm_available).clone() {
         Ok(()) => true,
         Err(why) if crate::in_ci() => panic!("cannot run with CI=true: {why}"),
         Err(why) => {
