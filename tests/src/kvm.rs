@@ -298,7 +298,7 @@ fn open_kvm() -> Result<File, String> {
 
 /// Whether this machine can run the test guest: /dev/kvm opens and a VM can be
 /// created. The error says why not.
-pub fn kvm_available() -> Result<(), String> {
+fn kvm_available() -> Result<(), String> {
     let kvm = open_kvm()?;
     let vm = ioctl_val(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM")
         .map_err(|e| format!("cannot create a VM: {e}"))?;
