@@ -103,6 +103,25 @@ pub fn programs_missed(pid: u32) -> u64 {
         .sum()
 }
 
+/// Whether the running kernel has tracepoint category:name.
+pub fn has_tracepoint(category: &str, name: &str) -> bool {
+    std::path::Path::new(&format!(
+        "/sys/kernel/tracing/events/{category}/{name}/format"
+    ))
+    .exists()
+}
+
+/// Whether a kprobe could go at kernel function `name`: the kernel has the
+/// kprobe PMU and lists the function in its symbol table (the tests' own
+/// judgement, which the tool's, by BTF, must agree with).
+pub fn has_kprobe_function(name: &str) -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+        && read_to_string("/proc/kallsyms").lines().any(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            matches!(w.next(), Some("T" | "t")) && w.next() == Some(name)
+        })
+}
+
 /// Whether this kernel's tracepoint `category:name` has `field` (so a test
 /// asserts what the running kernel can tell: 5.10's kfree_skb has no reason).
 pub fn tracepoint_has_field(category: &str, name: &str, field: &str) -> bool {

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tracer_tests::{
     LoopDevice, R_BASE, R_SIZE, Run, Tracer, W_SIZE, block_workload, dd_writer,
     fuse::{SlowDisk, timed},
+    has_kprobe_function, has_tracepoint,
     hidden::{BLOCK, assert_count},
     own_pid, require_tracing, thread_comm, wait_for,
 };
@@ -36,21 +37,20 @@ fn rows_for(recs: &[Value], disk: &str) -> Vec<Value> {
 
 /// The ways biosnoop can follow a request, run together on one workload:
 /// (TRACER_SKIP_HOOKS, a line `-v` must print). By the request's address on
-/// BTF-typed tracepoints, the submitter seen at block_io_start (or
-/// block_bio_queue where the kernel has no block_io_start) or forced to
-/// block_bio_queue; by its address on raw tracepoints; and by (dev, sector)
-/// on the classic tracepoints.
+/// BTF-typed tracepoints, the submitter seen where this kernel is best seen
+/// (see `preferred_submitter`) or forced to block_bio_queue; by its address on
+/// raw tracepoints; and by (dev, sector) on the classic tracepoints.
 const PATHS: [(&str, &str); 4] = [
     (
         "",
         "BTF tracepoint block_rq_complete -> block_complete_btf (preferred)",
     ),
     (
-        "btf:block_io_start",
+        "btf:block_io_start,kprobe:blk_account_io_start",
         "BTF tracepoint block_bio_queue -> block_submit_btf (fallback",
     ),
     (
-        "btf:block_io_start,btf:block_bio_queue,btf:block_rq_issue,btf:block_rq_complete",
+        "btf:block_io_start,kprobe:blk_account_io_start,btf:block_bio_queue,btf:block_rq_issue,btf:block_rq_complete",
         "raw tracepoint block_rq_complete -> block_complete_raw (fallback",
     ),
     (
@@ -58,6 +58,20 @@ const PATHS: [(&str, &str); 4] = [
         "tracepoint block:block_rq_complete -> block_complete (fallback",
     ),
 ];
+
+/// Where biosnoop sees the submitter by default: block_io_start (6.5+), else
+/// a kprobe on the function that tracepoint fires in where the kernel has it
+/// and kprobes (5.10), else each bio at block_bio_queue (6.1, and this
+/// project's reference kernel without block_io_start).
+fn preferred_submitter() -> &'static str {
+    if has_tracepoint("block", "block_io_start") {
+        "submit    BTF tracepoint block_io_start -> block_submit_btf (preferred)"
+    } else if has_kprobe_function("blk_account_io_start") {
+        "submit    kprobe blk_account_io_start -> block_submit_kprobe (fallback"
+    } else {
+        "submit    BTF tracepoint block_bio_queue -> block_submit_btf (fallback"
+    }
+}
 
 #[test]
 fn one_row_per_io_with_submitter() {
@@ -72,6 +86,9 @@ fn one_row_per_io_with_submitter() {
         let out = t.stop();
         out.assert_success();
         assert!(out.stderr.contains(hook), "{skip}: {}", out.stderr);
+        if skip.is_empty() {
+            assert!(out.stderr.contains(preferred_submitter()), "{}", out.stderr);
+        }
         let rows = rows_for(&out.json(), &dev.name);
         let allowed = out.hidden(&[BLOCK]);
         assert_count(rows.len() as u64, N + M, allowed, "rows");

@@ -1,17 +1,19 @@
 //! Block request tracking. A request is seen at submission (block_io_start, or
-//! block_bio_queue on kernels without it), where `current` is the task that
+//! on kernels without it a kprobe on the I/O accounting start function that
+//! tracepoint sits in, or block_bio_queue), where `current` is the task that
 //! asked for the I/O, then at insert, issue and completion, which may run in
 //! other contexts. Each hook has three programs: one on the raw tracepoint,
 //! keying the request by its address and reading its fields at BTF offsets,
 //! a twin on the BTF-typed tracepoint, which loads those fields directly
 //! instead of through a helper call each, and one on the classic tracepoint,
-//! keying it by (dev, sector) from the record. A tool keys all its requests
-//! one way only (userspace decides), so keys agree.
+//! keying it by (dev, sector) from the record; submission has a fourth, the
+//! kprobe. A tool keys all its requests one way only (userspace decides), so
+//! keys agree.
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     helpers::bpf_get_current_comm,
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     block::{
@@ -131,11 +133,14 @@ impl Classic<'_> {
     }
 }
 
-/// A raw tracepoint's request (and, at completion, the bytes done).
-pub struct Raw<'a> {
-    pub ctx: &'a RawTracePointContext,
+/// A raw tracepoint's request (and, at completion, the bytes done), or the
+/// request a kprobe's function was called with.
+pub struct Raw<'a, C = RawTracePointContext> {
+    pub ctx: &'a C,
     pub rq: u64,
     pub arg: RqArg,
+    /// Always a request, never a bio standing for one (see FLAG_SUBMIT_BIO).
+    request_only: bool,
 }
 
 impl<'a> Raw<'a> {
@@ -149,11 +154,29 @@ impl<'a> Raw<'a> {
         } else {
             raw_arg(ctx, arg.index as u16, arg.arity as u16)
         };
-        Raw { ctx, rq, arg }
+        Raw {
+            ctx,
+            rq,
+            arg,
+            request_only: false,
+        }
     }
 }
 
-impl RqEvent for Raw<'_> {
+impl<'a> Raw<'a, ProbeContext> {
+    /// At a kprobe on a function whose first argument is the request.
+    #[inline(always)]
+    pub fn probed(ctx: &'a ProbeContext) -> Raw<'a, ProbeContext> {
+        Raw {
+            ctx,
+            rq: ctx.arg::<u64>(0).unwrap_or(0),
+            arg: RqArg { index: 0, arity: 1 },
+            request_only: true,
+        }
+    }
+}
+
+impl<C: EbpfContext> RqEvent for Raw<'_, C> {
     #[inline(always)]
     fn key(&self, cfg: &BlockConfig) -> Option<RqKey> {
         if self.rq == 0 || cfg.dev != 0 && self.dev(cfg) != cfg.dev {
@@ -166,7 +189,7 @@ impl RqEvent for Raw<'_> {
     /// the device filter applies once it is a request.
     #[inline(always)]
     fn submit_key(&self, cfg: &BlockConfig) -> Option<RqKey> {
-        if cfg.flags & FLAG_SUBMIT_BIO == 0 {
+        if cfg.flags & FLAG_SUBMIT_BIO == 0 || self.request_only {
             return self.key(cfg);
         }
         (self.rq != 0).then(|| RqKey::request(self.rq))
@@ -359,6 +382,16 @@ impl RqEvent for Typed<'_> {
 macro_rules! block_hook {
     ($config:ident, submit, $handler:expr) => {
         $crate::block_hook!(@all $config, submit, "block_io_start", block_submit, block_submit_raw, block_submit_btf, $handler);
+
+        // The request at the I/O accounting start function (kernels without
+        // block_io_start, which fires there), in the submitter's context.
+        #[aya_ebpf::macros::kprobe]
+        pub fn block_submit_kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
+            let cfg = $crate::config(&$config);
+            let event = $crate::block::Raw::probed(&ctx);
+            ($handler)(cfg, &event);
+            0
+        }
     };
     ($config:ident, insert, $handler:expr) => {
         $crate::block_hook!(@all $config, insert, "block_rq_insert", block_insert, block_insert_raw, block_insert_btf, $handler);

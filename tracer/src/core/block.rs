@@ -26,12 +26,15 @@ use crate::core::{
 pub const SUBMIT: HookChain = HookChain {
     role: "submit",
     program: "block_submit",
-    // block_io_start (6.5+) fires once per request in the submitter's context;
-    // block_bio_queue fires per bio, also in the submitter's context.
+    // block_io_start (6.5+) fires once per request in the submitter's context,
+    // from blk_account_io_start, which before 5.19 is a function of its own
+    // that a kprobe can see the request at (5.10: libbpf-tools' biosnoop's
+    // way); block_bio_queue fires per bio, also in the submitter's context.
     // Keyed by address, the bio stands for its request until it is one (see
     // FLAG_SUBMIT_BIO).
     candidates: &[
         Hook::btf_tp("block", "block_io_start", "block_submit_btf"),
+        Hook::kprobe("blk_account_io_start", "block_submit_kprobe"),
         Hook::btf_tp("block", "block_bio_queue", "block_submit_btf"),
         Hook::raw_tp("block", "block_io_start", "block_submit_raw"),
         Hook::raw_tp("block", "block_bio_queue", "block_submit_raw"),
@@ -256,11 +259,17 @@ fn is_btf(hook: &Hook) -> bool {
     matches!(hook, Hook::BtfTracepoint { .. })
 }
 
+fn is_kprobe(hook: &Hook) -> bool {
+    matches!(hook, Hook::Kprobe { .. })
+}
+
+/// The tracepoint's name, or the kprobe's function.
 fn tracepoint_name(hook: &Hook) -> &'static str {
     match hook {
         Hook::Tracepoint { name, .. }
         | Hook::RawTracepoint { name, .. }
-        | Hook::BtfTracepoint { name, .. } => name,
+        | Hook::BtfTracepoint { name, .. }
+        | Hook::Kprobe { function: name, .. } => name,
         Hook::PerfSoftware { .. } => unreachable!("no block hook is a perf event"),
     }
 }
@@ -321,12 +330,20 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
         );
         choose_all(&|_, hook| hook.passes_arguments().then(|| why.clone()))
     };
-    let mut sets = vec![keyed(&|_, hook| no_layout(hook))?];
+    // The submitter's kprobe is tried in a set of its own, put before the
+    // first (see below): these sets are what to fall back to if the kernel
+    // refuses it.
+    let no_kprobe = |hook: &Hook| -> Option<String> {
+        is_kprobe(hook).then(|| "the kernel refused it (see the note)".to_string())
+    };
+    let mut sets = vec![keyed(&|_, hook| {
+        no_kprobe(hook).or_else(|| no_layout(hook))
+    })?];
     if sets[0].iter().any(|c| is_btf(&c.hook)) {
         // The same tracepoints raw: the configuration is the first set's.
         let first = sets[0].clone();
         let raw = keyed(&|i, hook| {
-            if is_btf(hook) {
+            if is_btf(hook) || is_kprobe(hook) {
                 Some("the kernel refused a BTF-typed tracepoint's program".into())
             } else if hook.passes_arguments()
                 && tracepoint_name(hook) != tracepoint_name(&first[i].hook)
@@ -375,8 +392,44 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
                 choice.btf_id = Some(btf.tracepoint_typedef(name)?);
             }
         }
+        if let Some(with_kprobe) = with_submit_kprobe(&sets[0], &no_layout) {
+            sets.insert(0, with_kprobe);
+        }
     }
     Ok(Plan { config, sets })
+}
+
+/// `set` with its submitter seen at the kprobe instead of block_bio_queue,
+/// when this kernel has the kprobe's function. Each request is then seen
+/// once, as a request, where block_bio_queue sees each of its bios; the
+/// configuration stays the bio's (FLAG_SUBMIT_BIO), which the kprobe's
+/// program ignores and the later hooks' need not: an entry not under the
+/// request's first bio is looked up under the request.
+fn with_submit_kprobe(
+    set: &[Choice],
+    no_layout: &dyn Fn(&Hook) -> Option<String>,
+) -> Option<Vec<Choice>> {
+    let at = set.iter().position(|c| c.role == SUBMIT.role)?;
+    let bio = &set[at].hook;
+    if !bio.passes_arguments() || tracepoint_name(bio) != "block_bio_queue" {
+        return None;
+    }
+    let kprobe_at = SUBMIT.candidates.iter().position(is_kprobe)?;
+    let choice = SUBMIT
+        .choose_with(|hook| {
+            let place = SUBMIT.candidates.iter().position(|c| c == hook);
+            match place {
+                Some(p) if p == kprobe_at => no_layout(hook).map_or(Ok(()), Err),
+                // Better hooks were passed over already; they fail again.
+                Some(p) if p < kprobe_at => Ok(()),
+                _ => Err("not tried".into()),
+            }
+        })
+        .ok()
+        .filter(|c| is_kprobe(&c.hook))?;
+    let mut with_kprobe = set.to_vec();
+    with_kprobe[at] = choice;
+    Some(with_kprobe)
 }
 
 /// The configuration of a role's hook: its classic record's fields and where
@@ -405,10 +458,19 @@ impl Plan {
                 return Err(e);
             };
             loaded.detach_all();
-            let kind = |s: &[Choice]| match s.iter().find(|c| c.hook.passes_arguments()) {
-                Some(c) if is_btf(&c.hook) => "BTF-typed tracepoints",
-                Some(_) => "raw tracepoints",
-                None => "classic tracepoints",
+            let kind = |s: &[Choice]| {
+                let tracepoints = match s
+                    .iter()
+                    .find(|c| c.hook.passes_arguments() && !is_kprobe(&c.hook))
+                {
+                    Some(c) if is_btf(&c.hook) => "BTF-typed tracepoints",
+                    Some(_) => "raw tracepoints",
+                    None => "classic tracepoints",
+                };
+                match s.iter().find(|c| is_kprobe(&c.hook)) {
+                    Some(c) => format!("{tracepoints} and {}", c.hook),
+                    None => tracepoints.to_string(),
+                }
             };
             loaded
                 .notes

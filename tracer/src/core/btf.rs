@@ -356,6 +356,15 @@ impl Btf {
             .is_ok_and(|found| !found.is_empty())
     }
 
+    /// Whether the kernel has a function `name` that is not inlined away (BTF
+    /// describes each function the kernel's symbol table has). Functions are
+    /// not indexed (tens of thousands): this scans, for the rare caller.
+    pub fn has_function(&self, name: &str) -> bool {
+        (1..self.types.len() as u32)
+            .filter_map(|id| self.ty(id).ok())
+            .any(|t| t.kind == KIND_FUNC && self.str_is(t.name_off, name))
+    }
+
     /// Walks `path` from struct `top`: the member found and its bit offset from
     /// the start of `top`.
     fn locate(&self, top: Type, what: &str, path: &str) -> Result<(u64, FoundMember)> {
@@ -1151,6 +1160,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn functions_and_structs_are_found_by_name() {
+        let mut b = Builder::new();
+        let proto = b.ty("", KIND_FUNC_PROTO, false, 0, 0, &[]);
+        b.ty("blk_account_io_start", KIND_FUNC, false, 0, proto, &[]);
+        b.ty("bpf_mem_alloc", KIND_STRUCT, false, 0, 8, &[]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert!(btf.has_function("blk_account_io_start"));
+        assert!(!btf.has_function("blk_account_io"));
+        assert!(!btf.has_function("bpf_mem_alloc"));
+        assert!(btf.has_struct("bpf_mem_alloc"));
+        assert!(!btf.has_struct("blk_account_io_start"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, KProbe, ProgramError, RawTracePoint, TracePoint},
 };
 use tracer_common::counters::{Counter, NUM_COUNTERS};
 
@@ -43,6 +43,12 @@ pub enum Hook {
     BtfTracepoint {
         category: &'static str,
         name: &'static str,
+        program: &'static str,
+    },
+    /// A kprobe at the entry of a kernel function, for what no tracepoint
+    /// gives on some kernels; its program reads the function's arguments.
+    Kprobe {
+        function: &'static str,
         program: &'static str,
     },
     /// A software perf event on every CPU, sampling every event.
@@ -79,6 +85,7 @@ impl fmt::Display for Hook {
             Hook::Tracepoint { category, name } => write!(f, "tracepoint {category}:{name}"),
             Hook::RawTracepoint { name, .. } => write!(f, "raw tracepoint {name}"),
             Hook::BtfTracepoint { name, .. } => write!(f, "BTF tracepoint {name}"),
+            Hook::Kprobe { function, .. } => write!(f, "kprobe {function}"),
             Hook::PerfSoftware { event } => {
                 write!(f, "software perf event {} (every CPU)", event.name())
             }
@@ -109,12 +116,17 @@ impl Hook {
         }
     }
 
-    /// Whether this hook's program gets the tracepoint's arguments (raw or
-    /// BTF-typed) rather than its record.
+    /// A kprobe at `function`'s entry, served by `program`.
+    pub const fn kprobe(function: &'static str, program: &'static str) -> Hook {
+        Hook::Kprobe { function, program }
+    }
+
+    /// Whether this hook's program gets the arguments (of a raw or BTF-typed
+    /// tracepoint, or a kprobe's function) rather than a tracepoint's record.
     pub fn passes_arguments(&self) -> bool {
         matches!(
             self,
-            Hook::RawTracepoint { .. } | Hook::BtfTracepoint { .. }
+            Hook::RawTracepoint { .. } | Hook::BtfTracepoint { .. } | Hook::Kprobe { .. }
         )
     }
 
@@ -124,6 +136,7 @@ impl Hook {
             Hook::Tracepoint { category, name } => format!("{category}:{name}"),
             Hook::RawTracepoint { name, .. } => format!("raw:{name}"),
             Hook::BtfTracepoint { name, .. } => format!("btf:{name}"),
+            Hook::Kprobe { function, .. } => format!("kprobe:{function}"),
             Hook::PerfSoftware { event } => event.name().to_string(),
         }
     }
@@ -143,6 +156,24 @@ impl Hook {
                     return Err("this kernel has no BTF".into());
                 }
                 Hook::tp(category, name).probe()
+            }
+            // A symbol in /proc/kallsyms is not enough (this project's
+            // reference kernel lists them all and has no kprobes): the kprobe
+            // PMU must exist, and BTF (which its programs read the arguments'
+            // fields by) must list the function as one not inlined away.
+            // Attaching is the final word.
+            Hook::Kprobe { function, .. } => {
+                if !kernel::has_kprobes() {
+                    return Err("this kernel has no kprobes".into());
+                }
+                if !kernel::has_btf() {
+                    return Err("this kernel has no BTF".into());
+                }
+                match Btf::load() {
+                    Ok(btf) if btf.has_function(function) => Ok(()),
+                    Ok(_) => Err("no such function in this kernel (inlined?)".into()),
+                    Err(e) => Err(format!("{e:#}")),
+                }
             }
             Hook::PerfSoftware { .. } => {
                 if std::path::Path::new("/sys/bus/event_source/devices/software").exists() {
@@ -196,7 +227,9 @@ impl HookUse {
 /// the tool found in BTF); otherwise `why` says what is missing.
 pub fn raw_if(ready: bool, why: &'static str) -> impl Fn(&Hook) -> Result<(), String> + Copy {
     move |hook| match hook {
-        Hook::RawTracepoint { .. } | Hook::BtfTracepoint { .. } if !ready => Err(why.to_string()),
+        Hook::RawTracepoint { .. } | Hook::BtfTracepoint { .. } | Hook::Kprobe { .. } if !ready => {
+            Err(why.to_string())
+        }
         _ => Ok(()),
     }
 }
@@ -255,7 +288,8 @@ impl HookChain {
                 Ok(()) => {
                     let program = match hook {
                         Hook::RawTracepoint { program, .. }
-                        | Hook::BtfTracepoint { program, .. } => program,
+                        | Hook::BtfTracepoint { program, .. }
+                        | Hook::Kprobe { program, .. } => program,
                         _ => self.program,
                     };
                     return Ok(Choice {
@@ -346,6 +380,8 @@ pub struct Loaded {
     raw_links: Vec<aya::programs::raw_trace_point::RawTracePointLink>,
     /// BTF-typed tracepoints' links.
     btf_links: Vec<aya::programs::tp_btf::BtfTracePointLink>,
+    /// Kprobes' links (perf events before 5.15: closed like the tracepoints').
+    kprobe_links: Vec<aya::programs::kprobe::KProbeLink>,
     pub attached: Vec<Choice>,
     pub notes: Vec<String>,
 }
@@ -369,6 +405,9 @@ impl Loaded {
             }
             for anchor in self.anchors.drain(..) {
                 scope.spawn(move || drop(anchor));
+            }
+            for link in self.kprobe_links.drain(..) {
+                scope.spawn(move || drop(link));
             }
         });
     }
@@ -421,6 +460,7 @@ pub fn load<'a>(object: &Object, configure: impl FnOnce(&mut EbpfLoader<'a>)) ->
         links: Vec::new(),
         raw_links: Vec::new(),
         btf_links: Vec::new(),
+        kprobe_links: Vec::new(),
         ebpf,
         attached: Vec::new(),
         notes,
@@ -493,6 +533,16 @@ impl Loaded {
                 }
                 let link = tp.attach().map_err(|e| program_error(program, &hook, e))?;
                 self.btf_links.push(tp.take_link(link)?);
+            }
+            Hook::Kprobe { function, .. } => {
+                let kp: &mut KProbe = prog.try_into()?;
+                if kp.fd().is_err() {
+                    kp.load().map_err(|e| program_error(program, &hook, e))?;
+                }
+                let link = kp
+                    .attach(function, 0)
+                    .map_err(|e| program_error(program, &hook, e))?;
+                self.kprobe_links.push(kp.take_link(link)?);
             }
             Hook::PerfSoftware { event } => {
                 use aya::programs::perf_event::{

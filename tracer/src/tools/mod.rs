@@ -156,9 +156,9 @@ mod tests {
             };
             for u in (tool.hooks)() {
                 let raw = u.chain.candidates.iter().filter_map(|h| match h {
-                    Hook::RawTracepoint { program, .. } | Hook::BtfTracepoint { program, .. } => {
-                        Some(*program)
-                    }
+                    Hook::RawTracepoint { program, .. }
+                    | Hook::BtfTracepoint { program, .. }
+                    | Hook::Kprobe { program, .. } => Some(*program),
                     _ => None,
                 });
                 for program in std::iter::once(u.chain.program).chain(raw) {
