@@ -428,14 +428,8 @@ pub fn load<'a>(object: &Object, configure: impl FnOnce(&mut EbpfLoader<'a>)) ->
     let mut loader = EbpfLoader::new();
     // The programs use no CO-RE relocations: skip parsing the kernel's BTF (start-up time).
     loader.btf(None);
-    if !kernel::allocates_in_tracing() {
-        loader.preallocate_hash_maps(true);
-        notes.push(
-            "hash maps preallocated: this kernel has no BPF memory allocator (before 6.1), \
-             and a tracing program using one that allocates on insert makes it log a WARNING"
-                .into(),
-        );
-    }
+    // Asked only for objects with such maps (it parses the kernel's BTF).
+    loader.preallocate_hash_maps(|| !kernel::allocates_in_tracing());
     configure(&mut loader);
     let mut ebpf = loader.load(elf).map_err(|e| {
         anyhow!(
@@ -443,6 +437,13 @@ pub fn load<'a>(object: &Object, configure: impl FnOnce(&mut EbpfLoader<'a>)) ->
             first_line(&e.to_string())
         )
     })?;
+    if loader.preallocated_hash_maps() {
+        notes.push(
+            "hash maps preallocated: this kernel has no BPF memory allocator (before 6.1), \
+             and a tracing program using one that allocates on insert makes it log a WARNING"
+                .into(),
+        );
+    }
     if let (Some(dir), Some(map)) = (kernel::filter_cgroup(), ebpf.map_mut("TASK_CGROUP")) {
         aya::maps::CgroupArray::try_from(map)?
             .set(0, dir.as_raw_fd(), 0)

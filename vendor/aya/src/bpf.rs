@@ -131,8 +131,10 @@ pub struct EbpfLoader<'a> {
     extensions: HashSet<&'a str>,
     verifier_log_level: VerifierLogLevel,
     allow_unsupported_maps: bool,
-    // tracer patch: clear BPF_F_NO_PREALLOC from hash maps (see TRACER-PATCH.md).
-    preallocate_hash_maps: bool,
+    // tracer patch: whether to clear BPF_F_NO_PREALLOC from hash maps, asked
+    // only if the object has such a map, and whether it was (TRACER-PATCH.md).
+    preallocate_hash_maps: Option<fn() -> bool>,
+    preallocated_hash_maps: bool,
 }
 
 /// Builder style API for advanced loading of eBPF programs.
@@ -172,17 +174,24 @@ impl<'a> EbpfLoader<'a> {
             extensions: HashSet::new(),
             verifier_log_level: VerifierLogLevel::default(),
             allow_unsupported_maps: false,
-            preallocate_hash_maps: false,
+            preallocate_hash_maps: None,
+            preallocated_hash_maps: false,
         }
     }
 
-    /// tracer patch: create every hash and per-CPU hash map of a legacy map
-    /// definition preallocated, whatever its `BPF_F_NO_PREALLOC` flag says.
-    /// Kernels before 6.1 log a WARNING when a tracing program uses a hash map
-    /// allocated at run time.
-    pub fn preallocate_hash_maps(&mut self, on: bool) -> &mut Self {
-        self.preallocate_hash_maps = on;
+    /// tracer patch: if the object has a hash or per-CPU hash map (legacy
+    /// definition) with `BPF_F_NO_PREALLOC`, asks `decide` (once) whether to
+    /// create such maps preallocated instead. Kernels before 6.1 log a WARNING
+    /// when a tracing program uses a hash map allocated at run time.
+    pub fn preallocate_hash_maps(&mut self, decide: fn() -> bool) -> &mut Self {
+        self.preallocate_hash_maps = Some(decide);
         self
+    }
+
+    /// tracer patch: whether the last `load` preallocated a hash map that asked
+    /// not to be.
+    pub fn preallocated_hash_maps(&self) -> bool {
+        self.preallocated_hash_maps
     }
 
     /// Sets the target [BTF](Btf) info.
@@ -441,7 +450,10 @@ impl<'a> EbpfLoader<'a> {
             allow_unsupported_maps,
             map_pin_path_by_name,
             preallocate_hash_maps,
+            preallocated_hash_maps,
         } = self;
+        *preallocated_hash_maps = false;
+        let mut preallocate: Option<bool> = None;
         let mut obj = Object::parse(data)?;
         obj.patch_map_data(globals.clone())?;
 
@@ -568,14 +580,17 @@ impl<'a> EbpfLoader<'a> {
             if let Some(value_size) = value_size_override(map_type) {
                 map_obj.set_value_size(value_size)
             }
-            if *preallocate_hash_maps
+            if let Some(decide) = *preallocate_hash_maps
                 && matches!(
                     map_type,
                     bpf_map_type::BPF_MAP_TYPE_HASH | bpf_map_type::BPF_MAP_TYPE_PERCPU_HASH
                 )
                 && let aya_obj::Map::Legacy(m) = &mut map_obj
+                && m.def.map_flags & aya_obj::generated::BPF_F_NO_PREALLOC != 0
+                && *preallocate.get_or_insert_with(decide)
             {
                 m.def.map_flags &= !aya_obj::generated::BPF_F_NO_PREALLOC;
+                *preallocated_hash_maps = true;
             }
 
             let btf_fd = btf_fd.as_deref().map(|fd| fd.as_fd());
