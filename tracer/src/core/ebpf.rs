@@ -485,10 +485,18 @@ fn program_error(program: &str, hook: &Hook, e: ProgramError) -> anyhow::Error {
                 "the kernel refused program {program} for {hook}: {io_error} (set TRACER_VERIFIER_LOG=1 for the verifier log)"
             )
         }
-        other => anyhow!(
-            "attaching {program} to {hook} failed: {}",
-            first_line(&format!("{other:#}"))
-        ),
+        other => {
+            // aya's errors keep the errno in their source (`perf_event_open`
+            // failed: ...): say it.
+            let mut why = first_line(&other.to_string());
+            let mut source = std::error::Error::source(&other);
+            while let Some(e) = source {
+                why.push_str(": ");
+                why.push_str(&first_line(&e.to_string()));
+                source = e.source();
+            }
+            anyhow!("attaching {program} to {hook} failed: {why}")
+        }
     }
 }
 
