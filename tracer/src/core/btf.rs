@@ -202,6 +202,19 @@ pub fn shared<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Whether the running kernel's BTF has `struct bpf_mem_alloc`, noted at its
+/// first parse: the tools that ask parse it anyway, and a second parse would
+/// cost start-up time and peak memory.
+static MEM_ALLOC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether the running kernel has the BPF memory allocator (false without BTF).
+pub fn has_bpf_mem_alloc() -> bool {
+    if let Some(&known) = MEM_ALLOC.get() {
+        return known;
+    }
+    Btf::load().is_ok_and(|btf| btf.has_struct("bpf_mem_alloc"))
+}
+
 impl Btf {
     /// The running kernel's BTF: parsed now, or the parse of an enclosing
     /// `shared` scope.
@@ -235,7 +248,9 @@ impl Btf {
                 Data::Owned(data)
             }
         };
-        Btf::from_data(data).with_context(|| format!("parsing {VMLINUX}"))
+        let btf = Btf::from_data(data).with_context(|| format!("parsing {VMLINUX}"))?;
+        MEM_ALLOC.get_or_init(|| btf.has_struct("bpf_mem_alloc"));
+        Ok(btf)
     }
 
     /// Parses a BTF blob (a copy of `bytes` is kept).

@@ -60,10 +60,7 @@ pub fn has_btf() -> bool {
 /// `panic_on_warn` is set); there hash maps are preallocated. Without BTF the
 /// allocator is taken to be absent.
 pub fn allocates_in_tracing() -> bool {
-    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWER.get_or_init(|| {
-        crate::core::btf::Btf::load().is_ok_and(|btf| btf.has_struct("bpf_mem_alloc"))
-    })
+    crate::core::btf::has_bpf_mem_alloc()
 }
 
 /// Whether the kernel can create kprobes at all (CONFIG_KPROBES). A symbol in
