@@ -115,8 +115,9 @@ fn one_row_per_io_with_submitter() {
 /// Without block_io_start the kprobe comes next: taken where the kernel has
 /// kprobes and the function (by the tool's reading of BTF, checked here
 /// against /proc/kallsyms) and accepts the kprobe; else passed over, saying
-/// why, for block_bio_queue. 6.12 lists the function (a local symbol) and
-/// refuses the kprobe (EINVAL): the refusal must be said.
+/// why, for block_bio_queue. 6.12 lists the function (a local copy of a
+/// static inline, built notrace) and refuses the kprobe (EINVAL): the refusal
+/// must be said.
 #[test]
 fn submitter_kprobe_is_taken_or_passed_over_with_its_reason() {
     require_tracing!();
