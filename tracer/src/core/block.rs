@@ -343,8 +343,10 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
         // The same tracepoints raw: the configuration is the first set's.
         let first = sets[0].clone();
         let raw = keyed(&|i, hook| {
-            if is_btf(hook) || is_kprobe(hook) {
+            if is_btf(hook) {
                 Some("the kernel refused a BTF-typed tracepoint's program".into())
+            } else if is_kprobe(hook) {
+                Some("passed over with the raw tracepoints (see the note)".into())
             } else if hook.passes_arguments()
                 && tracepoint_name(hook) != tracepoint_name(&first[i].hook)
             {
