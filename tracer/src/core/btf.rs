@@ -207,12 +207,18 @@ pub fn shared<T>(f: impl FnOnce() -> T) -> T {
 /// cost start-up time and peak memory.
 static MEM_ALLOC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
-/// Whether the running kernel has the BPF memory allocator (false without BTF).
+/// Whether tracing programs may use hash maps that allocate on insert: kernels
+/// with the BPF memory allocator (6.1 and later; found by its struct in the
+/// kernel's BTF). Before it, the verifier logs a one-time WARNING and taints
+/// the kernel for the first such program of a boot (a panic where
+/// `panic_on_warn` is set); there hash maps are preallocated. Without BTF the
+/// allocator is taken to be absent.
 pub fn has_bpf_mem_alloc() -> bool {
-    if let Some(&known) = MEM_ALLOC.get() {
-        return known;
+    if MEM_ALLOC.get().is_none() {
+        // A parse notes the answer (see load_uncached).
+        let _ = Btf::load();
     }
-    Btf::load().is_ok_and(|btf| btf.has_struct("bpf_mem_alloc"))
+    MEM_ALLOC.get() == Some(&true)
 }
 
 impl Btf {

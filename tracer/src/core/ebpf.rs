@@ -15,7 +15,10 @@ use aya::{
 };
 use tracer_common::counters::{Counter, NUM_COUNTERS};
 
-use crate::core::{btf::Btf, kernel, tracefs};
+use crate::core::{
+    btf::{self, Btf},
+    kernel, tracefs,
+};
 
 /// A place in the kernel a program can attach to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -429,7 +432,7 @@ pub fn load<'a>(object: &Object, configure: impl FnOnce(&mut EbpfLoader<'a>)) ->
     // The programs use no CO-RE relocations: skip parsing the kernel's BTF (start-up time).
     loader.btf(None);
     // Asked only for objects with such maps (it parses the kernel's BTF).
-    loader.preallocate_hash_maps(|| !kernel::allocates_in_tracing());
+    loader.preallocate_hash_maps(|| !btf::has_bpf_mem_alloc());
     configure(&mut loader);
     let mut ebpf = loader.load(elf).map_err(|e| {
         anyhow!(

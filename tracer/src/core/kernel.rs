@@ -53,16 +53,6 @@ pub fn has_btf() -> bool {
     Path::new(BTF_PATH).exists()
 }
 
-/// Whether tracing programs may use hash maps that allocate on insert: kernels
-/// with the BPF memory allocator (6.1 and later; found by its struct in the
-/// kernel's BTF). Before it, the verifier logs a one-time WARNING and taints
-/// the kernel for the first such program of a boot (a panic where
-/// `panic_on_warn` is set); there hash maps are preallocated. Without BTF the
-/// allocator is taken to be absent.
-pub fn allocates_in_tracing() -> bool {
-    crate::core::btf::has_bpf_mem_alloc()
-}
-
 /// Whether the kernel can create kprobes at all (CONFIG_KPROBES). A symbol in
 /// /proc/kallsyms alone does not mean one can attach there.
 pub fn has_kprobes() -> bool {
