@@ -14,10 +14,10 @@ use serde_json::json;
 
 use crate::{
     core::{
-        btf,
+        btf, cli,
         exporter::{self, Absent},
         kernel, plot, record, report, tracefs,
-        trigger::{self, Subsystem, Trigger},
+        trigger::{Subsystem, Trigger},
     },
     tools::{self, TOOLS, Tool},
 };
@@ -63,7 +63,8 @@ fn root_command() -> Command {
                     Arg::new("top")
                         .long("top-processes")
                         .value_name("N")
-                        .value_parser(clap::value_parser!(u64).range(1..=100_000))
+                        .value_parser(|s: &str| cli::parse_positive(s, 100_000))
+                        .allow_negative_numbers(true)
                         .help("Process names that get series of their own in per-process metrics (default 20; the rest are summed as \"other\")"),
                 )
                 .arg(
@@ -106,14 +107,16 @@ fn root_command() -> Command {
                         .long("max-mem")
                         .value_name("SIZE")
                         .default_value("64M")
-                        .value_parser(parse_size)
-                        .help("Memory for the window (e.g. 64M); the oldest records are dropped first, counted"),
+                        .value_parser(cli::parse_size)
+                        .allow_hyphen_values(true)
+                        .help("Memory for the window (1K to 1024G, e.g. 64M); the oldest records are dropped first, counted"),
                 )
                 .arg(
                     Arg::new("max-captures")
                         .long("max-captures")
                         .value_name("N")
-                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .value_parser(|s: &str| cli::parse_positive(s, u64::MAX))
+                        .allow_negative_numbers(true)
                         .help("Stop after N captures"),
                 )
                 .arg(
@@ -200,10 +203,8 @@ fn root_command() -> Command {
                     Arg::new("interval")
                         .long("interval")
                         .value_name("SECONDS")
-                        .value_parser(|s: &str| match s.parse::<f64>() {
-                            Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-                            _ => Err(format!("'{s}' is not a positive number of seconds")),
-                        })
+                        .value_parser(cli::parse_seconds)
+                        .allow_negative_numbers(true)
                         .help("Column width of heatmaps and utilization (default: about 100 columns)"),
                 )
                 .arg(
@@ -229,7 +230,8 @@ fn duration_arg(name: &'static str, default: &'static str, help: &'static str) -
         .long(name)
         .value_name("DURATION")
         .default_value(default)
-        .value_parser(trigger::parse_duration)
+        .value_parser(cli::parse_duration)
+        .allow_hyphen_values(true)
         .help(help)
 }
 
@@ -250,21 +252,6 @@ fn parse_sources(s: &str) -> Result<Sources, String> {
         return Err("no source named (block, faults, tcp, kvm)".into());
     }
     Ok(Sources(families))
-}
-
-/// "64M", "512K", "1G", or bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    match num.trim().parse::<u64>().map(|n| n.checked_mul(mult)) {
-        Ok(Some(n)) if n > 0 => Ok(n),
-        _ => Err(format!("'{s}' is not a size (e.g. 64M, 512K, 1G)")),
-    }
 }
 
 /// A tool invoked through a symlink named after it runs as `tracer <tool>`.

@@ -7,6 +7,8 @@ use std::{fmt, time::Duration};
 
 use anyhow::{Result, bail};
 
+use crate::core::cli::parse_duration;
+
 /// What an event or a statistic is compared on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Subsystem {
@@ -87,34 +89,6 @@ impl fmt::Display for Trigger {
                 write!(f, "{}.p99>{factor}x", family.name())
             }
         }
-    }
-}
-
-/// "1.5ms" and the like; bare numbers are seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "'{s}' is not a duration (e.g. 500us, 50ms, 2s, 1m)"
-            ));
-        }
-    };
-    match num.parse::<f64>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * scale)),
-        _ => Err(format!(
-            "'{s}' is not a duration (e.g. 500us, 50ms, 2s, 1m)"
-        )),
     }
 }
 
@@ -275,7 +249,8 @@ mod tests {
             ("tcp.retrans", "tcp.retrans"),
             (" tcp.drop ", "tcp.drop"),
             ("block.p99>3x", "block.p99>3x"),
-            ("block.lat>0.5", "block.lat>500ms"),
+            ("block.lat>0.5s", "block.lat>500ms"),
+            ("block.lat>0s", "block.lat>0s"),
         ] {
             assert_eq!(
                 Trigger::parse(text).unwrap().to_string(),
@@ -286,7 +261,13 @@ mod tests {
         for (bad, says) in [
             ("disk.lat>5ms", "unknown source 'disk'"),
             ("block.lat>fast", "not a duration"),
-            ("block.lat>-1ms", "not a duration"),
+            ("block.lat>-1ms", "out of range"),
+            (
+                "block.lat>50",
+                "bad trigger 'block.lat>50': a duration needs a unit",
+            ),
+            ("tcp.connlat>1", "a duration needs a unit"),
+            ("block.lat>99999999999999999999s", "out of range"),
             ("block.p99>3", "followed by x"),
             ("block.p99>0.5x", "above 1"),
             ("tcp.lat>5ms", "a trigger is"),
@@ -325,15 +306,5 @@ mod tests {
         assert_eq!(p99(&[1, 2, 3]), Some(3));
         assert_eq!(p99(&[]), None);
         assert_eq!(p99(&(1..=100).collect::<Vec<_>>()), Some(99));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
     }
 }

@@ -65,7 +65,7 @@ struct Args {
     #[arg(short = 'C', long = "noclear")]
     no_clear: bool,
     /// Rows to print
-    #[arg(short = 'r', long = "rows", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'r', long = "rows", default_value_t = 20, value_parser = |s: &str| cli::parse_positive(s, u64::MAX))]
     rows: u64,
     /// Sort by
     #[arg(short = 's', long = "sort", value_enum, default_value = "bytes")]

@@ -203,7 +203,7 @@ struct Args {
     #[arg(short = 'L', long)]
     latency: bool,
     /// Show only the N most frequent reasons
-    #[arg(long = "top", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "top", value_name = "N", value_parser = |s: &str| cli::parse_positive(s, u64::MAX))]
     top: Option<u64>,
     /// Millisecond histograms
     #[arg(short = 'm', long)]
