@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use tracer_tests::{require_tracing, run_command, run_tracer, tracer_bin};
+use tracer_tests::{Finished, require_tracing, run_command, run_tracer, tracer_bin};
 
 #[test]
 fn bad_intervals_are_one_line_errors() {
@@ -171,4 +171,422 @@ fn every_tool_rejects_bad_intervals_and_pids() {
     }
     run_tracer(&["faultsnoop", "--min-latency", "-5"]).assert_one_line_error("--min-latency");
     run_tracer(&["faultlat", "-m", "-n"]).assert_one_line_error("cannot be used with");
+}
+
+/// Runs tracer where it must stop at parsing: killed after 10 s (100 times what
+/// it needs under emulation), so that a value wrongly accepted (the tool would then
+/// trace until Ctrl-C) fails the test instead of hanging it; in the temporary
+/// directory, where such a `tracer record` would write its captures.
+fn run_to_parse(args: &[&str]) -> Finished {
+    run_command(
+        Command::new("timeout")
+            .args(["-s", "KILL", "10"])
+            .arg(tracer_bin())
+            .args(args)
+            .current_dir(std::env::temp_dir()),
+    )
+}
+
+/// Asserts a usage error: exit status 2, nothing on stdout, exactly `line` on stderr.
+#[track_caller]
+fn assert_usage_error(out: &Finished, line: &str) {
+    assert_eq!(
+        (out.status.code(), out.stdout.as_str(), out.stderr.as_str()),
+        (Some(2), "", format!("{line}\n").as_str())
+    );
+}
+
+const DURATION_RANGE: &str = "out of range: a duration is from 0 to 168h (7 days) (see --help)";
+
+/// Numbers too large for a Duration or an Instant used to panic (exit 101) after
+/// parsing, some only once the tool had attached.
+#[test]
+fn huge_durations_and_intervals_are_usage_errors() {
+    let huge = "99999999999999999999s";
+    for flag in ["--before", "--after", "--holdoff", "--fault-floor"] {
+        assert_usage_error(
+            &run_to_parse(&["record", flag, huge]),
+            &format!("record: invalid value '{huge}' for '{flag} <DURATION>': {DURATION_RANGE}"),
+        );
+    }
+    let trigger = format!("block.lat>{huge}");
+    assert_usage_error(
+        &run_to_parse(&["record", "--trigger", &trigger]),
+        &format!(
+            "record: invalid value '{trigger}' for '--trigger <EXPR>': bad trigger '{trigger}': {DURATION_RANGE}"
+        ),
+    );
+    let max = "18446744073709551615";
+    for tool in [
+        "biolatency",
+        "biosnoop",
+        "biotop",
+        "faultlat",
+        "tcpretrans",
+        "kvmexits",
+    ] {
+        assert_usage_error(
+            &run_to_parse(&[tool, max, "1"]),
+            &format!(
+                "{tool}: invalid value '{max}' for '[INTERVAL]': interval must be a positive \
+                 whole number of seconds, at most 604800 (7 days) (see --help)"
+            ),
+        );
+    }
+}
+
+/// `block.lat>50` used to mean 50 s.
+#[test]
+fn a_trigger_duration_needs_a_unit() {
+    for trigger in ["block.lat>50", "tcp.connlat>1"] {
+        assert_usage_error(
+            &run_to_parse(&["record", "--trigger", trigger]),
+            &format!(
+                "record: invalid value '{trigger}' for '--trigger <EXPR>': bad trigger '{trigger}': \
+                 a duration needs a unit: ns, us, ms, s, m or h, e.g. 50ms (see --help)"
+            ),
+        );
+    }
+}
+
+/// How a numeric value flag reads its value, by the value name --help shows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Takes {
+    /// A number and a unit: `50ms`.
+    Duration,
+    /// A number and K, M or G: `64M`.
+    Size,
+    /// A plain number: its unit is the flag's (MS, US, SECONDS, INTERVAL in
+    /// seconds), or it is a count (N, ROWS, COUNT). There is no unit to miss.
+    Number,
+}
+
+const NUMERIC: &[(&str, Takes)] = &[
+    ("DURATION", Takes::Duration),
+    ("SIZE", Takes::Size),
+    ("MS", Takes::Number),
+    ("US", Takes::Number),
+    ("SECONDS", Takes::Number),
+    ("N", Takes::Number),
+    ("ROWS", Takes::Number),
+    ("INTERVAL", Takes::Number),
+    ("COUNT", Takes::Number),
+];
+
+/// Value names that are not durations, sizes, counts or intervals: names,
+/// paths, addresses, choices and identifiers (a PID or a port is not a count).
+const NOT_NUMERIC: &[&str] = &[
+    "DISK",
+    "PID",
+    "CGROUP_PATH",
+    "COMM",
+    "FILE.svg",
+    "SORT",
+    "BACKEND",
+    "ADDR",
+    "PORT",
+    "LIST",
+    "EXPR",
+    "DIR",
+    "ADDR:PORT",
+    "TOOL,...|all",
+    "INPUT",
+    "OUT.svg",
+    "kind",
+    "FILE",
+    "OUT",
+];
+
+/// Flags that accept 0 (`0s` for durations), and why.
+const ZERO_OK: &[(&str, &str, &str)] = &[
+    ("record", "--before", "a capture may keep no past"),
+    ("record", "--after", "a capture may end at its trigger"),
+    (
+        "record",
+        "--holdoff",
+        "captures may follow each other at once",
+    ),
+    ("record", "--fault-floor", "every fault is kept"),
+    ("record", "--trigger", "block.lat>0s: any I/O triggers"),
+    ("biosnoop", "--min-latency", "every I/O is printed"),
+    ("iosnoop", "--min-latency", "every I/O is printed"),
+    ("faultsnoop", "--min-latency", "every fault is printed"),
+    ("tcpconnlat", "--min-latency", "every connect is printed"),
+    ("kvmexits", "--vcpu", "an index, not a count: vCPU 0"),
+];
+
+/// A numeric value flag: `--before`, or a positional such as `[INTERVAL]`.
+#[derive(Clone, Debug)]
+struct ValueFlag {
+    sub: String,
+    flag: String,
+    takes: Takes,
+    /// Put before the value: the trigger's duration is inside its expression.
+    prefix: &'static str,
+    /// Whether `sub` takes `[INTERVAL] [COUNT]`, which swallow a later `--flag`.
+    positionals: bool,
+}
+
+impl ValueFlag {
+    /// The command line giving this flag `value`, then (for an accepted
+    /// value) an unknown flag: the error it gets shows that the value passed.
+    fn args(&self, value: &str, then_unknown: bool) -> Vec<String> {
+        let value = format!("{}{value}", self.prefix);
+        let mut args = vec![self.sub.clone()];
+        match self.flag.as_str() {
+            "[INTERVAL]" => args.extend([value, "1".into()]),
+            "[COUNT]" => args.extend(["1".into(), value]),
+            flag if self.positionals && then_unknown => {
+                args.extend([flag.into(), value, "1".into(), "1".into()])
+            }
+            flag => args.extend([flag.into(), value]),
+        }
+        if then_unknown {
+            args.push("--no-such-flag".into());
+        }
+        args
+    }
+
+    fn zero_ok(&self) -> bool {
+        ZERO_OK
+            .iter()
+            .any(|(s, f, _)| *s == self.sub && *f == self.flag)
+    }
+
+    /// Values to refuse: 0, -1, 2^64, 1e308, NaN, "", and a missing unit (each
+    /// numeric one also with its unit, for flags that need one).
+    fn bad_values(&self) -> Vec<String> {
+        let plain = ["0", "-1", "18446744073709551616", "1e308", "NaN", ""];
+        let mut bad: Vec<String> = plain.iter().map(|v| v.to_string()).collect();
+        let unit = match self.takes {
+            Takes::Duration => "s",
+            Takes::Size => "M",
+            Takes::Number => {
+                if self.zero_ok() {
+                    bad.retain(|v| v != "0");
+                }
+                return bad;
+            }
+        };
+        bad.extend(plain[..5].iter().map(|v| format!("{v}{unit}")));
+        if self.zero_ok() {
+            bad.retain(|v| *v != format!("0{unit}"));
+        }
+        bad.push(if self.takes == Takes::Size { "64" } else { "5" }.into());
+        bad
+    }
+
+    /// Values to accept (checked by a later unknown flag being the error).
+    fn good_values(&self) -> Vec<&'static str> {
+        match (self.takes, self.zero_ok()) {
+            (Takes::Duration, true) => vec!["1s", "0s"],
+            (Takes::Duration, false) => vec!["1s"],
+            (Takes::Size, _) => vec!["1M"],
+            (Takes::Number, true) => vec!["1", "0"],
+            (Takes::Number, false) => vec!["1"],
+        }
+    }
+}
+
+/// Every subcommand and alias, from `tracer --help` and `tracer list --names`.
+fn subcommands() -> Vec<String> {
+    let help = run_tracer(&["--help"]);
+    help.assert_success();
+    let mut subs: Vec<String> = help
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "help")
+        .map(String::from)
+        .collect();
+    let names = run_tracer(&["list", "--names"]);
+    names.assert_success();
+    for name in names.stdout.split_whitespace() {
+        if !subs.iter().any(|s| s == name) {
+            subs.push(name.to_string());
+        }
+    }
+    subs
+}
+
+/// `sub`'s numeric value flags, from its --help: `  -r, --rows <ROWS>` and
+/// `  [INTERVAL]` (descriptions are indented further). Panics on a value name
+/// neither list classifies, so that a new flag cannot go untested.
+fn value_flags(sub: &str) -> Vec<ValueFlag> {
+    let help = run_tracer(&[sub, "--help"]);
+    help.assert_success();
+    let positionals = help.stdout.contains("[INTERVAL] [COUNT]");
+    let mut flags = Vec::new();
+    for line in help.stdout.lines() {
+        let text = line.trim_start();
+        if line.len() - text.len() > 6 {
+            continue;
+        }
+        let mut words = text.split_whitespace();
+        let (flag, value) = match text.chars().next() {
+            Some('[' | '<') => {
+                let w = words.next().unwrap_or_default();
+                (w, w.trim_matches(['[', ']', '<', '>']))
+            }
+            Some('-') => {
+                let Some(flag) = words.find(|w| w.starts_with("--")) else {
+                    continue;
+                };
+                match words.next().filter(|w| w.starts_with('<')) {
+                    Some(v) => (flag.trim_end_matches(','), v.trim_matches(['<', '>'])),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        match NUMERIC.iter().find(|(name, _)| *name == value) {
+            Some(&(_, takes)) => flags.push(ValueFlag {
+                sub: sub.to_string(),
+                flag: flag.to_string(),
+                takes,
+                prefix: "",
+                positionals,
+            }),
+            None => assert!(
+                NOT_NUMERIC.contains(&value),
+                "{sub} {flag}: classify its value name {value} in this test"
+            ),
+        }
+    }
+    flags
+}
+
+/// Every numeric flag, and the durations inside `record --trigger`.
+fn all_value_flags() -> Vec<ValueFlag> {
+    let mut flags: Vec<ValueFlag> = subcommands().iter().flat_map(|s| value_flags(s)).collect();
+    for prefix in ["block.lat>", "fault.lat>", "kvm.lat>", "tcp.connlat>"] {
+        flags.push(ValueFlag {
+            sub: "record".into(),
+            flag: "--trigger".into(),
+            takes: Takes::Duration,
+            prefix,
+            positionals: false,
+        });
+    }
+    flags
+}
+
+/// One invocation's check: a refused value is one usage-error line about this
+/// flag and value; an accepted one gets as far as the unknown flag after it.
+fn check(f: &ValueFlag, value: &str, accepted: bool) -> Result<(), String> {
+    let args = f.args(value, accepted);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_to_parse(&argv);
+    let line = out.stderr.strip_suffix('\n').unwrap_or(&out.stderr);
+    let about = if f.flag.starts_with('[') {
+        f.flag.clone()
+    } else {
+        format!("{} <", f.flag)
+    };
+    let ok = out.status.code() == Some(2)
+        && out.stdout.is_empty()
+        && !line.contains('\n')
+        && line.ends_with(" (see --help)")
+        && if accepted {
+            line == format!(
+                "{}: unexpected argument '--no-such-flag' found (see --help)",
+                f.sub
+            )
+        } else {
+            line.starts_with(&format!(
+                "{}: invalid value '{}{value}' for '{about}",
+                f.sub, f.prefix
+            ))
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tracer {argv:?}: {:?} stdout {:?} stderr {:?}",
+            out.status.code(),
+            out.stdout,
+            out.stderr
+        ))
+    }
+}
+
+/// Every duration, size, count and interval flag of every subcommand, fed 0,
+/// -1, 2^64, 1e308, NaN, "" and a missing unit, exits 2 with one line naming
+/// the flag; flags in ZERO_OK accept 0. Nothing attaches: parsing fails first.
+#[test]
+fn every_numeric_flag_refuses_out_of_range_values() {
+    let flags = all_value_flags();
+    let found: Vec<(&str, &str)> = flags
+        .iter()
+        .map(|f| (f.sub.as_str(), f.flag.as_str()))
+        .collect();
+    let names = run_tracer(&["list", "--names"]);
+    for tool in names.stdout.split_whitespace() {
+        for positional in ["[INTERVAL]", "[COUNT]"] {
+            assert!(found.contains(&(tool, positional)), "{tool} {positional}");
+        }
+    }
+    for known in [
+        ("record", "--before"),
+        ("record", "--after"),
+        ("record", "--holdoff"),
+        ("record", "--fault-floor"),
+        ("record", "--max-mem"),
+        ("record", "--max-captures"),
+        ("exporter", "--top-processes"),
+        ("plot", "--interval"),
+        ("biosnoop", "--min-latency"),
+        ("faultsnoop", "--min-latency"),
+        ("tcpconnlat", "--min-latency"),
+        ("biotop", "--rows"),
+        ("pagefaults", "--rows"),
+        ("kvmexits", "--top"),
+        ("kvmexits", "--vcpu"),
+    ] {
+        assert!(
+            found.contains(&known),
+            "{known:?} not discovered in {found:?}"
+        );
+    }
+    for (sub, flag, _) in ZERO_OK {
+        assert!(found.contains(&(sub, flag)), "ZERO_OK lists {sub} {flag}");
+    }
+    let cases: Vec<(&ValueFlag, String, bool)> = flags
+        .iter()
+        .flat_map(|f| {
+            let bad = f.bad_values().into_iter().map(move |v| (f, v, false));
+            let good = f
+                .good_values()
+                .into_iter()
+                .map(move |v| (f, v.to_string(), true));
+            bad.chain(good)
+        })
+        .collect();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = cases
+            .chunks(cases.len().div_ceil(4))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|(f, v, accepted)| check(f, v, *accepted).err())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
