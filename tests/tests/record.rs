@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    LoopDevice, R_BASE, R_SIZE, ScratchDir, Toucher, Tracer, W_SIZE,
+    LoopDevice, R_BASE, R_SIZE, ScratchDir, Toucher, Tracer, W_SIZE, block_workload,
     fuse::{SlowDisk, SlowFile},
     hidden::{BLOCK, NET_RX, TIMER, assert_count},
     kvm::{GuestProgram, hold_vm, run_guest_with},
@@ -741,6 +741,44 @@ fn summary(written: u64, failed: u64) -> String {
     format!(
         "record: {written} captures written, {failed} failed; 0 triggers suppressed (holdoff or --max-captures); 0 records and 0 histogram slices dropped for --max-mem"
     )
+}
+
+#[test]
+fn sighup_writes_the_pending_capture() {
+    require_tracing!();
+    let dev = LoopDevice::new(4);
+    let dir = ScratchDir::new("record-hup");
+    let t = Tracer::start(&[
+        "record",
+        "--sources",
+        "block",
+        "-d",
+        &dev.name,
+        "--before",
+        "10m",
+        "--after",
+        "10m",
+        "-o",
+        dir.arg(),
+    ]);
+    block_workload(&dev, 10, 0);
+    send(&t, libc::SIGUSR2);
+    wait_for("the SIGUSR2 trigger", || {
+        t.stderr_now().contains("triggered by SIGUSR2")
+    });
+    let out = t.stop_with(libc::SIGHUP);
+    out.assert_success();
+    assert_eq!(out.stderr.lines().last(), Some(summary(1, 0).as_str()));
+    let files = captures(&dir.path);
+    assert_eq!(files.len(), 1, "{}", out.stderr);
+    let (_, header, recs) = &files[0];
+    assert_eq!(header["window"]["closed_early"], true);
+    assert_count(
+        events(recs, "block").len() as u64,
+        10,
+        out.hidden(&[BLOCK]),
+        "writes",
+    );
 }
 
 /// A tmpfs of a given size on a scratch directory, unmounted on drop.

@@ -656,9 +656,9 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 /// Reading the rings at T has every record stamped before T - COMMIT_GRACE.
 const COMMIT_GRACE: Duration = Duration::from_millis(20);
 
-/// Runs the recorder until SIGINT/SIGTERM, or `--max-captures` captures. A
-/// capture that could not be written fails the run (exit status 1) once the
-/// others are done.
+/// Runs the recorder until SIGINT/SIGTERM/SIGHUP, or `--max-captures`
+/// captures. A capture that could not be written fails the run (exit status 1)
+/// once the others are done.
 pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) -> Result<()> {
     for s in streams
         .iter()

@@ -1,6 +1,6 @@
-//! The run loop every tool shares: the banner, Ctrl-C/SIGTERM (a final report,
-//! then detach), `interval [count]`, and the terminal and NDJSON sinks. An
-//! aggregating source is sampled each interval (or once at the end); an event
+//! The run loop every tool shares: the banner, Ctrl-C/SIGTERM/SIGHUP (a final
+//! report, then detach), `interval [count]`, and the terminal and NDJSON sinks.
+//! An aggregating source is sampled each interval (or once at the end); an event
 //! source's ring buffer is drained into tokio as records arrive.
 
 use std::{future::Future, io::Write as _, path::PathBuf, time::Duration};
@@ -61,26 +61,50 @@ pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
         .block_on(f)
 }
 
-/// SIGINT and SIGTERM: both end a run after its final report.
+/// SIGINT, SIGTERM and SIGHUP: each ends a run after its final report. SIGHUP
+/// is left alone when it was ignored at start (`nohup`).
 pub struct Signals {
     int: Signal,
     term: Signal,
+    hup: Option<Signal>,
 }
 
 impl Signals {
     pub fn new() -> Result<Signals> {
+        let hup = if ignored(libc::SIGHUP) {
+            None
+        } else {
+            Some(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?)
+        };
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup,
         })
     }
 
     pub async fn recv(&mut self) {
+        let Signals { int, term, hup } = self;
+        let hangup = async {
+            match hup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hangup => {}
         }
     }
+}
+
+/// Whether signal `sig` was ignored when the process started.
+fn ignored(sig: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the disposition into `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
+    read && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// The banner (stderr; tests wait for it), printed once every hook is attached
