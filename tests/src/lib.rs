@@ -392,6 +392,7 @@ impl Tracer {
         }
     }
 
+    #[track_caller]
     fn wait_timeout(mut self, limit: Duration) -> Finished {
         let deadline = Instant::now() + limit;
         loop {
@@ -413,9 +414,15 @@ impl Tracer {
 
     /// Sends a signal (SIGINT, like Ctrl-C) and collects the final output.
     pub fn stop_with(self, signal: i32) -> Finished {
+        self.stop_within(signal, Duration::from_secs(120))
+    }
+
+    /// Like `stop_with`, failing unless the tracer exits within `limit`.
+    #[track_caller]
+    pub fn stop_within(self, signal: i32, limit: Duration) -> Finished {
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        self.wait_timeout(Duration::from_secs(120))
+        self.wait_timeout(limit)
     }
 
     pub fn stop(self) -> Finished {
@@ -424,7 +431,13 @@ impl Tracer {
 
     /// Waits for a run that ends by itself (interval and count).
     pub fn wait(self) -> Finished {
-        self.wait_timeout(Duration::from_secs(180))
+        self.wait_within(Duration::from_secs(180))
+    }
+
+    /// Like `wait`, failing unless the tracer exits within `limit`.
+    #[track_caller]
+    pub fn wait_within(self, limit: Duration) -> Finished {
+        self.wait_timeout(limit)
     }
 }
 

@@ -263,8 +263,8 @@ impl State {
                 if let Some(e) = source.decode(raw) {
                     got.push(e);
                 }
-                Ok(())
-            })?;
+                true
+            });
             for e in got {
                 self.ingest(i, e);
             }
