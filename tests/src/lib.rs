@@ -268,21 +268,34 @@ impl Tracer {
     /// Like `start`, with extra environment variables (e.g. TRACER_SKIP_HOOKS).
     #[track_caller]
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
-        let hidden = hidden::Hidden::start();
-        let mut child = Command::new(tracer_bin())
-            .args(args)
+        let mut cmd = Command::new(tracer_bin());
+        cmd.args(args)
             .envs(env.iter().copied())
+            .stdout(Stdio::piped());
+        Tracer::start_command(cmd)
+    }
+
+    /// Like `start`, for a command the test prepared (e.g. its stdout a pipe of
+    /// its own, or the binary run under `nohup`); stdout is collected when
+    /// piped.
+    #[track_caller]
+    pub fn start_command(mut cmd: Command) -> Tracer {
+        let args = format!("{cmd:?}");
+        let hidden = hidden::Hidden::start();
+        let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting tracer");
+        // Closes the parent's copies of the child's stdio (a pipe the test
+        // reads to its end).
+        drop(cmd);
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone()),
-            collect(child.stderr.take().unwrap(), stderr.clone()),
-        ];
+        let mut readers = vec![collect(child.stderr.take().unwrap(), stderr.clone())];
+        if let Some(out) = child.stdout.take() {
+            readers.push(collect(out, stdout.clone()));
+        }
         let mut tracer = Tracer {
             child,
             hidden,
@@ -299,13 +312,13 @@ impl Tracer {
             if let Ok(Some(status)) = tracer.child.try_wait() {
                 let f = tracer.finish(status);
                 panic!(
-                    "tracer {args:?} exited before tracing ({}):\n{}{}",
+                    "tracer {args} exited before tracing ({}):\n{}{}",
                     f.status, f.stdout, f.stderr
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "tracer {args:?} did not start in 180 s:\n{}",
+                "tracer {args} did not start in 180 s:\n{}",
                 tracer.stderr.lock().unwrap()
             );
             thread::sleep(Duration::from_millis(10));
@@ -379,6 +392,7 @@ impl Tracer {
         }
     }
 
+    #[track_caller]
     fn wait_timeout(mut self, limit: Duration) -> Finished {
         let deadline = Instant::now() + limit;
         loop {
@@ -400,9 +414,15 @@ impl Tracer {
 
     /// Sends a signal (SIGINT, like Ctrl-C) and collects the final output.
     pub fn stop_with(self, signal: i32) -> Finished {
+        self.stop_within(signal, Duration::from_secs(120))
+    }
+
+    /// Like `stop_with`, failing unless the tracer exits within `limit`.
+    #[track_caller]
+    pub fn stop_within(self, signal: i32, limit: Duration) -> Finished {
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        self.wait_timeout(Duration::from_secs(120))
+        self.wait_timeout(limit)
     }
 
     pub fn stop(self) -> Finished {
@@ -411,7 +431,13 @@ impl Tracer {
 
     /// Waits for a run that ends by itself (interval and count).
     pub fn wait(self) -> Finished {
-        self.wait_timeout(Duration::from_secs(180))
+        self.wait_within(Duration::from_secs(180))
+    }
+
+    /// Like `wait`, failing unless the tracer exits within `limit`.
+    #[track_caller]
+    pub fn wait_within(self, limit: Duration) -> Finished {
+        self.wait_timeout(limit)
     }
 }
 

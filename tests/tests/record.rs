@@ -12,13 +12,13 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    R_BASE, R_SIZE, ScratchDir, Toucher, Tracer, W_SIZE,
+    LoopDevice, R_BASE, R_SIZE, ScratchDir, Toucher, Tracer, W_SIZE, block_workload,
     fuse::{SlowDisk, SlowFile},
     hidden::{BLOCK, NET_RX, TIMER, assert_count},
     kvm::{GuestProgram, hold_vm, run_guest_with},
     mono_ns,
     net::{Netns, ping_pong, tcp_info, wait_acked},
-    own_pid, require_kvm, require_tracing, run_command, run_tracer, wait_for,
+    own_pid, require_kvm, require_tracing, run_command, run_tracer, sh, wait_for,
 };
 
 /// The capture files in `dir`, parsed: (path, header, the other records).
@@ -733,6 +733,237 @@ fn max_mem_drops_the_oldest_records_and_counts_them() {
         "{}",
         out.stderr
     );
+}
+
+/// The recorder's last line but the error, for a run that triggered nothing
+/// else and dropped nothing.
+fn summary(written: u64, failed: u64) -> String {
+    format!(
+        "record: {written} captures written, {failed} failed; 0 triggers suppressed (holdoff or --max-captures); 0 records and 0 histogram slices dropped for --max-mem"
+    )
+}
+
+#[test]
+fn sighup_writes_the_pending_capture() {
+    require_tracing!();
+    let dev = LoopDevice::new(4);
+    let dir = ScratchDir::new("record-hup");
+    let t = Tracer::start(&[
+        "record",
+        "--sources",
+        "block",
+        "-d",
+        &dev.name,
+        "--before",
+        "10m",
+        "--after",
+        "10m",
+        "-o",
+        dir.arg(),
+    ]);
+    block_workload(&dev, 10, 0);
+    send(&t, libc::SIGUSR2);
+    wait_for("the SIGUSR2 trigger", || {
+        t.stderr_now().contains("triggered by SIGUSR2")
+    });
+    let out = t.stop_with(libc::SIGHUP);
+    out.assert_success();
+    assert_eq!(out.stderr.lines().last(), Some(summary(1, 0).as_str()));
+    let files = captures(&dir.path);
+    assert_eq!(files.len(), 1, "{}", out.stderr);
+    let (_, header, recs) = &files[0];
+    assert_eq!(header["window"]["closed_early"], true);
+    assert_count(
+        events(recs, "block").len() as u64,
+        10,
+        out.hidden(&[BLOCK]),
+        "writes",
+    );
+}
+
+/// A tmpfs of a given size on a scratch directory, unmounted on drop.
+struct Tmpfs {
+    dir: ScratchDir,
+}
+
+impl Tmpfs {
+    fn new(what: &str, size: &str) -> Tmpfs {
+        let dir = ScratchDir::new(what);
+        sh(&format!(
+            "mount -t tmpfs -o size={size} tracer-test {}",
+            dir.arg()
+        ));
+        Tmpfs { dir }
+    }
+
+    /// Bytes free.
+    fn free(&self) -> u64 {
+        let path = std::ffi::CString::new(self.dir.arg()).unwrap();
+        // SAFETY: a NUL-terminated path and an out-parameter of the right type.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+        st.f_bavail * st.f_frsize
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir.path).status();
+    }
+}
+
+/// Names in `dir` (none left behind by a failed capture ends in .tmp).
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Starts a recorder of the test's loop device into `dir` that makes each
+/// capture as soon as it is triggered.
+fn record_now(dev: &LoopDevice, dir: &str) -> Tracer {
+    Tracer::start(&[
+        "record",
+        "--sources",
+        "block",
+        "-d",
+        &dev.name,
+        "--before",
+        "10m",
+        "--after",
+        "0s",
+        "--holdoff",
+        "0s",
+        "-o",
+        dir,
+    ])
+}
+
+/// Triggers a capture and waits until the `n`th has failed.
+fn fail_capture(t: &Tracer, n: usize) {
+    send(t, libc::SIGUSR2);
+    wait_for("a capture that cannot be written", || {
+        t.stderr_now().matches("record: cannot write ").count() == n
+    });
+}
+
+/// The recorder said "cannot write DIR/capture-*: <why>" for each of the
+/// `failed` captures, and its last lines say how many were written and lost.
+#[track_caller]
+fn assert_lost(stderr: &str, dir: &str, why: &str, written: u64, failed: u64) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let cannot: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("record: cannot write "))
+        .collect();
+    assert_eq!(cannot.len() as u64, failed, "{stderr}");
+    for l in cannot {
+        let name = l
+            .strip_prefix(&format!("record: cannot write {dir}/capture-"))
+            .and_then(|rest| rest.strip_suffix(&format!(".ndjson: {why}")));
+        assert!(name.is_some(), "{l}");
+    }
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            summary(written, failed).as_str(),
+            &format!(
+                "record: {failed} of {} captures not written",
+                written + failed
+            )
+        ],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_full_disk_loses_captures_and_says_so() {
+    require_tracing!();
+    let dev = LoopDevice::new(4);
+    let fs = Tmpfs::new("record-full", "1m");
+    // 64 KiB left; the capture of 500 writes is about 190 KB.
+    let filler = fs.dir.path.join("filler");
+    std::fs::write(&filler, vec![0u8; (fs.free() - (64 << 10)) as usize]).unwrap();
+    let free = fs.free();
+    let t = record_now(&dev, fs.dir.arg());
+    let mut io = dev.open_direct();
+    for i in 0..500 {
+        io.write(i * W_SIZE, W_SIZE as usize);
+    }
+    for n in 1..=2 {
+        fail_capture(&t, n);
+        // The partial file is gone, and the space it took with it.
+        assert_eq!(names(&fs.dir.path), ["filler"]);
+        assert_eq!(fs.free(), free);
+    }
+    std::fs::remove_file(&filler).unwrap();
+    send(&t, libc::SIGUSR2);
+    wait_for("a capture written", || {
+        t.stderr_now().contains("record: wrote ")
+    });
+    let out = t.stop_with(libc::SIGTERM);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_lost(
+        &out.stderr,
+        fs.dir.arg(),
+        "No space left on device (os error 28)",
+        1,
+        2,
+    );
+    let files = captures(&fs.dir.path);
+    assert_eq!(files.len(), 1, "{}", out.stderr);
+    assert_count(
+        events(&files[0].2, "block").len() as u64,
+        500,
+        out.hidden(&[BLOCK]),
+        "writes",
+    );
+    assert_eq!(names(&fs.dir.path).len(), 1);
+}
+
+#[test]
+fn a_read_only_capture_dir_loses_the_capture_and_says_so() {
+    require_tracing!();
+    let dev = LoopDevice::new(4);
+    let fs = Tmpfs::new("record-ro", "1m");
+    let t = record_now(&dev, fs.dir.arg());
+    sh(&format!("mount -o remount,ro {}", fs.dir.arg()));
+    fail_capture(&t, 1);
+    let out = t.stop_with(libc::SIGTERM);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_lost(
+        &out.stderr,
+        fs.dir.arg(),
+        "Read-only file system (os error 30)",
+        0,
+        1,
+    );
+    assert_eq!(names(&fs.dir.path), Vec::<String>::new());
+}
+
+#[test]
+fn a_deleted_capture_dir_loses_the_capture_and_says_so() {
+    require_tracing!();
+    let dev = LoopDevice::new(4);
+    let scratch = ScratchDir::new("record-gone");
+    let dir = scratch.path.join("captures");
+    let t = record_now(&dev, dir.to_str().unwrap());
+    std::fs::remove_dir(&dir).unwrap();
+    fail_capture(&t, 1);
+    let out = t.stop_with(libc::SIGTERM);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_lost(
+        &out.stderr,
+        dir.to_str().unwrap(),
+        "No such file or directory (os error 2)",
+        0,
+        1,
+    );
+    assert!(!dir.exists());
 }
 
 #[test]

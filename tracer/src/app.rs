@@ -273,7 +273,9 @@ fn argv_with_tool(args: Vec<OsString>) -> Vec<OsString> {
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
-    // Die quietly on a closed pipe (`tracer biosnoop | head`), like the C tools.
+    // Die quietly on a closed pipe (`tracer list | head`), like the C tools. A
+    // tool's stdout has a thread of its own that blocks SIGPIPE: there a closed
+    // pipe ends the run cleanly, with its counters (output::StdoutWriter).
     // SAFETY: setting a signal disposition at start-up, before any threads.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     std::panic::set_hook(Box::new(|info| {

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -188,11 +188,13 @@ struct State {
     pending: Option<Pending>,
     holdoff_until: u64,
     suppressed: u64,
+    /// Captures made (each written by a thread of its own, or not).
     captures: u64,
     excursions: Vec<(usize, Excursion)>,
     /// Durations of each family's operations in the current 100 ms slice.
     slice_durations: Vec<(Subsystem, u64)>,
-    writers: Vec<std::thread::JoinHandle<()>>,
+    /// The capture writers; each returns whether its file was written.
+    writers: Vec<std::thread::JoinHandle<bool>>,
 }
 
 impl State {
@@ -261,8 +263,8 @@ impl State {
                 if let Some(e) = source.decode(raw) {
                     got.push(e);
                 }
-                Ok(())
-            })?;
+                true
+            });
             for e in got {
                 self.ingest(i, e);
             }
@@ -582,11 +584,17 @@ impl State {
         self.holdoff_until = kernel::monotonic_ns() + self.opts.holdoff.as_nanos() as u64;
         self.writers.push(std::thread::spawn(move || {
             match write_atomically(&path, &lines) {
-                Ok(()) => eprintln!(
-                    "record: wrote {} ({what}; {n_events} events)",
-                    path.display()
-                ),
-                Err(e) => eprintln!("record: writing {}: {e:#}", path.display()),
+                Ok(()) => {
+                    eprintln!(
+                        "record: wrote {} ({what}; {n_events} events)",
+                        path.display()
+                    );
+                    true
+                }
+                Err(e) => {
+                    eprintln!("record: cannot write {}: {e}", path.display());
+                    false
+                }
             }
         }));
         Ok(())
@@ -613,18 +621,25 @@ fn unique(path: PathBuf) -> PathBuf {
         .expect("some name is free")
 }
 
-fn write_atomically(path: &Path, lines: &[String]) -> Result<()> {
+/// Writes `lines` to a temporary name, then renames it to `path`. On any
+/// failure (a full disk, the directory read-only or gone) the partial file is
+/// removed: it would hold the space the next capture needs.
+fn write_atomically(path: &Path, lines: &[String]) -> std::io::Result<()> {
     let tmp = path.with_extension("ndjson.tmp");
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
+    let written = write_lines(&tmp, lines).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     for l in lines {
         f.write_all(l.as_bytes())?;
         f.write_all(b"\n")?;
     }
-    f.into_inner()?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 /// Checks the capture directory before anything is loaded.
@@ -641,7 +656,9 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 /// Reading the rings at T has every record stamped before T - COMMIT_GRACE.
 const COMMIT_GRACE: Duration = Duration::from_millis(20);
 
-/// Runs the recorder until SIGINT/SIGTERM, or `--max-captures` captures.
+/// Runs the recorder until SIGINT/SIGTERM/SIGHUP, or `--max-captures`
+/// captures. A capture that could not be written fails the run (exit status 1)
+/// once the others are done.
 pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) -> Result<()> {
     for s in streams
         .iter()
@@ -743,15 +760,23 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
         }
         Ok(())
     });
-    for w in rec.writers.drain(..) {
-        let _ = w.join();
-    }
+    let written = rec
+        .writers
+        .drain(..)
+        .map(|w| w.join().unwrap_or(false))
+        .filter(|&ok| ok)
+        .count() as u64;
+    let failed = rec.captures - written;
     for s in rec.all_sources() {
         run::exit_report(s, false);
     }
     eprintln!(
-        "record: {} captures written; {} triggers suppressed (holdoff or --max-captures); {} records and {} histogram slices dropped for --max-mem",
-        rec.captures, rec.suppressed, rec.dropped_events, rec.dropped_slices
+        "record: {written} captures written, {failed} failed; {} triggers suppressed (holdoff or --max-captures); {} records and {} histogram slices dropped for --max-mem",
+        rec.suppressed, rec.dropped_events, rec.dropped_slices
     );
-    result
+    result?;
+    if failed > 0 {
+        bail!("{failed} of {} captures not written", rec.captures);
+    }
+    Ok(())
 }

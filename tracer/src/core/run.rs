@@ -1,9 +1,11 @@
-//! The run loop every tool shares: the banner, Ctrl-C/SIGTERM (a final report,
-//! then detach), `interval [count]`, and the terminal and NDJSON sinks. An
-//! aggregating source is sampled each interval (or once at the end); an event
-//! source's ring buffer is drained into tokio as records arrive.
+//! The run loop every tool shares: the banner, Ctrl-C/SIGTERM/SIGHUP (a final
+//! report, then detach), `interval [count]`, and the terminal and NDJSON sinks.
+//! An aggregating source is sampled each interval (or once at the end); an event
+//! source's ring buffer is drained into tokio as records arrive. Output goes to
+//! stdout through a thread of its own (`output::StdoutWriter`), so that a
+//! blocked reader never makes the tool deaf to its signals.
 
-use std::{future::Future, io::Write as _, path::PathBuf, time::Duration};
+use std::{future::Future, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -17,7 +19,7 @@ use tokio::{
 use crate::core::{
     cli::HeatmapArgs,
     heatmap::Heatmap,
-    output::{self, Clock},
+    output::{self, Batch, Clock, StdoutWriter},
     source::{Event, Kind, Layout, Sample, Source},
 };
 
@@ -61,26 +63,50 @@ pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
         .block_on(f)
 }
 
-/// SIGINT and SIGTERM: both end a run after its final report.
+/// SIGINT, SIGTERM and SIGHUP: each ends a run after its final report. SIGHUP
+/// is left alone when it was ignored at start (`nohup`).
 pub struct Signals {
     int: Signal,
     term: Signal,
+    hup: Option<Signal>,
 }
 
 impl Signals {
     pub fn new() -> Result<Signals> {
+        let hup = if ignored(libc::SIGHUP) {
+            None
+        } else {
+            Some(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?)
+        };
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup,
         })
     }
 
     pub async fn recv(&mut self) {
+        let Signals { int, term, hup } = self;
+        let hangup = async {
+            match hup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hangup => {}
         }
     }
+}
+
+/// Whether signal `sig` was ignored when the process started.
+fn ignored(sig: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the disposition into `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
+    read && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// The banner (stderr; tests wait for it), printed once every hook is attached
@@ -106,13 +132,16 @@ impl Ring {
         ))
     }
 
-    /// Hands every pending record to `f`.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    /// Hands pending records to `f` until the ring is empty (returns false) or
+    /// `f` returns false (returns true: more may be pending).
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> bool {
         let ring = self.0.get_mut();
         while let Some(item) = ring.next() {
-            f(&item)?;
+            if !f(&item) {
+                return true;
+            }
         }
-        Ok(())
+        false
     }
 
     /// Waits until the kernel signals pending records.
@@ -142,90 +171,106 @@ pub async fn any_readable(rings: &mut [Ring]) -> Result<()> {
     .await
 }
 
+/// How long stdout may take to write what is queued once a run ends: a reader
+/// that takes nothing meanwhile is blocked, and the tool exits without it.
+const FLUSH_GRACE: Duration = Duration::from_millis(250);
+
 /// Runs one tool: its source feeds the terminal (its own layout) or NDJSON.
 pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Options) -> Result<()> {
     let name = source.name();
-    source.loaded().report_hooks(name, opts.verbose);
-    let clock = Clock::now();
-    let mut heatmap = match &opts.heatmap {
+    let verbose = opts.verbose;
+    source.loaded().report_hooks(name, verbose);
+    let heatmap = match &opts.heatmap {
         Some(path) => Some(Heatmap::new(path, name)?),
         None => None,
     };
-    block_on(async move {
-        let mut signals = Signals::new()?;
-        let mut ring = match source.kind() {
-            Kind::Stream => Some(Ring::take(source.as_mut())?),
-            Kind::Aggregate => None,
-        };
-        announce(opts.what);
-        if !opts.json
-            && let Some(h) = layout.header()
-        {
-            println!("{h}");
-        }
-        let schedule = opts.schedule;
-        let period = schedule.interval;
-        // Without an interval, a heatmap still gets a column every second; the
-        // terminal then reports the whole run at the end, as without one.
-        let mut whole_run = Sample::default();
-        let sampled = period.is_some() || heatmap.is_some();
-        let mut ticks = interval_at(
-            Instant::now() + period.unwrap_or(Duration::from_secs(1)),
-            period.unwrap_or(Duration::from_secs(1)),
-        );
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut drains = interval_at(Instant::now() + DRAIN_EVERY, DRAIN_EVERY);
-        drains.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut done = 0u64;
-        let mut sink = Terminal {
-            layout: layout.as_mut(),
-            opts,
-            clock,
-        };
-        loop {
-            tokio::select! {
-                r = async { ring.as_mut().expect("guarded").readable().await }, if ring.is_some() => {
-                    r?;
-                    sink.drain(source.as_mut(), ring.as_mut())?;
+    let mut sink = Terminal {
+        layout: layout.as_mut(),
+        opts,
+        clock: Clock::now(),
+        out: StdoutWriter::start()?,
+        held: None,
+    };
+    let result = block_on(run_loop(source.as_mut(), &mut sink, heatmap));
+    let unwritten = sink.out.finish(FLUSH_GRACE);
+    let stdout = unwritten.report(name);
+    exit_report(source.as_ref(), verbose);
+    result.and(stdout)
+}
+
+/// The loop of `tool`: until a signal, the interval count, or stdout failing.
+async fn run_loop(
+    source: &mut dyn Source,
+    sink: &mut Terminal<'_>,
+    mut heatmap: Option<Heatmap>,
+) -> Result<()> {
+    let mut signals = Signals::new()?;
+    let mut ring = match source.kind() {
+        Kind::Stream => Some(Ring::take(source)?),
+        Kind::Aggregate => None,
+    };
+    announce(sink.opts.what);
+    if !sink.opts.json
+        && let Some(h) = sink.layout.header()
+    {
+        sink.out.send(Batch::text(h + "\n"));
+    }
+    let schedule = sink.opts.schedule;
+    let period = schedule.interval;
+    // Without an interval, a heatmap still gets a column every second; the
+    // terminal then reports the whole run at the end, as without one.
+    let mut whole_run = Sample::default();
+    let sampled = period.is_some() || heatmap.is_some();
+    let mut ticks = interval_at(
+        Instant::now() + period.unwrap_or(Duration::from_secs(1)),
+        period.unwrap_or(Duration::from_secs(1)),
+    );
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut drains = interval_at(Instant::now() + DRAIN_EVERY, DRAIN_EVERY);
+    drains.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            r = async { ring.as_mut().expect("guarded").readable().await }, if ring.is_some() => {
+                r?;
+                sink.drain(source, ring.as_mut(), false);
+            }
+            _ = drains.tick(), if ring.is_some() => sink.drain(source, ring.as_mut(), false),
+            _ = ticks.tick(), if sampled => {
+                if ring.is_some() {
+                    sink.drain(source, ring.as_mut(), false);
+                } else {
+                    let sample = sample_into(source, heatmap.as_mut())?;
+                    match period {
+                        Some(_) => sink.show(source, sample, false),
+                        None => source.absorb(&mut whole_run, sample),
+                    }
                 }
-                _ = drains.tick(), if ring.is_some() => sink.drain(source.as_mut(), ring.as_mut())?,
-                _ = ticks.tick(), if sampled => {
-                    if ring.is_some() {
-                        sink.drain(source.as_mut(), ring.as_mut())?;
-                    } else {
-                        let sample = sample_into(source.as_mut(), heatmap.as_mut())?;
-                        match period {
-                            Some(_) => sink.show(source.name(), &sample),
-                            None => source.absorb(&mut whole_run, sample),
-                        }
+                if period.is_some() {
+                    done += 1;
+                    if schedule.count.is_some_and(|c| done >= c) {
+                        return Ok(());
                     }
-                    if period.is_some() {
-                        done += 1;
-                        if schedule.count.is_some_and(|c| done >= c) {
-                            break;
-                        }
-                    }
-                }
-                _ = signals.recv() => {
-                    if ring.is_some() {
-                        sink.drain(source.as_mut(), ring.as_mut())?;
-                    } else {
-                        let sample = sample_into(source.as_mut(), heatmap.as_mut())?;
-                        match (period, &heatmap) {
-                            (None, Some(_)) => {
-                                source.absorb(&mut whole_run, sample);
-                                sink.show(source.name(), &whole_run);
-                            }
-                            _ => sink.show(source.name(), &sample),
-                        }
-                    }
-                    break;
                 }
             }
+            _ = signals.recv() => break,
+            _ = sink.out.failed() => break,
         }
-        exit_report(source.as_ref(), sink.opts.verbose);
-        Ok(())
-    })
+    }
+    // The final report: what the ring still holds, or the last interval (the
+    // whole run, when only a heatmap was sampled each second).
+    if ring.is_some() {
+        sink.drain(source, ring.as_mut(), true);
+    } else {
+        let sample = sample_into(source, heatmap.as_mut())?;
+        if period.is_none() && heatmap.is_some() {
+            source.absorb(&mut whole_run, sample);
+            sink.show(source, whole_run, true);
+        } else {
+            sink.show(source, sample, true);
+        }
+    }
+    Ok(())
 }
 
 /// Reads what the kernel aggregated since the last read, adding it to the
@@ -256,50 +301,75 @@ struct Terminal<'a> {
     layout: &'a mut dyn Layout,
     opts: Options<'a>,
     clock: Clock,
+    out: StdoutWriter,
+    /// Intervals not yet shown because stdout was backed up (merged: the
+    /// next report covers them).
+    held: Option<Sample>,
 }
+
+/// How much text one batch of records holds (a drain of a full ring is cut
+/// into such batches, so that a backed-up stdout stops it early).
+const BATCH: usize = 64 << 10;
 
 impl Terminal<'_> {
-    fn show(&mut self, tool: &str, sample: &Sample) {
+    /// Shows an interval's sample, or holds it while stdout is backed up (the
+    /// last one, `at_end`, is always queued).
+    fn show(&mut self, source: &dyn Source, sample: Sample, at_end: bool) {
+        let sample = match self.held.take() {
+            Some(mut held) => {
+                source.absorb(&mut held, sample);
+                held
+            }
+            None => sample,
+        };
+        if self.out.backed_up() && !at_end {
+            self.held = Some(sample);
+            return;
+        }
+        let mut text = String::new();
         if self.opts.json {
-            for rec in sample_records(tool, sample, self.opts.timestamp) {
-                output::json_line(&rec);
+            for rec in sample_records(source.name(), &sample, self.opts.timestamp) {
+                text.push_str(&rec.to_string());
+                text.push('\n');
             }
         } else {
-            let mut out = String::new();
-            self.layout.sample(sample, &mut out);
-            print_flush(&out);
+            self.layout.sample(&sample, &mut text);
+        }
+        self.out.send(Batch::report(text));
+    }
+
+    /// Moves the ring's records to stdout, in batches. While stdout is backed
+    /// up the ring is left to fill (the kernel counts what it cannot keep),
+    /// except `at_end`: then all is queued, and what stdout does not take is
+    /// counted as not written.
+    fn drain(&mut self, source: &mut dyn Source, ring: Option<&mut Ring>, at_end: bool) {
+        let Some(ring) = ring else { return };
+        let name = source.name();
+        loop {
+            if self.out.backed_up() && !at_end {
+                return;
+            }
+            let mut batch = Batch::default();
+            let more = ring.drain(|raw| {
+                if let Some(e) = source.decode(raw) {
+                    if self.opts.json {
+                        batch
+                            .text
+                            .push_str(&event_record(name, &e, &self.clock).to_string());
+                        batch.text.push('\n');
+                    } else {
+                        self.layout.event(&e, &self.clock, &mut batch.text);
+                    }
+                    batch.end_record();
+                }
+                batch.text.len() < BATCH
+            });
+            self.out.send(batch);
+            if !more {
+                return;
+            }
         }
     }
-
-    fn drain(&mut self, source: &mut dyn Source, ring: Option<&mut Ring>) -> Result<()> {
-        let Some(ring) = ring else { return Ok(()) };
-        let mut out = String::new();
-        let name = source.name();
-        ring.drain(|raw| {
-            let Some(e) = source.decode(raw) else {
-                return Ok(());
-            };
-            if self.opts.json {
-                let rec = event_record(name, &e, &self.clock);
-                out.push_str(&rec.to_string());
-                out.push('\n');
-            } else {
-                self.layout.event(&e, &self.clock, &mut out);
-            }
-            Ok(())
-        })?;
-        print_flush(&out);
-        Ok(())
-    }
-}
-
-fn print_flush(s: &str) {
-    if s.is_empty() {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes());
-    let _ = out.flush();
 }
 
 fn object(tool: &str, fields: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
