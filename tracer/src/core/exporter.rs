@@ -4,10 +4,17 @@
 //! The HTTP side is deliberately small and defensive: one request per
 //! connection, a bounded request head read within a deadline, a bounded number
 //! of connections, a deadline on writing the response. A stalled or hostile
-//! client costs one connection slot until its deadline, never memory.
+//! client costs one connection slot until its deadline, never memory; while
+//! every slot is taken, one that has not sent its request head within a
+//! second makes room.
 
 use std::{
-    cell::RefCell, collections::HashMap, net::SocketAddr, rc::Rc, sync::Arc, time::Duration,
+    cell::RefCell,
+    collections::HashMap,
+    net::SocketAddr,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -29,7 +36,13 @@ use crate::core::{
 const MAX_HEAD: usize = 8192;
 /// Time a client has to send its request, and to take the response.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
-/// Connections served at once; more are told 503 and closed.
+/// While every slot is taken, a connection that has not sent its whole
+/// request head this long after it was accepted is closed to make room (a
+/// scraper sends its request at once): half-sent requests, reopened as they
+/// are closed, cannot hold the slots against a scrape.
+const CROWDED_HEAD_DEADLINE: Duration = Duration::from_secs(1);
+/// Connections served at once; further clients wait in the kernel's listen
+/// queue until a slot frees.
 const MAX_CONNECTIONS: usize = 128;
 
 static LOST: Family = Family::counter(
@@ -70,6 +83,11 @@ static SERIES: Family = Family::gauge(
     "Series this exporter serves (a histogram counts once).",
 );
 static SCRAPES: Family = Family::counter("tracer_exporter_scrapes", "Scrapes served.");
+static EVICTED: Family = Family::counter(
+    "tracer_exporter_evicted_connections",
+    "Connections closed before they sent a whole request, to make room while every \
+     connection slot was taken.",
+);
 static SCRAPE_CPU: Family = Family::counter(
     "tracer_exporter_scrape_cpu_seconds",
     "CPU time spent sampling the tools and encoding the metrics.",
@@ -100,6 +118,9 @@ struct State {
     /// Scrapes served, and how many of them the registry has counted.
     scrapes: u64,
     scrapes_counted: u64,
+    /// Connections closed to make room (see CROWDED_HEAD_DEADLINE), likewise.
+    evicted: u64,
+    evicted_counted: u64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -183,6 +204,8 @@ impl State {
         }
         own.count(&SCRAPES, Vec::new(), self.scrapes - self.scrapes_counted);
         self.scrapes_counted = self.scrapes;
+        own.count(&EVICTED, Vec::new(), self.evicted - self.evicted_counted);
+        self.evicted_counted = self.evicted;
         own.count_f64(&SCRAPE_CPU, Vec::new(), (cpu_seconds() - cpu).max(0.0));
         self.registry.apply(own);
         let mut series = Observations::default();
@@ -218,6 +241,8 @@ pub fn serve(
         registry: Registry::with_fold_limit(fold_limit),
         scrapes: 0,
         scrapes_counted: 0,
+        evicted: 0,
+        evicted_counted: 0,
     }));
     run::block_on(async move {
         let listener = TcpListener::from_std(listener).context("serving HTTP")?;
@@ -229,29 +254,33 @@ pub fn serve(
             .run_until(async move {
                 // The first sample starts every series at zero.
                 state.borrow_mut().sample();
-                eprintln!("exporter: serving {} on http://{addr}/metrics", names.join(", "));
+                eprintln!(
+                    "exporter: serving {} on http://{addr}/metrics",
+                    names.join(", ")
+                );
                 run::announce(&format!("{n} tools for Prometheus"));
                 loop {
-                    tokio::select! {
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = Rc::clone(&state);
-                            match Arc::clone(&slots).try_acquire_owned() {
-                                Ok(permit) => {
-                                    tokio::task::spawn_local(async move {
-                                        let _ = handle(stream, &state).await;
-                                        drop(permit);
-                                    });
-                                }
-                                Err(_) => {
-                                    tokio::task::spawn_local(async move {
-                                        let _ = respond(stream, 503, "Service Unavailable", "text/plain", Bytes::from_static(b"too many connections\n"), false).await;
-                                    });
-                                }
-                            }
-                        }
+                    // A slot first, then a client: at the cap, clients wait
+                    // in the kernel's listen queue in the order they came. A
+                    // client refused at once (503) would retry at once too,
+                    // and one reconnecting in a loop would take every freed
+                    // slot before a scraper did.
+                    let slot = tokio::select! {
+                        slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
                         _ = signals.recv() => break,
-                    }
+                    };
+                    let stream = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(_) => continue,
+                        },
+                        _ = signals.recv() => break,
+                    };
+                    let (state, slots) = (Rc::clone(&state), Arc::clone(&slots));
+                    tokio::task::spawn_local(async move {
+                        let _ = handle(stream, &state, &slots).await;
+                        drop(slot);
+                    });
                 }
                 let mut st = state.borrow_mut();
                 for s in &st.sources {
@@ -286,10 +315,11 @@ pub enum BadRequest {
     Malformed,
 }
 
-/// Parses a request head (everything before the blank line).
+/// Parses a request head (everything before the blank line). Lines end in
+/// CRLF or, as RFC 9112 section 2.2 lets a recipient accept, a bare LF.
 pub fn parse_head(head: &[u8]) -> Result<Request, BadRequest> {
     let text = std::str::from_utf8(head).map_err(|_| BadRequest::Malformed)?;
-    let mut lines = text.split("\r\n");
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let line = lines.next().ok_or(BadRequest::Malformed)?;
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -297,9 +327,10 @@ pub fn parse_head(head: &[u8]) -> Result<Request, BadRequest> {
     else {
         return Err(BadRequest::Malformed);
     };
-    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
+    if !version.starts_with("HTTP/1.") || method.is_empty() {
         return Err(BadRequest::Malformed);
     }
+    let path = target_path(target).ok_or(BadRequest::Malformed)?;
     let mut accept = String::new();
     for header in lines.filter(|l| !l.is_empty()) {
         let (name, value) = header.split_once(':').ok_or(BadRequest::Malformed)?;
@@ -307,11 +338,41 @@ pub fn parse_head(head: &[u8]) -> Result<Request, BadRequest> {
             accept = value.trim().to_string();
         }
     }
-    let path = target.split('?').next().unwrap_or(target).to_string();
     Ok(Request {
         method: method.to_string(),
-        path,
+        path: path.to_string(),
         accept,
+    })
+}
+
+/// The path of a request target without its query: the origin form
+/// (`/metrics?x=1`), or the absolute form (`http://host:port/metrics`),
+/// which a server must accept (RFC 9112 section 3.2.2).
+fn target_path(target: &str) -> Option<&str> {
+    let path = if target.starts_with('/') {
+        target
+    } else {
+        let (scheme, rest) = target.split_once("://")?;
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return None;
+        }
+        // The authority (host and port) ends where the path or query begins.
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if end == 0 {
+            return None;
+        }
+        match &rest[end..] {
+            p if p.starts_with('/') => p,
+            _ => "/",
+        }
+    };
+    path.split('?').next()
+}
+
+/// Where a request head ends: the first empty line, after CRLF or bare LF.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    (0..buf.len()).find(|&i| {
+        buf[i] == b'\n' && (buf[i + 1..].starts_with(b"\n") || buf[i + 1..].starts_with(b"\r\n"))
     })
 }
 
@@ -328,7 +389,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, BadRequest> {
             return Err(BadRequest::Malformed);
         }
         head.extend_from_slice(&buf[..n]);
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(end) = head_end(&head) {
             head.truncate(end);
             return Ok(head);
         }
@@ -338,10 +399,36 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, BadRequest> {
     }
 }
 
-async fn handle(mut stream: TcpStream, state: &Rc<RefCell<State>>) -> Result<()> {
-    let head = match timeout(CLIENT_DEADLINE, read_head(&mut stream)).await {
-        Err(_) => return Ok(()), // too slow: just close
-        Ok(head) => head,
+/// Resolves when a connection still without its request head should make
+/// room: every slot is taken (the accept loop holds the last one for the
+/// next client) and it was accepted CROWDED_HEAD_DEADLINE ago or more.
+async fn crowded_out(slots: &Semaphore, accepted: Instant) {
+    let mut at = accepted + CROWDED_HEAD_DEADLINE;
+    loop {
+        tokio::time::sleep_until(at.into()).await;
+        if slots.available_permits() == 0 {
+            return;
+        }
+        at += CROWDED_HEAD_DEADLINE;
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    state: &Rc<RefCell<State>>,
+    slots: &Semaphore,
+) -> Result<()> {
+    let accepted = Instant::now();
+    // Too slow, or in the way: just close.
+    let head = tokio::select! {
+        head = timeout(CLIENT_DEADLINE, read_head(&mut stream)) => match head {
+            Ok(head) => head,
+            Err(_) => return Ok(()),
+        },
+        () = crowded_out(slots, accepted) => {
+            state.borrow_mut().evicted += 1;
+            return Ok(());
+        }
     };
     let text = |s: &'static str| Bytes::from_static(s.as_bytes());
     let req = match head.and_then(|h| parse_head(&h)) {
@@ -439,9 +526,33 @@ mod tests {
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/metrics");
         assert!(r.accept.starts_with("application/openmetrics-text"));
+        // The absolute form (RFC 9112 3.2.2), and bare LF line ends (2.2).
+        for (head, path) in [
+            (
+                &b"GET http://127.0.0.1:9435/metrics?x=1 HTTP/1.1"[..],
+                "/metrics",
+            ),
+            (b"GET HTTP://host HTTP/1.1", "/"),
+            (b"GET http://host?x=/y HTTP/1.1", "/"),
+            (b"GET /metrics HTTP/1.1\nHost: a\r\nAccept: b", "/metrics"),
+        ] {
+            assert_eq!(
+                parse_head(head).map(|r| r.path),
+                Ok(path.into()),
+                "{head:?}"
+            );
+        }
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\nAccept: text/plain\r")
+                .unwrap()
+                .accept,
+            "text/plain"
+        );
         for bad in [
             &b"GET /metrics"[..],
             b"GET metrics HTTP/1.1",
+            b"GET http:///metrics HTTP/1.1",
+            b"GET ftp://host/metrics HTTP/1.1",
             b"GET /metrics HTTP/1.1 extra",
             b"GET /metrics SPDY/3",
             b"GET /metrics HTTP/1.1\r\nno colon here",
@@ -449,5 +560,14 @@ mod tests {
         ] {
             assert_eq!(parse_head(bad), Err(BadRequest::Malformed), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_head_ends_at_the_first_empty_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\n"), Some(19));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\r\n"), Some(19));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r"), None);
     }
 }
