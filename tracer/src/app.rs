@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::{
     core::{
         btf, cli,
+        ebpf::{Choice, HookUse},
         exporter::{self, Absent},
         kernel, plot, record, report, tracefs,
         trigger::{Subsystem, Trigger},
@@ -533,12 +534,35 @@ fn run_report(file: &Path, as_json: bool, perfetto: Option<&PathBuf>) -> Result<
     Ok(())
 }
 
-/// Whether the running kernel has a hook for every chain the tool always needs.
-fn runnable(tool: &Tool) -> Result<(), String> {
-    for u in (tool.hooks)().iter().filter(|u| u.when.is_empty()) {
-        u.chain.choose_with(u.fits).map_err(|e| format!("{e:#}"))?;
+/// What probing a chain of hooks found.
+enum Probed {
+    Hook(Choice),
+    /// The kernel has none of them: why.
+    Absent(String),
+    /// No telling: tracefs cannot be used (which is said once, on its own).
+    Unknown,
+}
+
+fn probe(u: &HookUse) -> Probed {
+    match u.chain.choose_with(u.fits) {
+        Ok(choice) => Probed::Hook(choice),
+        Err(e) if e.is::<tracefs::Unavailable>() => Probed::Unknown,
+        Err(e) => Probed::Absent(format!("{e:#}")),
     }
-    Ok(())
+}
+
+/// Whether the running kernel has a hook for every chain the tool always
+/// needs; None when that cannot be told.
+fn runnable(tool: &Tool) -> Option<bool> {
+    let mut runs = Some(true);
+    for u in (tool.hooks)().iter().filter(|u| u.when.is_empty()) {
+        match probe(u) {
+            Probed::Hook(_) => {}
+            Probed::Absent(_) => return Some(false),
+            Probed::Unknown => runs = None,
+        }
+    }
+    runs
 }
 
 fn list(names_only: bool) -> Result<()> {
@@ -551,7 +575,6 @@ fn list(names_only: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let probe = tracefs::ensure().map(|_| ()).map_err(|e| format!("{e:#}"));
     let names: Vec<String> = TOOLS
         .iter()
         .map(|t| {
@@ -565,15 +588,15 @@ fn list(names_only: bool) -> Result<()> {
     let width = names.iter().map(String::len).max().unwrap_or(4).max(4);
     println!("{:<width$} {:<5} DESCRIPTION", "TOOL", "RUNS");
     for (tool, name) in TOOLS.iter().zip(&names) {
-        let runs = match &probe {
-            Err(_) => "?",
-            Ok(()) if runnable(tool).is_ok() => "yes",
-            Ok(()) => "no",
+        let runs = match runnable(tool) {
+            None => "?",
+            Some(true) => "yes",
+            Some(false) => "no",
         };
         println!("{name:<width$} {runs:<5} {}", tool.about);
     }
-    if let Err(e) = probe {
-        eprintln!("list: cannot probe this kernel's hooks: {e}");
+    if let Err(e) = tracefs::ensure() {
+        eprintln!("list: cannot tell which tracepoints this kernel has (RUNS ?): {e:#}");
     }
     Ok(())
 }
@@ -585,15 +608,19 @@ fn doctor(as_json: bool) -> Result<()> {
     for tool in TOOLS {
         let mut hooks = Vec::new();
         for u in (tool.hooks)() {
-            let (hook, detail) = match u.chain.choose_with(u.fits) {
-                Ok(choice) => (Some(choice.hook.to_string()), choice.explain()),
-                Err(e) => (None, format!("{e:#}")),
+            let (hook, detail) = match probe(&u) {
+                Probed::Hook(choice) => (Some(choice.hook.to_string()), choice.explain()),
+                Probed::Absent(why) => (None, why),
+                Probed::Unknown => (
+                    None,
+                    format!("{:<9} unknown: cannot read tracefs", u.chain.role),
+                ),
             };
             hooks.push(
                 json!({"role": u.chain.role, "when": u.when, "hook": hook, "detail": detail}),
             );
         }
-        tools.push(json!({"tool": tool.name, "runs": runnable(tool).is_ok(), "hooks": hooks}));
+        tools.push(json!({"tool": tool.name, "runs": runnable(tool), "hooks": hooks}));
     }
     let report = json!({
         "kernel": kernel::release(),
@@ -635,15 +662,12 @@ fn doctor(as_json: bool) -> Result<()> {
         Err(e) => println!("tracefs     NO: {e:#}"),
     }
     for tool in report["tools"].as_array().into_iter().flatten() {
-        println!(
-            "\n{} ({})",
-            tool["tool"].as_str().unwrap_or(""),
-            if tool["runs"] == true {
-                "runs"
-            } else {
-                "cannot run"
-            }
-        );
+        let runs = match tool["runs"].as_bool() {
+            Some(true) => "runs",
+            Some(false) => "cannot run",
+            None => "unknown: cannot read tracefs",
+        };
+        println!("\n{} ({runs})", tool["tool"].as_str().unwrap_or(""));
         for hook in tool["hooks"].as_array().into_iter().flatten() {
             let when = hook["when"].as_str().unwrap_or("");
             let when = if when.is_empty() {

@@ -133,6 +133,14 @@ impl Hook {
         )
     }
 
+    /// Whether probing this hook looks in tracefs.
+    fn needs_tracefs(&self) -> bool {
+        matches!(
+            self,
+            Hook::Tracepoint { .. } | Hook::RawTracepoint { .. } | Hook::BtfTracepoint { .. }
+        )
+    }
+
     /// The name TRACER_SKIP_HOOKS knows this hook by.
     fn skip_name(&self) -> String {
         match self {
@@ -305,6 +313,11 @@ impl HookChain {
                 }
                 Err(why) => skipped.push((*hook, why)),
             }
+        }
+        // Tracepoints are looked up in tracefs: if it cannot be used, the
+        // kernel may well have them (an unprivileged `doctor`), so say why.
+        if self.candidates.iter().any(Hook::needs_tracefs) {
+            tracefs::ensure()?;
         }
         let tried: Vec<String> = skipped.iter().map(|(h, r)| format!("{h} ({r})")).collect();
         bail!(

@@ -4,7 +4,9 @@
 
 use std::{
     ffi::CString,
-    fs,
+    fmt, fs,
+    io::ErrorKind,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::OnceLock,
 };
@@ -25,6 +27,20 @@ pub struct Tracefs {
 
 static TRACEFS: OnceLock<Tracefs> = OnceLock::new();
 
+/// Why tracefs cannot be used (not mounted and not mountable, or not readable
+/// by this process): then whether the kernel has a tracepoint is unknown, and
+/// `doctor` and `list` say so rather than that the kernel lacks it.
+#[derive(Debug)]
+pub struct Unavailable(String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
 fn is_tracefs(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
@@ -35,7 +51,8 @@ fn is_tracefs(path: &Path) -> bool {
 }
 
 /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted (as on
-/// this project's reference machine). Fails with a one-line explanation.
+/// this project's reference machine), and checks that this process may read it.
+/// Fails with a one-line explanation (an `Unavailable`).
 pub fn ensure() -> Result<&'static Tracefs> {
     if let Some(t) = TRACEFS.get() {
         return Ok(t);
@@ -56,14 +73,48 @@ pub fn ensure() -> Result<&'static Tracefs> {
             // Another process (a second tracer starting at the same time) may
             // have mounted it first: then this mount fails, and tracefs is there.
             Err(_) if is_tracefs(Path::new(MOUNT_POINT)) => false,
-            Err(e) => return Err(e),
+            Err(e) => return Err(Unavailable(format!("{e:#}")).into()),
         };
         Tracefs {
             path: MOUNT_POINT.into(),
             mounted_now,
         }
     };
+    check_readable(&found.path)?;
     Ok(TRACEFS.get_or_init(|| found))
+}
+
+/// Checks that this process may read tracepoint files. tracefs is owned by
+/// root, its root directory mode 0700 unless mounted otherwise: CAP_BPF and
+/// CAP_PERFMON do not open it. `events/header_page` is there on every kernel
+/// with trace events, with the mode of their `format` files.
+fn check_readable(root: &Path) -> Result<(), Unavailable> {
+    let probe = root.join("events/header_page");
+    match fs::File::open(&probe) {
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(denied(root)),
+        // Not there: every tracepoint is then found absent, one by one.
+        _ => Ok(()),
+    }
+}
+
+/// A permission error on tracefs: where (the root, or a file below it that
+/// this process may look up but not read), and what would grant it.
+fn denied(root: &Path) -> Unavailable {
+    let file = root.join("events/header_page");
+    let (path, meta) = match fs::metadata(&file) {
+        Ok(meta) => (file.as_path(), Some(meta)),
+        Err(_) => (root, fs::metadata(root).ok()),
+    };
+    let mode = meta
+        .map(|m| format!(" (mode {:04o})", m.mode() & 0o7777))
+        .unwrap_or_default();
+    Unavailable(format!(
+        "permission denied reading {}{mode}: run as root, or add CAP_DAC_READ_SEARCH to \
+         CAP_BPF and CAP_PERFMON, or let a group of yours read it: \
+         mount -o remount,mode=0750,gid=GROUP {}",
+        path.display(),
+        root.display()
+    ))
 }
 
 fn mount() -> Result<()> {
@@ -93,7 +144,12 @@ fn mount() -> Result<()> {
 /// The directory of a tracepoint's files, if the running kernel has it.
 pub fn event_dir(category: &str, name: &str) -> Result<Option<PathBuf>> {
     let dir = ensure()?.path.join("events").join(category).join(name);
-    Ok(dir.join("format").exists().then_some(dir))
+    let format = dir.join("format");
+    match fs::metadata(&format) {
+        Ok(_) => Ok(Some(dir)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("looking up {}", format.display())),
+    }
 }
 
 /// One field of a tracepoint record.
