@@ -431,7 +431,7 @@ fn run_exporter(listen: SocketAddr, which: &str, top: Option<usize>) -> Result<(
         Ok(())
     })?;
     if sources.is_empty() {
-        bail!("none of the tools can run on this kernel");
+        bail!("none of the tools could start (the lines above say why)");
     }
     exporter::serve(sources, absent, listener, top)
 }
@@ -502,7 +502,7 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
         Ok(())
     })?;
     if streams.is_empty() {
-        bail!("none of the sources can run on this kernel");
+        bail!("none of the sources could start (the lines above say why)");
     }
     record::run(
         streams,
