@@ -21,6 +21,7 @@ use serde_json::Value;
 pub mod fuse;
 pub mod hidden;
 pub mod kvm;
+pub mod measure;
 pub mod net;
 pub mod prometheus;
 

@@ -14,6 +14,7 @@ use tracer_tests::{
     R_BASE, R_SIZE, ScratchDir, Tracer, W_SIZE,
     fuse::SlowDisk,
     hidden::{BLOCK, assert_count},
+    measure::run_tracer_measured,
     require_tracing, run_command, run_tracer,
 };
 
@@ -377,4 +378,160 @@ fn heatmap_with_an_interval_has_a_column_each() {
     run_tracer(&["kvmexits", "--heatmap", "/tmp/k.svg"]).assert_one_line_error("needs --latency");
     run_tracer(&["biolatency", "--heatmap", "/proc/nope/x.svg"])
         .assert_one_line_error("cannot write /proc/nope/x.svg");
+}
+
+/// Peak RSS a run on a small input may reach: the binary and its buffers
+/// (about 6 MiB, up to 22 MiB with a line read to the 16 MiB bound).
+const SMALL_RUN_KIB: u64 = 64 << 10;
+
+#[test]
+fn a_fine_interval_is_raised_to_bound_the_cells() {
+    let dir = ScratchDir::new("plot-interval-bound");
+    let input = dir.path.join("snoop.ndjson");
+    // The fixture, and a write a day later.
+    let mut recs = snoop_fixture();
+    recs.push(json!({
+        "tool": "biosnoop", "comm": "fio", "pid": 7, "disk": "vda", "t": "W",
+        "sector": 8192, "bytes": 4096, "lat_ns": 100_000, "time_s": 86_400.0,
+    }));
+    write_ndjson(&input, &recs);
+    // Before: a day in 1 ms columns took 8 GB or aborted allocating 3.5 GB.
+    for (kind, width, most) in [
+        ("latency-heatmap", "50", 1800),
+        // Two disks of up to 49 rows.
+        ("offset-heatmap", "100", 1175),
+        ("utilization", "50", 1800),
+    ] {
+        let out = dir.path.join(format!("{kind}.svg"));
+        let run = run_tracer_measured(
+            &[
+                "plot",
+                input.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--kind",
+                kind,
+                "--interval",
+                "0.001",
+            ],
+            Duration::from_secs(10),
+        );
+        run.out.assert_success();
+        assert_eq!(
+            run.out.stderr,
+            format!(
+                "plot: columns of 0.001 s would make 86400001 columns; using {width} s (at most {most} columns, 115200 cells)\n"
+            )
+        );
+        assert!(run.peak_kib < SMALL_RUN_KIB, "{} KiB", run.peak_kib);
+        check_renders(&out);
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(svg.contains(&format!("columns of {width} s")), "{svg}");
+        let cells = elements(&svg, "cell");
+        let columns: std::collections::BTreeSet<&str> =
+            cells.iter().map(|c| c["data-t0"].as_str()).collect();
+        assert!(!columns.is_empty() && columns.len() <= most);
+        if kind != "utilization" {
+            let total: f64 = cells.iter().map(|c| num(c, "data-count")).sum();
+            assert_eq!(total as usize, recs.len(), "{kind}");
+        }
+    }
+}
+
+#[test]
+fn an_endless_line_is_refused_at_once() {
+    let dir = ScratchDir::new("plot-zero");
+    let out = dir.path.join("zero.svg");
+    // Before: read /dev/zero into memory until the machine ran out.
+    let run = run_tracer_measured(
+        &[
+            "plot",
+            "/dev/zero",
+            "-o",
+            out.to_str().unwrap(),
+            "--kind",
+            "scatter",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    assert_eq!(
+        run.out.stderr,
+        "plot: /dev/zero line 1: longer than 16 MiB (not a record of tracer)\n"
+    );
+    assert!(run.peak_kib < SMALL_RUN_KIB, "{} KiB", run.peak_kib);
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_scatter_of_many_points_is_binned() {
+    const N: u64 = 200_000;
+    let dir = ScratchDir::new("plot-many");
+    let input = dir.path.join("snoop.ndjson");
+    // biosnoop --json over 100 s: reads and writes of 0.1 to 1.1 ms, and one
+    // read of 300 ms.
+    let mut text = String::new();
+    for i in 0..N {
+        let (t, rwbs) = if i % 2 == 0 { ("R", "R") } else { ("W", "WS") };
+        let lat = if i == N / 3 {
+            300_000_000
+        } else {
+            100_000 + (i * 7919) % 1_000_000
+        };
+        text.push_str(&format!(
+            r#"{{"tool":"biosnoop","time_s":{:.6},"time":"12:00:00.000000","comm":"fio","pid":4242,"disk":"loop0","t":"{t}","rwbs":"{rwbs}","sector":{},"bytes":4096,"lat_ms":{},"lat_ns":{lat}}}"#,
+            i as f64 * 100.0 / N as f64,
+            i * 8,
+            lat as f64 / 1e6
+        ));
+        text.push('\n');
+    }
+    std::fs::write(&input, &text).unwrap();
+    let size_kib = text.len() as u64 >> 10;
+    drop(text);
+    let out = dir.path.join("scatter.svg");
+    let run = run_tracer_measured(
+        &[
+            "plot",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--kind",
+            "scatter",
+        ],
+        Duration::from_secs(120),
+    );
+    run.out.assert_success();
+    check_renders(&out);
+    let svg = std::fs::read_to_string(&out).unwrap();
+    let points: Vec<_> = elements(&svg, "point")
+        .into_iter()
+        .filter(|p| p.contains_key("data-series"))
+        .collect();
+    // Before: a marker per operation (a 60 MB picture).
+    assert!(points.len() <= 10_000, "{} markers", points.len());
+    assert!(svg.len() < 4 << 20, "{} bytes", svg.len());
+    let stood_for: f64 = points.iter().map(|p| num(p, "data-count")).sum();
+    assert_eq!(stood_for as u64, N);
+    let slow: Vec<_> = points
+        .iter()
+        .filter(|p| num(p, "data-value") == 300.0)
+        .collect();
+    assert_eq!(slow.len(), 1, "the outlier is drawn as itself");
+    assert_eq!(num(slow[0], "data-count"), 1.0);
+    assert!(svg.contains("read (100000)") && svg.contains("write (100000)"));
+    // The y axis spans 0..315 ms, so every other operation is in the lowest
+    // 4 px: no cell needs to be coarser.
+    let note = format!(
+        "{N} operations binned: {} markers, each the slowest operation of its series in its 4x4 px cell (data-count: how many it stands for)",
+        points.len()
+    );
+    assert_eq!(run.out.stderr, format!("plot: {note}\n"));
+    assert!(svg.contains(&note));
+    // Each operation is held in about 100 bytes, its record was about 190.
+    assert!(
+        run.peak_kib < size_kib,
+        "peak RSS {} KiB for {size_kib} KiB of records",
+        run.peak_kib
+    );
 }

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Arg, ArgAction, Command};
 use serde_json::json;
 
@@ -520,18 +520,7 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
 }
 
 fn run_report(file: &Path, as_json: bool, perfetto: Option<&PathBuf>) -> Result<()> {
-    let mut capture = report::Capture::read(file)?;
-    if let Some(out) = perfetto {
-        let trace = report::perfetto(&mut capture);
-        std::fs::write(out, &trace).with_context(|| format!("writing {}", out.display()))?;
-        eprintln!("report: wrote {} ({} bytes)", out.display(), trace.len());
-    }
-    if as_json {
-        println!("{}", report::json(&mut capture));
-    } else {
-        print!("{}", report::text(&mut capture));
-    }
-    Ok(())
+    report::run(file, as_json, perfetto.map(PathBuf::as_path))
 }
 
 /// What probing a chain of hooks found.

@@ -20,7 +20,7 @@ use crate::core::{
 
 /// Columns kept; past this, older columns are merged in pairs (and the
 /// picture says so), so memory and file size stay bounded on long runs.
-const MAX_COLUMNS: usize = 1800;
+pub const MAX_COLUMNS: usize = 1800;
 
 struct Col {
     t0: f64,

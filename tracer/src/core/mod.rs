@@ -20,6 +20,7 @@ pub mod perfetto;
 pub mod plot;
 pub mod procmaps;
 pub mod record;
+pub mod records;
 pub mod report;
 pub mod run;
 pub mod source;

@@ -3,6 +3,8 @@
 //! with field numbers from perfetto's protos/perfetto/trace. The result opens in
 //! ui.perfetto.dev; the tests parse it with the protos pip's `perfetto` ships.
 
+use std::io::{self, Write};
+
 use bytes::{BufMut as _, BytesMut};
 
 /// TrackEvent.Type.
@@ -50,9 +52,10 @@ fn double_field(out: &mut BytesMut, field: u32, v: f64) {
     out.put_f64_le(v);
 }
 
-/// A trace being written: packets are appended as they come.
-pub struct Trace {
-    out: BytesMut,
+/// A trace being written: each packet goes to `out` as it comes.
+pub struct Trace<W: Write> {
+    out: W,
+    written: u64,
     first: bool,
 }
 
@@ -60,17 +63,20 @@ const SEQUENCE: u64 = 1;
 /// TracePacket.sequence_flags: SEQ_INCREMENTAL_STATE_CLEARED.
 const STATE_CLEARED: u64 = 1;
 
-impl Default for Trace {
-    fn default() -> Self {
+impl<W: Write> Trace<W> {
+    pub fn new(out: W) -> Self {
         Trace {
-            out: BytesMut::with_capacity(64 * 1024),
+            out,
+            written: 0,
             first: true,
         }
     }
-}
 
-impl Trace {
-    fn packet(&mut self, timestamp: Option<u64>, body: impl FnOnce(&mut BytesMut)) {
+    fn packet(
+        &mut self,
+        timestamp: Option<u64>,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> io::Result<()> {
         let mut p = BytesMut::new();
         if let Some(ts) = timestamp {
             uint_field(&mut p, 8, ts);
@@ -81,11 +87,15 @@ impl Trace {
             self.first = false;
         }
         body(&mut p);
-        bytes_field(&mut self.out, 1, &p);
+        let mut framed = BytesMut::with_capacity(p.len() + 8);
+        bytes_field(&mut framed, 1, &p);
+        self.out.write_all(&framed)?;
+        self.written += framed.len() as u64;
+        Ok(())
     }
 
     /// Declares a track; `parent` nests it (a disk's lanes under the disk).
-    pub fn track(&mut self, uuid: u64, parent: Option<u64>, name: &str) {
+    pub fn track(&mut self, uuid: u64, parent: Option<u64>, name: &str) -> io::Result<()> {
         self.packet(None, |p| {
             let mut d = BytesMut::new();
             uint_field(&mut d, 1, uuid);
@@ -94,11 +104,18 @@ impl Trace {
             }
             bytes_field(&mut d, 2, name.as_bytes());
             bytes_field(p, 60, &d);
-        });
+        })
     }
 
     /// One TrackEvent: a slice's begin or end, or an instant.
-    pub fn event(&mut self, ts: u64, track: u64, kind: Kind, name: &str, args: &[(&str, Arg)]) {
+    pub fn event(
+        &mut self,
+        ts: u64,
+        track: u64,
+        kind: Kind,
+        name: &str,
+        args: &[(&str, Arg)],
+    ) -> io::Result<()> {
         self.packet(Some(ts), |p| {
             let mut e = BytesMut::new();
             uint_field(&mut e, 11, track);
@@ -118,17 +135,26 @@ impl Trace {
                 }
             }
             bytes_field(p, 11, &e);
-        });
+        })
     }
 
     /// A slice [start, start + dur) with its annotations.
-    pub fn slice(&mut self, start: u64, dur: u64, track: u64, name: &str, args: &[(&str, Arg)]) {
-        self.event(start, track, Kind::SliceBegin, name, args);
-        self.event(start + dur, track, Kind::SliceEnd, name, &[]);
+    pub fn slice(
+        &mut self,
+        start: u64,
+        dur: u64,
+        track: u64,
+        name: &str,
+        args: &[(&str, Arg)],
+    ) -> io::Result<()> {
+        self.event(start, track, Kind::SliceBegin, name, args)?;
+        self.event(start + dur, track, Kind::SliceEnd, name, &[])
     }
 
-    pub fn finish(self) -> bytes::Bytes {
-        self.out.freeze()
+    /// Flushes the output: the bytes written.
+    pub fn finish(mut self) -> io::Result<u64> {
+        self.out.flush()?;
+        Ok(self.written)
     }
 }
 
@@ -165,10 +191,12 @@ mod tests {
         let mut b = BytesMut::new();
         varint(&mut b, 300);
         assert_eq!(&b[..], &[0xac, 0x02]);
-        let mut t = Trace::default();
-        t.track(7, None, "loop0");
-        t.slice(1000, 500, 7, "read", &[("sector", Arg::Uint(8))]);
-        let bytes = t.finish();
+        let mut bytes = Vec::new();
+        let mut t = Trace::new(&mut bytes);
+        t.track(7, None, "loop0").unwrap();
+        t.slice(1000, 500, 7, "read", &[("sector", Arg::Uint(8))])
+            .unwrap();
+        assert_eq!(t.finish().unwrap(), bytes.len() as u64);
         // Trace.packet (field 1, length-delimited) three times.
         assert_eq!(bytes[0], 0x0a);
         let mut n = 0;

@@ -4,7 +4,7 @@
 //! a `<title>` (hover text that works with scripts off); a small inline script
 //! adds a crosshair.
 
-use std::fmt::Write as _;
+use std::{collections::HashMap, fmt::Write as _};
 
 /// One panel's grid: rows bottom to top, columns left to right.
 pub struct Grid {
@@ -53,6 +53,7 @@ pub enum Values {
 }
 
 /// A picture: a title and one or more panels sharing the x axis.
+#[derive(Clone)]
 pub struct Picture {
     pub title: String,
     pub subtitle: String,
@@ -413,9 +414,19 @@ pub struct Point {
     pub value: f64,
     /// Index into the series (marker and colour).
     pub series: usize,
-    /// Hover text.
-    pub title: String,
 }
+
+/// What a scatter plot draws: points, each with its hover text (kept by the
+/// caller however it likes: a plot of millions is not copied).
+pub trait Points {
+    fn count(&self) -> usize;
+    fn point(&self, i: usize) -> Point;
+    fn title(&self, i: usize) -> String;
+}
+
+/// Markers a scatter plot draws at most: past this many points, they are
+/// binned (see `bin`).
+pub const MAX_MARKERS: usize = 10_000;
 
 const MARKERS: [(&str, &str); 6] = [
     ("circle", "#1f77b4"),
@@ -482,22 +493,81 @@ fn close_marker(series: usize) -> &'static str {
     }
 }
 
+/// The markers to draw: (the point drawn, how many points it stands for).
+/// Up to `MAX_MARKERS` points, each one; past that the plot is divided into
+/// square cells (4 px, doubled until the markers fit) and each cell's slowest
+/// point of each style is drawn for all of that style in the cell, so an
+/// outlier is always drawn where it is. `place` gives a point's style and
+/// position. Also returns the cell size in px.
+fn bin(
+    points: &dyn Points,
+    place: impl Fn(&Point) -> (usize, f64, f64),
+) -> (Vec<(usize, u64)>, Option<f64>) {
+    let n = points.count();
+    if n <= MAX_MARKERS {
+        return ((0..n).map(|i| (i, 1)).collect(), None);
+    }
+    let mut cell = 4.0;
+    loop {
+        // Cell -> (its slowest point, that one's value, how many).
+        let mut cells: HashMap<(usize, i64, i64), (usize, f64, u64)> = HashMap::new();
+        for i in 0..n {
+            let p = points.point(i);
+            let (style, x, y) = place(&p);
+            let key = (style, (x / cell).floor() as i64, (y / cell).floor() as i64);
+            let (slowest, value, count) = cells.entry(key).or_insert((i, p.value, 0));
+            *count += 1;
+            if p.value > *value {
+                (*slowest, *value) = (i, p.value);
+            }
+        }
+        // At most MARKERS.len() styles: a few cells of 1024 px always fit.
+        if cells.len() <= MAX_MARKERS {
+            let mut markers: Vec<(usize, u64)> = cells
+                .into_values()
+                .map(|(i, _, count)| (i, count))
+                .collect();
+            markers.sort_unstable();
+            return (markers, Some(cell));
+        }
+        cell *= 2.0;
+    }
+}
+
+/// Series past the markers' styles share the last style and one legend
+/// entry, "other": a series' style, and the legend's names.
+fn styles(series: &[String]) -> (impl Fn(usize) -> usize, Vec<String>) {
+    let last = MARKERS.len() - 1;
+    let mut names: Vec<String> = series.iter().take(MARKERS.len()).cloned().collect();
+    if series.len() > MARKERS.len() {
+        names[last] = "other".into();
+    }
+    (move |s: usize| s.min(last), names)
+}
+
 /// A scatter plot: x time, y value (log10 scale when `log`), one marker and
-/// colour per series, with a legend.
-pub fn scatter(pic: &Picture, series: &[String], points: &[Point], log: bool) -> String {
-    let t_min = points.iter().map(|p| p.t).fold(f64::INFINITY, f64::min);
-    let t_max = points.iter().map(|p| p.t).fold(f64::NEG_INFINITY, f64::max);
+/// colour per series, with a legend. Also returns, when the points were
+/// binned (see `bin`), a note saying so (the picture says it too).
+pub fn scatter(
+    pic: &Picture,
+    series: &[String],
+    points: &dyn Points,
+    log: bool,
+) -> (String, Option<String>) {
+    let (style, names) = styles(series);
+    let all = || (0..points.count()).map(|i| points.point(i));
+    let (t_min, t_max, v_max, v_min_pos) = all().fold(
+        (f64::INFINITY, f64::NEG_INFINITY, 0.0, f64::INFINITY),
+        |(t0, t1, v1, v0), p| {
+            let pos = if p.value > 0.0 { p.value } else { v0 };
+            (t0.min(p.t), t1.max(p.t), f64::max(v1, p.value), v0.min(pos))
+        },
+    );
     let (t_min, t_max) = if t_max > t_min {
         (t_min, t_max)
     } else {
         (t_min - 0.5, t_min + 0.5)
     };
-    let v_max = points.iter().map(|p| p.value).fold(0.0, f64::max);
-    let v_min_pos = points
-        .iter()
-        .map(|p| p.value)
-        .filter(|v| *v > 0.0)
-        .fold(f64::INFINITY, f64::min);
     let plot_h = 420.0;
     let h = TOP + plot_h + 70.0;
     let w = LEFT + PLOT_W + RIGHT;
@@ -517,8 +587,20 @@ pub fn scatter(pic: &Picture, series: &[String], points: &[Point], log: bool) ->
         TOP + plot_h - f * plot_h
     };
     let sx = |t: f64| LEFT + (t - t_min) / (t_max - t_min) * PLOT_W;
+    let (markers, cell) = bin(points, |p| (style(p.series), sx(p.t), y_of(p.value)));
+    let note = cell.map(|c| {
+        format!(
+            "{} operations binned: {} markers, each the slowest operation of its series in its {c}x{c} px cell (data-count: how many it stands for)",
+            points.count(),
+            markers.len()
+        )
+    });
     let mut out = String::new();
-    header(&mut out, w, h, pic);
+    let mut noted = pic.clone();
+    if let Some(n) = &note {
+        noted.subtitle = format!("{}; {n}", pic.subtitle);
+    }
+    header(&mut out, w, h, &noted);
     let _ = writeln!(
         out,
         r##"<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>"##
@@ -528,8 +610,48 @@ pub fn scatter(pic: &Picture, series: &[String], points: &[Point], log: bool) ->
     } else {
         ticks(lo, hi, 8)
     };
-    for v in y_ticks {
-        let y = y_of(v);
+    scatter_y_axis(
+        &mut out,
+        pic,
+        y_ticks.into_iter().map(|v| (v, y_of(v))),
+        plot_h,
+    );
+    out.push_str("<g class=\"points\">\n");
+    for &(i, n) in &markers {
+        let p = points.point(i);
+        let s = style(p.series);
+        let attrs = format!(
+            r#"data-series="{}" data-t="{:.6}" data-value="{}" data-count="{n}""#,
+            escape(&names[s]),
+            p.t,
+            p.value
+        );
+        marker(&mut out, s, sx(p.t), y_of(p.value), &attrs);
+        let mut hover = points.title(i);
+        if n > 1 {
+            hover.push_str(&format!(", the slowest of {n} {} here", names[s]));
+        }
+        let _ = writeln!(out, "<title>{}</title>{}", escape(&hover), close_marker(s));
+    }
+    out.push_str("</g>\n");
+    x_axis(&mut out, pic, t_min, t_max, LEFT, TOP + plot_h);
+    let mut counts = vec![0u64; names.len()];
+    for p in all() {
+        counts[style(p.series)] += 1;
+    }
+    scatter_legend(&mut out, &names, &counts);
+    footer(&mut out);
+    (out, note)
+}
+
+/// The y axis: grid lines and labels at `ticks` (value, y), and its label.
+fn scatter_y_axis(
+    out: &mut String,
+    pic: &Picture,
+    ticks: impl Iterator<Item = (f64, f64)>,
+    plot_h: f64,
+) {
+    for (v, y) in ticks {
         let _ = writeln!(
             out,
             r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e4e4e4"/><line x1="{:.1}" y1="{y:.1}" x2="{LEFT}" y2="{y:.1}" stroke="#000"/><text x="{:.1}" y="{:.1}" text-anchor="end" class="ytick">{}</text>"##,
@@ -548,33 +670,15 @@ pub fn scatter(pic: &Picture, series: &[String], points: &[Point], log: bool) ->
         TOP + plot_h / 2.0,
         escape(&pic.y_label)
     );
-    let mut body = String::new();
-    for p in points {
-        let attrs = format!(
-            r#"data-series="{}" data-t="{:.6}" data-value="{}""#,
-            escape(&series[p.series]),
-            p.t,
-            p.value
-        );
-        marker(&mut body, p.series, sx(p.t), y_of(p.value), &attrs);
-        let _ = writeln!(
-            body,
-            "<title>{}</title>{}",
-            escape(&p.title),
-            close_marker(p.series)
-        );
-    }
-    out.push_str("<g class=\"points\">\n");
-    out.push_str(&body);
-    out.push_str("</g>\n");
-    x_axis(&mut out, pic, t_min, t_max, LEFT, TOP + plot_h);
-    // Legend: one entry per series, with its count.
+}
+
+/// One legend entry per marker style: its name and count of points.
+fn scatter_legend(out: &mut String, names: &[String], counts: &[u64]) {
     let x = LEFT + PLOT_W + 30.0;
     out.push_str("<g class=\"legend\">\n");
-    for (i, name) in series.iter().enumerate() {
-        let n = points.iter().filter(|p| p.series == i).count();
+    for (i, (name, n)) in names.iter().zip(counts).enumerate() {
         let y = TOP + 20.0 + i as f64 * 18.0;
-        marker(&mut out, i, x + 5.0, y - 4.0, "");
+        marker(out, i, x + 5.0, y - 4.0, "");
         out.push_str(close_marker(i));
         let _ = writeln!(
             out,
@@ -584,8 +688,6 @@ pub fn scatter(pic: &Picture, series: &[String], points: &[Point], log: bool) ->
         );
     }
     out.push_str("</g>\n");
-    footer(&mut out);
-    out
 }
 
 #[cfg(test)]
@@ -605,6 +707,72 @@ mod tests {
         assert_eq!(colour(0.0), "#ffeda0");
         assert_eq!(colour(1.0), "#800026");
         assert_ne!(colour(0.0), "#ffffff");
+    }
+
+    /// Points in a slice, "op I" their hover text.
+    struct Listed<'a>(&'a [Point]);
+
+    impl Points for Listed<'_> {
+        fn count(&self) -> usize {
+            self.0.len()
+        }
+        fn point(&self, i: usize) -> Point {
+            let p = &self.0[i];
+            Point {
+                t: p.t,
+                value: p.value,
+                series: p.series,
+            }
+        }
+        fn title(&self, i: usize) -> String {
+            format!("op {i}")
+        }
+    }
+
+    #[test]
+    fn many_points_are_binned_and_outliers_kept() {
+        let pic = Picture {
+            title: String::new(),
+            subtitle: String::new(),
+            x_label: String::new(),
+            x_fmt: |t| format!("{t:.0}"),
+            y_label: String::new(),
+            y_fmt: |v| format!("{v:.0}"),
+        };
+        let n = 200_000;
+        let mut points: Vec<Point> = (0..n)
+            .map(|i| Point {
+                t: i as f64 / 1000.0,
+                value: (i % 1000) as f64 / 100.0,
+                series: i % 8,
+            })
+            .collect();
+        points[123_456].value = 300.0;
+        let series: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+        let (svg, note) = scatter(&pic, &series, &Listed(&points), true);
+        let markers: Vec<&str> = svg.split("data-count=\"").skip(1).collect();
+        assert!(markers.len() <= MAX_MARKERS, "{}", markers.len());
+        let total: u64 = markers
+            .iter()
+            .map(|s| s[..s.find('"').unwrap()].parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(total, n as u64);
+        assert!(svg.contains("data-value=\"300\""), "the outlier is drawn");
+        assert!(
+            svg.contains("<title>op 123456</title>"),
+            "alone in its cell"
+        );
+        assert!(note.unwrap().starts_with("200000 operations binned: "));
+        // Eight series: five by name, the rest as one.
+        assert!(
+            svg.contains(">s4 (25000)<") && svg.contains(">other (75000)<"),
+            "legend"
+        );
+        assert!(!svg.contains(">s5 ("));
+        // Few points: each drawn as it is.
+        let (svg, note) = scatter(&pic, &series, &Listed(&points[..100]), false);
+        assert_eq!(svg.matches("data-count=\"1\"").count(), 100);
+        assert!(note.is_none());
     }
 
     #[test]

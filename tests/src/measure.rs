@@ -1,0 +1,79 @@
+//! The time and peak memory of one run of tracer: for the tests of inputs
+//! that once made it grow without bound.
+
+use std::{
+    io::Read,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{Finished, tracer_bin};
+
+/// A finished run, with its peak resident memory and how long it took.
+pub struct Measured {
+    pub out: Finished,
+    /// The highest VmHWM (the kernel's high-water mark of resident memory)
+    /// sampled while it ran, KiB.
+    pub peak_kib: u64,
+    pub took: Duration,
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = r.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs tracer with `args` to its end, sampling its VmHWM every 2 ms (it
+/// only rises, so the last sample misses at most the last 2 ms); fails the
+/// test if it runs longer than `limit`, saying the peak so far.
+#[track_caller]
+pub fn run_tracer_measured(args: &[&str], limit: Duration) -> Measured {
+    let start = Instant::now();
+    let mut child = Command::new(tracer_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tracer");
+    let stdout = read_all(child.stdout.take().expect("piped"));
+    let stderr = read_all(child.stderr.take().expect("piped"));
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for tracer") {
+            break status;
+        }
+        peak_kib = peak_kib.max(vm_hwm_kib(child.id()));
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tracer {args:?} still ran after {limit:?}, peak RSS {peak_kib} KiB so far");
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    Measured {
+        out: Finished {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+            hidden: Vec::new(),
+        },
+        peak_kib,
+        took: start.elapsed(),
+    }
+}
