@@ -376,7 +376,7 @@ impl RqEvent for Typed<'_> {
 
 /// Defines a block role's three programs, on the classic, the raw and the
 /// BTF-typed tracepoint (`block_issue`, `block_issue_raw` and
-/// `block_issue_btf`, ...: the names core/block.rs attaches), each calling
+/// `block_issue_btf`, ...: the names tools/block/mod.rs attaches), each calling
 /// `$handler(&cfg, &event)`.
 #[macro_export]
 macro_rules! block_hook {

@@ -1,4 +1,4 @@
-//! The command line above core and the tools: `tracer <tool> ...` (or a symlink
+//! The command line above everything else: `tracer <tool> ...` (or a symlink
 //! named after the tool), `tracer list`, `tracer doctor`, `tracer exporter`.
 
 use std::{
@@ -12,16 +12,18 @@ use anyhow::{Result, bail};
 use clap::{Arg, ArgAction, Command};
 use serde_json::json;
 
-use crate::{
-    core::{
-        btf, cli,
-        ebpf::{Choice, HookUse},
-        exporter::{self, Absent},
-        kernel, plot, record, report, tracefs,
+use crate::bpf::{Choice, HookUse};
+use crate::cli;
+use crate::kernel::{self, btf, tracefs};
+use crate::sink::{
+    capture::{
+        self,
         trigger::{Subsystem, Trigger},
     },
-    tools::{self, TOOLS, Tool},
+    prometheus::{self, Absent},
 };
+use crate::tools::{self, TOOLS, Tool};
+use crate::view::{plot, report};
 
 fn root_command() -> Command {
     let mut cmd = Command::new("tracer")
@@ -412,7 +414,7 @@ fn run_exporter(listen: SocketAddr, which: &str, top: Option<usize>) -> Result<(
         chosen
     };
     kernel::require_privileges()?;
-    let listener = exporter::bind(listen)?;
+    let listener = prometheus::bind(listen)?;
     let mut sources = Vec::new();
     let mut absent = Vec::new();
     btf::shared(|| -> Result<()> {
@@ -433,7 +435,7 @@ fn run_exporter(listen: SocketAddr, which: &str, top: Option<usize>) -> Result<(
     if sources.is_empty() {
         bail!("none of the tools could start (the lines above say why)");
     }
-    exporter::serve(sources, absent, listener, top)
+    prometheus::serve(sources, absent, listener, top)
 }
 
 /// The tools that give `tracer record` context: their histograms, every 100 ms.
@@ -457,8 +459,8 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
         }
     }
     let dir = m.get_one::<PathBuf>("dir").expect("has a default").clone();
-    record::check_dir(&dir)?;
-    let filter = record::Filter {
+    capture::check_dir(&dir)?;
+    let filter = capture::Filter {
         pid: m.get_one::<u32>("pid").copied(),
         cgroup: m.get_one::<PathBuf>("cgroup").cloned(),
         disk: m.get_one::<String>("disk").cloned(),
@@ -471,7 +473,7 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
         kernel::cgroup(cg)?;
     }
     if let Some(d) = &filter.disk {
-        crate::core::disks::Disks::scan().lookup(d)?;
+        crate::kernel::disks::Disks::scan().lookup(d)?;
     }
     kernel::require_privileges()?;
     let mut streams = Vec::new();
@@ -480,7 +482,7 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
         for tool in TOOLS.iter().filter(|t| families.contains(&t.family)) {
             let started = match tool.recorder {
                 Some(r) => (r.make)(&filter).map(|source| {
-                    streams.push(record::Stream {
+                    streams.push(capture::Stream {
                         source,
                         family: r.family,
                         kind: r.kind,
@@ -504,10 +506,10 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
     if streams.is_empty() {
         bail!("none of the sources could start (the lines above say why)");
     }
-    record::run(
+    capture::run(
         streams,
         contexts,
-        record::Options {
+        capture::Options {
             triggers,
             before: *m.get_one::<Duration>("before").expect("has a default"),
             after: *m.get_one::<Duration>("after").expect("has a default"),

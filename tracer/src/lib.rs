@@ -1,10 +1,21 @@
 //! tracer: eBPF tracing tools for performance analysis. Everything is private
-//! to the crate but the entry point: `core` is what every tool shares (and never
-//! names a tool), `tools` holds one file per tool, `app` is the command line
-//! above both.
+//! to the crate but the entry point. From the kernel up:
+//! `kernel` (what the running kernel offers), `bpf` (loading programs, reading
+//! maps), `source` (what a tool hands on: samples, events, histograms, metrics),
+//! `tools` (one folder per family, and the registry), `run` with `output` and
+//! `cli` (the run loop, the terminal and NDJSON, shared arguments), `sink` (the
+//! exporter, the flight recorder), `view` (reports, traces, pictures) and `app`,
+//! the command line above them all. Only `tools` names a tool.
 mod app;
-mod core;
+mod bpf;
+mod cli;
+mod kernel;
+mod output;
+mod run;
+mod sink;
+mod source;
 mod tools;
+mod view;
 
 pub use app::main;
 

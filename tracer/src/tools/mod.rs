@@ -1,28 +1,20 @@
-//! The tool registry: adding a tool is one file here plus one line in `TOOLS`.
+//! tools/: one folder per family (block/, fault/, kvm/, tcp/), each with its tools,
+//! one file per tool, over the family's shared code in its mod.rs.
+//!
+//! The tool registry: adding a tool is one file in its family's folder plus one
+//! line in `TOOLS`.
 
 use anyhow::Result;
 use clap::{ArgMatches, Command};
 
-use crate::core::{
-    ebpf::{HookUse, Object},
-    record::Recorder,
-    source::Source,
-    trigger::Subsystem,
-};
+use crate::bpf::{HookUse, Object};
+use crate::sink::capture::{Recorder, trigger::Subsystem};
+use crate::source::Source;
 
-mod biolatency;
-mod biopattern;
-mod biosnoop;
-mod biotop;
-mod bitesize;
-mod faultlat;
-mod faultsnoop;
-mod kvmexits;
-mod pagefaults;
-mod tcpconnlat;
-mod tcpdrop;
-mod tcpretrans;
-mod tcprtt;
+mod block;
+mod fault;
+mod kvm;
+mod tcp;
 
 /// Builds a tool's source as `tracer exporter` runs it.
 pub type ExporterSource = fn() -> Result<Box<dyn Source>>;
@@ -47,19 +39,19 @@ pub struct Tool {
 }
 
 pub static TOOLS: &[&Tool] = &[
-    &biolatency::TOOL,
-    &biosnoop::TOOL,
-    &biotop::TOOL,
-    &bitesize::TOOL,
-    &biopattern::TOOL,
-    &pagefaults::TOOL,
-    &faultlat::TOOL,
-    &faultsnoop::TOOL,
-    &kvmexits::TOOL,
-    &tcpretrans::TOOL,
-    &tcprtt::TOOL,
-    &tcpconnlat::TOOL,
-    &tcpdrop::TOOL,
+    &block::biolatency::TOOL,
+    &block::biosnoop::TOOL,
+    &block::biotop::TOOL,
+    &block::bitesize::TOOL,
+    &block::biopattern::TOOL,
+    &fault::pagefaults::TOOL,
+    &fault::faultlat::TOOL,
+    &fault::faultsnoop::TOOL,
+    &kvm::kvmexits::TOOL,
+    &tcp::tcpretrans::TOOL,
+    &tcp::tcprtt::TOOL,
+    &tcp::tcpconnlat::TOOL,
+    &tcp::tcpdrop::TOOL,
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {
@@ -71,7 +63,7 @@ pub fn find(name: &str) -> Option<&'static Tool> {
 
 #[cfg(test)]
 mod tests {
-    use crate::core::ebpf::Hook;
+    use crate::bpf::Hook;
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
     use super::*;

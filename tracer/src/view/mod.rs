@@ -1,0 +1,11 @@
+//! view/: what a person reads or looks at: `tracer report` (report.rs) and its
+//! Perfetto traces (perfetto.rs) over the capture reader (records.rs), `tracer
+//! plot` (plot.rs) and the live `--heatmap` (heatmap.rs), drawn with svg.rs. Views
+//! read samples and files, not BPF maps.
+
+pub mod heatmap;
+pub mod perfetto;
+pub mod plot;
+pub mod records;
+pub mod report;
+pub mod svg;
