@@ -458,7 +458,7 @@ fn serve(dev: File, shared: &Arc<Shared>) {
 /// that read a slowed-down byte take at least the delay, the others go through
 /// the FUSE server untouched. Drops the loop device before the filesystem.
 pub struct SlowDisk {
-    pub dev: crate::LoopDevice,
+    pub dev: crate::block::LoopDevice,
     pub fs: SlowFs,
 }
 
@@ -472,7 +472,7 @@ impl SlowDisk {
             size: size_mb << 20,
             caching: Caching::Direct,
         }]);
-        let dev = crate::LoopDevice::on_file(&fs.path(SLOW_DISK_FILE));
+        let dev = crate::block::LoopDevice::on_file(&fs.path(SLOW_DISK_FILE));
         SlowDisk { dev, fs }
     }
 
@@ -524,12 +524,4 @@ impl SlowFile {
     pub fn slow_down_page(&self, page: u64, delay: Duration) {
         self.fs.slow_down(SLOW_FILE, page * 4096, delay);
     }
-}
-
-/// Times a closure (the test's own measurement of a syscall, which contains the
-/// block I/O or page fault it causes).
-pub fn timed(f: impl FnOnce()) -> Duration {
-    let start = Instant::now();
-    f();
-    start.elapsed()
 }

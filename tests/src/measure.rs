@@ -1,5 +1,6 @@
-//! The time and peak memory of one run of tracer: for the tests of inputs
-//! that once made it grow without bound.
+//! Measurements: how long the test's own operation took, and the time and
+//! peak memory of one run of tracer (for the tests of inputs that once made
+//! it grow without bound).
 
 use std::{
     io::Read,
@@ -76,4 +77,12 @@ pub fn run_tracer_measured(args: &[&str], limit: Duration) -> Measured {
         peak_kib,
         took: start.elapsed(),
     }
+}
+
+/// Times a closure (the test's own measurement of a syscall, which contains the
+/// block I/O or page fault it causes).
+pub fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
 }

@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 use tracer_tests::{
-    LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, block_workload_timed, counter, dd_writer,
+    Tracer,
+    block::{LoopDevice, R_SIZE, W_SIZE, block_workload, block_workload_timed, dd_writer},
+    counter,
     hidden::{BLOCK, assert_count},
     own_pid, require_tracing,
 };

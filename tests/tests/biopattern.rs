@@ -1,7 +1,8 @@
 //! biopattern against the real kernel: sequential and shuffled workloads.
 
 use tracer_tests::{
-    LoopDevice, Tracer, W_SIZE,
+    Tracer,
+    block::{LoopDevice, W_SIZE},
     hidden::{BLOCK, assert_count},
     require_tracing,
 };

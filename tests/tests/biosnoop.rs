@@ -5,10 +5,12 @@ use std::{collections::HashSet, time::Duration};
 
 use serde_json::{Value, json};
 use tracer_tests::{
-    LoopDevice, R_BASE, R_SIZE, Run, Tracer, W_SIZE, block_workload, dd_writer,
-    fuse::{SlowDisk, timed},
+    Run, Tracer,
+    block::{LoopDevice, R_BASE, R_SIZE, W_SIZE, block_workload, dd_writer},
+    fuse::SlowDisk,
     has_kprobe_function, has_tracepoint,
     hidden::{BLOCK, assert_count},
+    measure::timed,
     own_pid, require_tracing, thread_comm, wait_for,
 };
 

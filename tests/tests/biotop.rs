@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use tracer_tests::{
-    LoopDevice, R_SIZE, Tracer, W_SIZE, block_workload, dd_writer,
+    Tracer,
+    block::{LoopDevice, R_SIZE, W_SIZE, block_workload, dd_writer},
     hidden::{BLOCK, assert_count},
     own_pid, require_tracing, thread_comm,
 };

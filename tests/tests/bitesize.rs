@@ -1,6 +1,10 @@
 //! bitesize against the real kernel: I/O sizes of the test's own workload.
 
-use tracer_tests::{LoopDevice, Tracer, block_workload, require_tracing, thread_comm};
+use tracer_tests::{
+    Tracer,
+    block::{LoopDevice, block_workload},
+    require_tracing, thread_comm,
+};
 
 const N: u64 = 200;
 const M: u64 = 50;

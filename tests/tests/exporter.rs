@@ -13,7 +13,9 @@ use std::{
 };
 
 use tracer_tests::{
-    LoopDevice, Toucher, Tracer, block_workload,
+    Tracer,
+    block::{LoopDevice, block_workload},
+    fault::Toucher,
     hidden::{BLOCK, NET_RX, TIMER, assert_count},
     net::{Netns, host_tcp_counter, ping_pong, tcp_info, wait_acked},
     prometheus::{Prometheus, http_get},

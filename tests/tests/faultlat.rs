@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracer_tests::{Toucher, Tracer, fuse::SlowFile, require_tracing};
+use tracer_tests::{Tracer, fault::Toucher, fuse::SlowFile, require_tracing};
 
 const N: u64 = 5000;
 
@@ -11,7 +11,7 @@ fn minor_histogram_counts_the_touched_pages() {
     require_tracing!();
     let mut toucher = Toucher::spawn(&["anon", &N.to_string()]);
     let t = Tracer::start(&["faultlat", "-n", "-p", &toucher.pid().to_string(), "--json"]);
-    let took = tracer_tests::fuse::timed(|| {
+    let took = tracer_tests::measure::timed(|| {
         toucher.go();
     });
     let out = t.stop();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracer_tests::{Ext4, Run, Toucher, Tracer, fuse::SlowFile, require_tracing};
+use tracer_tests::{Run, Tracer, block::Ext4, fault::Toucher, fuse::SlowFile, require_tracing};
 
 const N: u64 = 2000;
 

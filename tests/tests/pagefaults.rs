@@ -1,6 +1,6 @@
 //! pagefaults against the real kernel: a helper process touching N pages.
 
-use tracer_tests::{Ext4, Toucher, Tracer, require_tracing};
+use tracer_tests::{Tracer, block::Ext4, fault::Toucher, require_tracing};
 
 const N: u64 = 5000;
 

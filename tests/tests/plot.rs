@@ -11,7 +11,8 @@ use std::{
 
 use serde_json::{Value, json};
 use tracer_tests::{
-    R_BASE, R_SIZE, ScratchDir, Tracer, W_SIZE,
+    ScratchDir, Tracer,
+    block::{R_BASE, R_SIZE, W_SIZE},
     fuse::SlowDisk,
     hidden::{BLOCK, assert_count},
     measure::run_tracer_measured,

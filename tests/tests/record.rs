@@ -12,7 +12,9 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    LoopDevice, R_BASE, R_SIZE, ScratchDir, Toucher, Tracer, W_SIZE, block_workload,
+    ScratchDir, Tracer,
+    block::{LoopDevice, R_BASE, R_SIZE, W_SIZE, block_workload},
+    fault::Toucher,
     fuse::{SlowDisk, SlowFile},
     hidden::{BLOCK, NET_RX, TIMER, assert_count},
     kvm::{GuestProgram, hold_vm, run_guest_with},

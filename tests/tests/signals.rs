@@ -10,7 +10,8 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    LoopDevice, Tracer, W_SIZE, block_workload,
+    Tracer,
+    block::{LoopDevice, W_SIZE, block_workload},
     hidden::{BLOCK, assert_count},
     require_tracing, tracer_bin, wait_for,
 };

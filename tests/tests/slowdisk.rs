@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tracer_tests::{fuse::SlowDisk, fuse::timed, require_tracing};
+use tracer_tests::{fuse::SlowDisk, measure::timed, require_tracing};
 
 #[test]
 fn slowed_byte_delays_exactly_its_read() {

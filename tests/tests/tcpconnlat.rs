@@ -5,8 +5,8 @@ use std::{net::TcpListener, time::Duration};
 
 use tracer_tests::{
     Finished, Tracer,
-    fuse::timed,
     hidden::{NET_RX, TIMER, assert_count},
+    measure::timed,
     net::Netns,
     own_pid, require_tracing, run_tracer, wait_for,
 };
