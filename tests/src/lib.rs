@@ -30,7 +30,7 @@ pub use host::{
     ScratchDir, has_kprobe_function, has_tracepoint, mono_ns, own_pid, read_to_string, sh,
     thread_comm, tracepoint_has_field,
 };
-pub use output::counter;
+pub use output::{bucket_sum, counter};
 pub use run::{Finished, Run, Tracer, run_command, run_tracer, tracer_bin, wait_for};
 
 /// Whether the tests run in CI (CI=true), where a skip is a failure.

@@ -1,4 +1,7 @@
-//! Reading what a tool printed: its `-v` counters and its warnings.
+//! Reading what a tool printed: its `-v` counters, its warnings, its
+//! histograms.
+
+use serde_json::Value;
 
 /// Counter `name` of a tool's `-v` "counters:" line in `stderr`.
 #[track_caller]
@@ -24,5 +27,17 @@ pub(crate) fn reported_missed(stderr: &str) -> u64 {
                 .parse::<u64>()
                 .ok()
         })
+        .sum()
+}
+
+/// The sum of a histogram record's bucket counts (which must equal its
+/// `count`: every event lands in one bucket).
+#[track_caller]
+pub fn bucket_sum(hist: &Value) -> u64 {
+    hist["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no buckets: {hist}"))
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
         .sum()
 }

@@ -5,22 +5,13 @@ use serde_json::Value;
 use tracer_tests::{
     Tracer,
     block::{LoopDevice, R_SIZE, W_SIZE, block_workload, block_workload_timed, dd_writer},
-    counter,
+    bucket_sum, counter,
     hidden::{BLOCK, assert_count},
     own_pid, require_tracing,
 };
 
 const N: u64 = 200; // 4 KiB writes
 const M: u64 = 50; // 64 KiB reads
-
-fn sum_buckets(rec: &Value) -> u64 {
-    rec["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["count"].as_u64().unwrap())
-        .sum()
-}
 
 #[test]
 fn counts_exactly_with_disk_filter_and_json() {
@@ -37,7 +28,7 @@ fn counts_exactly_with_disk_filter_and_json() {
     assert_eq!(r["unit"], "usecs");
     let count = r["count"].as_u64().unwrap();
     assert_count(count, N + M, out.hidden(&[BLOCK]), "I/Os");
-    assert_eq!(sum_buckets(r), count);
+    assert_eq!(bucket_sum(r), count);
     // Explicit, contiguous log2 bounds.
     let buckets = r["buckets"].as_array().unwrap();
     assert_eq!(buckets[0]["low"], 0);

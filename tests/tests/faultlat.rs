@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracer_tests::{Tracer, fault::Toucher, fuse::SlowFile, require_tracing};
+use tracer_tests::{Tracer, bucket_sum, fault::Toucher, fuse::SlowFile, require_tracing};
 
 const N: u64 = 5000;
 
@@ -25,13 +25,7 @@ fn minor_histogram_counts_the_touched_pages() {
     assert!(count >= N, "{minor}");
     assert_eq!(count, toucher.faults().0, "{minor}");
     assert_eq!(minor["unit"], "nsecs");
-    let buckets: u64 = minor["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["count"].as_u64().unwrap())
-        .sum();
-    assert_eq!(buckets, count);
+    assert_eq!(bucket_sum(minor), count);
     // The helper is single-threaded and took all these faults while the test
     // waited for it: together they cannot have taken longer than that wait.
     assert!(

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 use tracer_tests::{
-    Tracer,
+    Tracer, bucket_sum,
     kvm::{GuestProgram, GuestRun, hold_vm, run_guest},
     own_pid, require_kvm, require_tracing, run_tracer,
 };
@@ -136,21 +136,13 @@ fn latency_histograms_count_the_timed_exits() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (recs, run, _) = traced_guest(&["--latency"]);
     let hist = |name: &str| latency(&recs, name).cloned();
-    let count = |r: &Value| {
-        r["buckets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["count"].as_u64().unwrap())
-            .sum::<u64>()
-    };
     match table(&recs)["backend"].as_str().unwrap() {
         "generic" => {
             // Exits to the VMM are timed until its next KVM_RUN; the final HLT
             // never re-enters.
             let io = hist("to VMM: IO").unwrap_or_else(|| panic!("{recs:?}"));
             assert_eq!(io["count"], PROGRAM.outs as u64);
-            assert_eq!(count(&io), PROGRAM.outs as u64);
+            assert_eq!(bucket_sum(&io), PROGRAM.outs as u64);
             let mmio = hist("to VMM: MMIO").unwrap();
             assert_eq!(mmio["count"], run.mmio_exits);
             assert!(io["p50"].as_u64().unwrap() <= io["max"].as_u64().unwrap());
