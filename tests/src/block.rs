@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{measure::timed, sh};
+use crate::{host::unique_name, measure::timed, sh};
 
 /// Loop devices are attached one at a time: `losetup -f` can hand the same free
 /// device to two concurrent callers.
@@ -28,12 +28,7 @@ pub struct LoopDevice {
 impl LoopDevice {
     #[track_caller]
     pub fn new(size_mb: u64) -> LoopDevice {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let backing = PathBuf::from(format!(
-            "/dev/shm/tracer-test-{}-{}.img",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let backing = PathBuf::from(format!("/dev/shm/{}.img", unique_name("loop")));
         let file = File::create(&backing).expect("creating the backing file");
         file.set_len(size_mb << 20).unwrap();
         drop(file);

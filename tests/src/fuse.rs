@@ -23,6 +23,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::host::unique_name;
+
 /// How the kernel may cache a file's pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caching {
@@ -73,8 +75,6 @@ pub struct SlowFs {
     shared: Arc<Shared>,
 }
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 // Opcodes and flags of include/uapi/linux/fuse.h.
 const LOOKUP: u32 = 1;
 const FORGET: u32 = 2;
@@ -109,11 +109,7 @@ impl SlowFs {
     /// Mounts a new filesystem with these files (zero-filled) on a fresh directory.
     #[track_caller]
     pub fn mount(files: Vec<FileSpec>) -> SlowFs {
-        let mountpoint = std::env::temp_dir().join(format!(
-            "tracer-fuse-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let mountpoint = std::env::temp_dir().join(unique_name("fuse"));
         std::fs::create_dir_all(&mountpoint).expect("creating the FUSE mountpoint");
         let dev = OpenOptions::new()
             .read(true)

@@ -14,18 +14,14 @@
 //! tests' workloads have at most one operation in flight per kind at a time.
 //! When there was none (almost always), the counts must be exact.
 
-use std::{
-    fs,
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::{fs, path::PathBuf};
+
+use crate::host::unique_name;
 
 /// Softirq vectors (include/linux/interrupt.h).
 pub const TIMER: u32 = 1;
 pub const NET_RX: u32 = 3;
 pub const BLOCK: u32 = 4;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Softirqs run in PID 1's threads' context while this lives.
 pub struct Hidden {
@@ -58,11 +54,7 @@ impl Hidden {
         reason = "starting a recording is not a default value"
     )]
     pub fn start() -> Hidden {
-        let dir = tracefs().join("instances").join(format!(
-            "tracer-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = tracefs().join("instances").join(unique_name("softirqs"));
         if dir.exists() {
             // Left by an earlier test process that had this PID (see Drop).
             remove_instance(&dir);

@@ -4,6 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 /// Runs a shell command that must succeed; returns its stdout.
@@ -47,6 +48,18 @@ pub fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `tracer-<what>-<pid>-<n>`: a name for something the test makes on the
+/// machine (a file, a mount, a namespace), which no other object of this
+/// process and no other test process has.
+pub(crate) fn unique_name(what: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "tracer-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// A directory for a test's files, removed on drop.
 pub struct ScratchDir {
     pub path: PathBuf,
@@ -54,12 +67,7 @@ pub struct ScratchDir {
 
 impl ScratchDir {
     pub fn new(what: &str) -> ScratchDir {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tracer-{what}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let path = std::env::temp_dir().join(unique_name(what));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("creating a scratch directory");
         ScratchDir { path }

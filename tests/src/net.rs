@@ -8,12 +8,9 @@ use std::{
     net::{TcpListener, TcpStream},
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
-use crate::sh;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use crate::{host::unique_name, sh};
 
 pub struct Netns {
     pub name: String,
@@ -26,11 +23,7 @@ impl Netns {
         reason = "making a namespace is not a default value"
     )]
     pub fn new() -> Netns {
-        let name = format!(
-            "tracer-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_name("netns");
         // The first `ip netns add` on a machine makes /run/netns a shared mount;
         // several at once race on that.
         static ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
