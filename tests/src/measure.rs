@@ -4,6 +4,7 @@
 
 use std::{
     io::Read,
+    path::Path,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -85,4 +86,26 @@ pub fn timed(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
     f();
     start.elapsed()
+}
+
+/// The peak resident memory of tracer reading the first `lines` lines of
+/// `input` (`args` with `{}` standing for the file): what a run costs before
+/// its input could make it grow. Bounds on growth are over this, since the
+/// binary's own pages weigh differently on each machine (a kernel under qemu
+/// runs it from tmpfs, with transparent huge pages).
+#[track_caller]
+pub fn baseline_kib(args: &[&str], input: &Path, lines: usize) -> u64 {
+    let text = std::fs::read_to_string(input).expect("reading the input");
+    let head: String = text.split_inclusive('\n').take(lines).collect();
+    let small = input.with_extension("head");
+    std::fs::write(&small, head).expect("writing the baseline input");
+    let small_str = small.to_str().expect("UTF-8 path");
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "{}" { small_str } else { a })
+        .collect();
+    let run = run_tracer_measured(&args, Duration::from_secs(60));
+    run.out.assert_success();
+    let _ = std::fs::remove_file(&small);
+    run.peak_kib
 }
