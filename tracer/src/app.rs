@@ -438,9 +438,6 @@ fn run_exporter(listen: SocketAddr, which: &str, top: Option<usize>) -> Result<(
     prometheus::serve(sources, absent, listener, top)
 }
 
-/// The tools that give `tracer record` context: their histograms, every 100 ms.
-const RECORD_CONTEXT: &[&str] = &["biolatency", "faultlat", "tcprtt"];
-
 fn run_record(m: &clap::ArgMatches) -> Result<()> {
     let families = &m.get_one::<Sources>("sources").expect("has a default").0;
     let explicit = m.value_source("sources") == Some(clap::parser::ValueSource::CommandLine);
@@ -488,7 +485,7 @@ fn run_record(m: &clap::ArgMatches) -> Result<()> {
                         kind: r.kind,
                     })
                 }),
-                None if RECORD_CONTEXT.contains(&tool.name) => match tool.exporter {
+                None if tool.record_context => match tool.exporter {
                     Some(make) => make().map(|s| contexts.push(s)),
                     None => Ok(()),
                 },
