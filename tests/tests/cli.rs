@@ -17,13 +17,37 @@ fn bad_intervals_are_one_line_errors() {
     run_tracer(&["nosuchtool"]).assert_one_line_error("unrecognized subcommand");
 }
 
+/// The tools and aliases (`tracer list --names`).
+fn tool_names() -> Vec<String> {
+    let names = run_tracer(&["list", "--names"]);
+    names.assert_success();
+    names.stdout.split_whitespace().map(String::from).collect()
+}
+
+/// The tools and aliases whose --help offers `flag` (e.g. `--disk`).
+fn tools_offering(flag: &str) -> Vec<String> {
+    let tools: Vec<String> = tool_names()
+        .into_iter()
+        .filter(|tool| {
+            let help = run_tracer(&[tool, "--help"]);
+            help.assert_success();
+            help.stdout.lines().any(|l| {
+                l.trim_start().starts_with('-')
+                    && l.split_whitespace()
+                        .any(|w| w.trim_end_matches(',') == flag)
+            })
+        })
+        .collect();
+    assert!(!tools.is_empty(), "no tool offers {flag}");
+    tools
+}
+
+/// An unknown disk, for every tool with a disk filter; a pid that is no
+/// number; a cgroup that does not exist. (Pids that do not exist: below.)
 #[test]
 fn unknown_disk_pid_and_cgroup() {
-    for tool in ["biolatency", "biosnoop", "biotop", "bitesize", "biopattern"] {
-        run_tracer(&[tool, "-d", "nosuchdisk"]).assert_one_line_error("unknown disk: nosuchdisk");
-    }
-    for tool in ["biolatency", "biosnoop", "biotop", "bitesize"] {
-        run_tracer(&[tool, "-p", "999999999"]).assert_one_line_error("no such process: 999999999");
+    for tool in tools_offering("--disk") {
+        run_tracer(&[&tool, "-d", "nosuchdisk"]).assert_one_line_error("unknown disk: nosuchdisk");
     }
     run_tracer(&["biolatency", "-p", "abc"]).assert_one_line_error("invalid value 'abc'");
     run_tracer(&["biolatency", "-c", "/no/such/cgroup"]).assert_one_line_error("no such cgroup");
@@ -147,15 +171,14 @@ fn sigterm_prints_the_final_result() {
 
 #[test]
 fn every_tool_rejects_bad_intervals_and_pids() {
-    let names = run_tracer(&["list", "--names"]);
-    names.assert_success();
-    for tool in names.stdout.split_whitespace() {
+    for tool in &tool_names() {
         run_tracer(&[tool, "0"]).assert_one_line_error("interval must be a positive whole number");
         run_tracer(&[tool, "abc"])
             .assert_one_line_error("interval must be a positive whole number");
         run_tracer(&[tool, "1", "-1"])
             .assert_one_line_error("count must be a positive whole number");
     }
+    // By name, not from --help: this also asserts that each offers -p.
     for tool in [
         "biolatency",
         "biosnoop",
@@ -217,14 +240,7 @@ fn huge_durations_and_intervals_are_usage_errors() {
         ),
     );
     let max = "18446744073709551615";
-    for tool in [
-        "biolatency",
-        "biosnoop",
-        "biotop",
-        "faultlat",
-        "tcpretrans",
-        "kvmexits",
-    ] {
+    for tool in &tool_names() {
         assert_usage_error(
             &run_to_parse(&[tool, max, "1"]),
             &format!(
@@ -402,11 +418,9 @@ fn subcommands() -> Vec<String> {
         .filter(|s| *s != "help")
         .map(String::from)
         .collect();
-    let names = run_tracer(&["list", "--names"]);
-    names.assert_success();
-    for name in names.stdout.split_whitespace() {
-        if !subs.iter().any(|s| s == name) {
-            subs.push(name.to_string());
+    for name in tool_names() {
+        if !subs.contains(&name) {
+            subs.push(name);
         }
     }
     subs
@@ -523,10 +537,12 @@ fn every_numeric_flag_refuses_out_of_range_values() {
         .iter()
         .map(|f| (f.sub.as_str(), f.flag.as_str()))
         .collect();
-    let names = run_tracer(&["list", "--names"]);
-    for tool in names.stdout.split_whitespace() {
+    for tool in &tool_names() {
         for positional in ["[INTERVAL]", "[COUNT]"] {
-            assert!(found.contains(&(tool, positional)), "{tool} {positional}");
+            assert!(
+                found.contains(&(tool.as_str(), positional)),
+                "{tool} {positional}"
+            );
         }
     }
     for known in [

@@ -4,11 +4,11 @@
 //! maps), `source` (what a tool hands on: samples, events, histograms, metrics),
 //! `tools` (one folder per family, and the registry), `run` with `output` and
 //! `cli` (the run loop, the terminal and NDJSON, shared arguments), `sink` (the
-//! exporter, the flight recorder), `view` (reports, traces, pictures) and `app`,
+//! exporter, the flight recorder), `view` (reports, traces, pictures) and `cmd`,
 //! the command line above them all. Only `tools` names a tool.
-mod app;
 mod bpf;
 mod cli;
+mod cmd;
 mod kernel;
 mod output;
 mod run;
@@ -17,7 +17,7 @@ mod source;
 mod tools;
 mod view;
 
-pub use app::main;
+pub use cmd::main;
 
 /// Embeds a tool's eBPF object, built by build.rs into OUT_DIR.
 macro_rules! ebpf_object {

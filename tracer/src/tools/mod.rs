@@ -20,7 +20,7 @@ mod tcp;
 pub type ExporterSource = fn() -> Result<Box<dyn Source>>;
 
 /// A tool: its command line, its run function, the hooks it may use, and its
-/// source as the exporter runs it.
+/// sources as the exporter and the recorder run it.
 pub struct Tool {
     pub name: &'static str,
     pub aliases: &'static [&'static str],
@@ -35,6 +35,9 @@ pub struct Tool {
     pub family: Subsystem,
     /// Its event stream as `tracer record` runs it.
     pub recorder: Option<Recorder>,
+    /// Whether `tracer record` keeps its exporter histograms, every 100 ms, as
+    /// context for the events around a trigger (a tool without a recorder).
+    pub record_context: bool,
     pub object: Object,
 }
 
@@ -87,6 +90,16 @@ mod tests {
             }
         }
         deepest
+    }
+
+    /// `tracer record` takes a context tool's exporter histograms, and has
+    /// no place for its event stream.
+    #[test]
+    fn record_context_is_an_exporter_tool_without_a_recorder() {
+        for tool in TOOLS.iter().filter(|t| t.record_context) {
+            assert!(tool.exporter.is_some(), "{}: no exporter", tool.name);
+            assert!(tool.recorder.is_none(), "{}: has a recorder", tool.name);
+        }
     }
 
     /// No program's own frame is deeper than 456 bytes: older verifiers add

@@ -31,6 +31,7 @@ pub const TOOL: Tool = Tool {
     hooks: || super::hook_uses(NEEDS, &[("-Q", Needs::INSERT), ("-p/-c", Needs::SUBMIT)]),
     exporter: Some(exporter),
     family: Subsystem::Block,
+    record_context: true,
     recorder: None,
     object: Object {
         elf: crate::ebpf_object!("biolatency"),

@@ -32,6 +32,7 @@ pub const TOOL: Tool = Tool {
     hooks: || super::hook_uses(NEEDS, &[]),
     exporter: Some(exporter),
     family: Subsystem::Block,
+    record_context: false,
     recorder: None,
     object: Object {
         elf: crate::ebpf_object!("biopattern"),

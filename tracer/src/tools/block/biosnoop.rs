@@ -28,6 +28,7 @@ pub const TOOL: Tool = Tool {
     hooks: || super::hook_uses(NEEDS, &[("-Q", Needs::INSERT)]),
     exporter: None,
     family: Subsystem::Block,
+    record_context: false,
     recorder: Some(Recorder {
         family: Subsystem::Block,
         kind: EventKind::Op,

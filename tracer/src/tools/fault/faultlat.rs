@@ -36,6 +36,7 @@ pub const TOOL: Tool = Tool {
     },
     exporter: Some(exporter),
     family: Subsystem::Fault,
+    record_context: true,
     recorder: None,
     object: Object {
         elf: crate::ebpf_object!("faultlat"),

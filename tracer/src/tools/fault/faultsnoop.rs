@@ -37,6 +37,7 @@ pub const TOOL: Tool = Tool {
     },
     exporter: None,
     family: Subsystem::Fault,
+    record_context: false,
     recorder: Some(Recorder {
         family: Subsystem::Fault,
         kind: EventKind::Op,

@@ -33,6 +33,7 @@ pub const TOOL: Tool = Tool {
     hooks: || vec![HookUse::always(END_MINOR), HookUse::always(END_MAJOR)],
     exporter: Some(exporter),
     family: Subsystem::Fault,
+    record_context: false,
     recorder: None,
     object: Object {
         elf: crate::ebpf_object!("pagefaults"),

@@ -159,6 +159,7 @@ pub const TOOL: Tool = Tool {
     },
     exporter: Some(exporter),
     family: Subsystem::Kvm,
+    record_context: false,
     recorder: Some(Recorder {
         family: Subsystem::Kvm,
         kind: EventKind::Op,

@@ -46,6 +46,7 @@ pub const TOOL: Tool = Tool {
     hooks: || vec![HookUse::always(SET_STATE)],
     exporter: Some(exporter),
     family: Subsystem::Tcp,
+    record_context: false,
     recorder: Some(Recorder {
         family: Subsystem::Tcp,
         kind: EventKind::Connect,

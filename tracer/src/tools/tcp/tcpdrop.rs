@@ -49,6 +49,7 @@ pub const TOOL: Tool = Tool {
     hooks: || vec![HookUse::always(KFREE_SKB)],
     exporter: Some(exporter),
     family: Subsystem::Tcp,
+    record_context: false,
     recorder: Some(Recorder {
         family: Subsystem::Tcp,
         kind: EventKind::Drop,

@@ -62,6 +62,7 @@ pub const TOOL: Tool = Tool {
     },
     exporter: Some(exporter),
     family: Subsystem::Tcp,
+    record_context: false,
     recorder: Some(Recorder {
         family: Subsystem::Tcp,
         kind: EventKind::Retransmit,

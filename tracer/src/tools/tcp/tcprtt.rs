@@ -45,6 +45,7 @@ pub const TOOL: Tool = Tool {
     hooks: || vec![HookUse::always(PROBE)],
     exporter: Some(exporter),
     family: Subsystem::Tcp,
+    record_context: true,
     recorder: None,
     object: Object {
         elf: crate::ebpf_object!("tcprtt"),
