@@ -3,29 +3,12 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use crate::read_to_string;
-
-/// A helper binary of this crate (src/bin), next to the test executables.
-fn helper_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} not found: build with `cargo test -p tracer-tests`",
-        bin.display()
-    );
-    bin
-}
 
 /// The page-toucher helper process (tests/src/bin/page-toucher.rs), stopped at
 /// its handshake until `go()`.
@@ -60,7 +43,7 @@ impl Toucher {
 
     #[track_caller]
     fn spawn_with(args: &[&str], long: Option<Duration>, comm: Option<&str>) -> Toucher {
-        let mut cmd = Command::new(helper_bin("page-toucher"));
+        let mut cmd = Command::new(crate::host::helper_bin("page-toucher"));
         if let Some(long) = long {
             cmd.env("TOUCHER_LONG_NS", long.as_nanos().to_string());
         }

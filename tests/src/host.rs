@@ -116,3 +116,19 @@ pub fn tracepoint_has_field(category: &str, name: &str, field: &str) -> bool {
                 .any(|w| w == field)
         })
 }
+
+/// A helper binary of this crate (src/bin), next to the test executables.
+pub(crate) fn helper_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: build with `cargo test -p tracer-tests`",
+        bin.display()
+    );
+    bin
+}

@@ -4,6 +4,7 @@
 
 use std::{
     io::Read,
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Command, Stdio},
     thread,
@@ -15,21 +16,9 @@ use crate::{Finished, tracer_bin};
 /// A finished run, with its peak resident memory and how long it took.
 pub struct Measured {
     pub out: Finished,
-    /// The highest VmHWM (the kernel's high-water mark of resident memory)
-    /// sampled while it ran, KiB.
+    /// The kernel's high-water mark of its resident memory (ru_maxrss), KiB.
     pub peak_kib: u64,
     pub took: Duration,
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
@@ -40,34 +29,40 @@ fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     })
 }
 
-/// Runs tracer with `args` to its end, sampling its VmHWM every 2 ms (it
-/// only rises, so the last sample misses at most the last 2 ms); fails the
-/// test if it runs longer than `limit`, saying the peak so far.
+/// Runs tracer with `args` to its end under the peak-rss helper
+/// (src/bin/peak-rss.rs), which reports the kernel's own high-water mark of
+/// its resident memory; fails the test if it runs longer than `limit`.
 #[track_caller]
 pub fn run_tracer_measured(args: &[&str], limit: Duration) -> Measured {
     let start = Instant::now();
-    let mut child = Command::new(tracer_bin())
+    let peak_file = std::env::temp_dir().join(crate::host::unique_name("peak-rss"));
+    let mut child = Command::new(crate::host::helper_bin("peak-rss"))
+        .arg(&peak_file)
+        .arg(tracer_bin())
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("starting tracer");
+        .expect("starting peak-rss");
     let stdout = read_all(child.stdout.take().expect("piped"));
     let stderr = read_all(child.stderr.take().expect("piped"));
-    let mut peak_kib = 0;
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for tracer") {
             break status;
         }
-        peak_kib = peak_kib.max(vm_hwm_kib(child.id()));
         if start.elapsed() > limit {
-            let _ = child.kill();
+            // SAFETY: signalling the process group the helper leads.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             let _ = child.wait();
-            panic!("tracer {args:?} still ran after {limit:?}, peak RSS {peak_kib} KiB so far");
+            let _ = std::fs::remove_file(&peak_file);
+            panic!("tracer {args:?} still ran after {limit:?}");
         }
         thread::sleep(Duration::from_millis(2));
     };
+    let peak = std::fs::read_to_string(&peak_file);
+    let _ = std::fs::remove_file(&peak_file);
     Measured {
         out: Finished {
             status,
@@ -75,7 +70,10 @@ pub fn run_tracer_measured(args: &[&str], limit: Duration) -> Measured {
             stderr: stderr.join().expect("stderr reader"),
             hidden: Vec::new(),
         },
-        peak_kib,
+        peak_kib: peak
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("peak-rss wrote the peak"),
         took: start.elapsed(),
     }
 }

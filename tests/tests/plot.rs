@@ -400,7 +400,15 @@ fn a_fine_interval_is_raised_to_bound_the_cells() {
         "sector": 8192, "bytes": 4096, "lat_ns": 100_000, "time_s": 86_400.0,
     }));
     write_ndjson(&input, &recs);
-    let small = ["plot", "{}", "-o", "/dev/null", "--kind", "latency-heatmap"];
+    let small_out = dir.path.join("small.svg");
+    let small = [
+        "plot",
+        "{}",
+        "-o",
+        small_out.to_str().unwrap(),
+        "--kind",
+        "latency-heatmap",
+    ];
     let bound_kib = baseline_kib(&small, &input, recs.len() - 1) + GROWTH_KIB;
     // Before: a day in 1 ms columns took 8 GB or aborted allocating 3.5 GB.
     for (kind, width, most) in [
@@ -451,7 +459,15 @@ fn an_endless_line_is_refused_at_once() {
     let out = dir.path.join("zero.svg");
     let input = dir.path.join("snoop.ndjson");
     write_ndjson(&input, &snoop_fixture());
-    let small = ["plot", "{}", "-o", "/dev/null", "--kind", "scatter"];
+    let small_out = dir.path.join("small.svg");
+    let small = [
+        "plot",
+        "{}",
+        "-o",
+        small_out.to_str().unwrap(),
+        "--kind",
+        "scatter",
+    ];
     let bound_kib = baseline_kib(&small, &input, usize::MAX) + GROWTH_KIB;
     // Before: read /dev/zero into memory until the machine ran out.
     let run = run_tracer_measured(
@@ -554,4 +570,20 @@ fn a_scatter_of_many_points_is_binned() {
         "peak RSS {} KiB ({baseline_kib} KiB for its first 1000 records) for {size_kib} KiB of records",
         run.peak_kib
     );
+}
+
+#[test]
+fn a_device_is_written_not_replaced() {
+    // Pictures are written to a temporary name and renamed over the output:
+    // done to /dev/null, that replaced the device with a regular file.
+    use std::os::unix::fs::FileTypeExt as _;
+    let dir = ScratchDir::new("plot-devnull");
+    let input = dir.path.join("snoop.ndjson");
+    write_ndjson(&input, &snoop_fixture());
+    let input = input.to_str().unwrap();
+    let run = run_tracer(&["plot", input, "-o", "/dev/null", "--kind", "scatter"]);
+    run.assert_success();
+    let null = std::fs::metadata("/dev/null").unwrap();
+    assert!(null.file_type().is_char_device(), "{null:?}");
+    assert!(!Path::new("/dev/null.tmp").exists());
 }

@@ -150,16 +150,29 @@ fn usage_error(e: clap::Error, prefix: &str) -> i32 {
             }
         }
         _ => {
-            let text = e.render().to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
-            eprintln!("{prefix}: {line} (see --help)");
+            eprintln!(
+                "{prefix}: {} (see --help)",
+                first_line(&e.render().to_string())
+            );
             2
         }
     }
+}
+
+/// clap's message as one line: its first, with the list that follows a line
+/// ending in ':' (the missing arguments) joined to it.
+fn first_line(text: &str) -> String {
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if line.ends_with(':') {
+        let list: Vec<&str> = lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .collect();
+        line = format!("{line} {}", list.join(", "));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -179,6 +192,22 @@ mod tests {
         assert_eq!(got, ["tracer", "biolatency", "-D", "1"]);
         let args = argv(&["tracer", "list"]);
         assert_eq!(argv_with_tool(args.clone()), args);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_that_names_what_is_missing() {
+        let e = root_command()
+            .try_get_matches_from(["tracer", "plot", "in.ndjson"])
+            .unwrap_err();
+        assert_eq!(
+            first_line(&e.render().to_string()),
+            "the following required arguments were not provided: --output <OUT.svg>, --kind <kind>"
+        );
+        assert_eq!(
+            first_line("error: unexpected argument\n\nUsage: x"),
+            "unexpected argument"
+        );
+        assert_eq!(first_line(""), "invalid arguments");
     }
 
     #[test]
