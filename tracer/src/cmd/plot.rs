@@ -7,6 +7,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::Subcommand;
 use crate::cli;
+use crate::tools;
 use crate::view::plot;
 
 pub(super) const SUBCOMMAND: Subcommand = Subcommand {
@@ -65,5 +66,6 @@ fn run(m: &ArgMatches) -> Result<()> {
             interval: m.get_one::<f64>("interval").copied(),
             log: m.get_flag("log"),
         },
+        &tools::schemas(),
     )
 }

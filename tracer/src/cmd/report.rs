@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::Subcommand;
+use crate::tools;
 use crate::view::report;
 
 pub(super) const SUBCOMMAND: Subcommand = Subcommand {
@@ -44,5 +45,6 @@ fn run(m: &ArgMatches) -> Result<()> {
         m.get_one::<PathBuf>("file").expect("required"),
         m.get_flag("json"),
         m.get_one::<PathBuf>("perfetto").map(PathBuf::as_path),
+        &tools::schemas(),
     )
 }

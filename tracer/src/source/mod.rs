@@ -1,6 +1,6 @@
 //! source/: the model between tools and sinks: the Source trait with its samples
 //! and events (here), histograms (hist.rs), metric families and observations
-//! (metrics.rs).
+//! (metrics.rs), and what a tool's event records hold (schema.rs).
 //!
 //! Sources: what a tool hands to the sinks. A source is a tool's loaded kernel
 //! programs plus a typed read of what they aggregated (a `Sample` per interval)
@@ -10,6 +10,7 @@
 
 pub mod hist;
 pub mod metrics;
+pub mod schema;
 
 use anyhow::Result;
 use serde_json::Value;

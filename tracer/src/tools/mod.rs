@@ -10,6 +10,7 @@ use clap::{ArgMatches, Command};
 use crate::bpf::{HookUse, Object};
 use crate::sink::capture::{Recorder, trigger::Subsystem};
 use crate::source::Source;
+use crate::source::schema::{Schema, Schemas};
 
 mod block;
 mod fault;
@@ -25,6 +26,8 @@ pub struct Tool {
     pub name: &'static str,
     pub aliases: &'static [&'static str],
     pub about: &'static str,
+    /// What its event records hold and how views show them (None: it streams none).
+    pub schema: Option<&'static Schema>,
     pub command: fn() -> Command,
     pub run: fn(&ArgMatches) -> Result<()>,
     /// Every hook chain the tool may attach, and with which option.
@@ -64,12 +67,50 @@ pub fn find(name: &str) -> Option<&'static Tool> {
         .find(|t| t.name == name || t.aliases.contains(&name))
 }
 
+/// The tools' schemas, for the views (which read records by them).
+pub fn schemas() -> Schemas {
+    Schemas(
+        TOOLS
+            .iter()
+            .filter_map(|t| Some((t.name, t.schema?)))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use crate::bpf::Hook;
+    use crate::source::schema::SYMBOL;
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
     use super::*;
+
+    /// A tool that streams events to the recorder says what they hold, and
+    /// its templates name only its fields (or the record's tool, or the
+    /// symbol the report adds).
+    #[test]
+    fn schemas_name_their_own_fields() {
+        for tool in TOOLS {
+            let Some(s) = tool.schema else {
+                assert!(
+                    tool.recorder.is_none(),
+                    "{}: events without a schema",
+                    tool.name
+                );
+                continue;
+            };
+            let templates = [s.line, s.track.name, s.track.slice, s.who]
+                .into_iter()
+                .chain(s.top.map(|(_, key)| key));
+            for name in templates.flat_map(|t| t.names()).chain(s.series) {
+                assert!(
+                    s.field(name).is_some() || ["tool", SYMBOL].contains(&name),
+                    "{}: no field {name}",
+                    tool.name
+                );
+            }
+        }
+    }
 
     /// The deepest stack slot a program's instructions touch (`r10 - off`).
     fn stack_depth(code: &[u8]) -> u32 {

@@ -1,5 +1,7 @@
 //! `tracer plot INPUT -o OUT.svg --kind KIND`: pictures from any tool's NDJSON
-//! (`--json`) or a capture of `tracer record`.
+//! (`--json`) or a capture of `tracer record`, whose events are read through
+//! their tool's schema (which field is the latency, the disk, the sector, the
+//! series); a capture's event of a tool without one, by its duration alone.
 //!
 //! - scatter: completion time x latency, a marker per operation type;
 //! - latency-heatmap: time x log2 latency buckets, from events or from
@@ -23,7 +25,10 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use crate::output;
-use crate::source::hist::slot_bounds;
+use crate::source::{
+    hist::slot_bounds,
+    schema::{Role, Schema, Schemas},
+};
 use crate::view::{
     heatmap::{MAX_COLUMNS, slot_rows, write_atomically},
     records::Records,
@@ -125,17 +130,6 @@ struct Input {
     host_kernel: Option<String>,
 }
 
-fn op_name(letter: &str) -> &str {
-    match letter {
-        "R" => "read",
-        "W" => "write",
-        "D" => "discard",
-        "F" => "flush",
-        "N" => "none",
-        other => other,
-    }
-}
-
 /// A histogram record's labels (its text fields but the bookkeeping ones) as
 /// a panel title, as the heatmap sink titles them: "disk vda, op read".
 fn hist_title(v: &Value) -> String {
@@ -154,7 +148,7 @@ fn hist_title(v: &Value) -> String {
     }
 }
 
-fn read(path: &Path) -> Result<Input> {
+fn read(path: &Path, schemas: &Schemas) -> Result<Input> {
     let mut input = Input::default();
     for r in Records::open(path)? {
         let v = r?.value;
@@ -177,7 +171,7 @@ fn read(path: &Path) -> Result<Input> {
         if v["buckets"].is_array() {
             input.add_hist(&v);
         } else {
-            input.add_event(&v);
+            input.add_event(&v, schemas.of(&v));
         }
     }
     Ok(input)
@@ -218,41 +212,31 @@ impl Input {
         self.hists.entry(panel).or_default().push(rec);
     }
 
-    /// An event: when it completed, how long it took, what and whose it was.
-    fn add_event(&mut self, v: &Value) {
+    /// An event: when it completed, how long it took, what and whose it was,
+    /// read by its tool's `schema` (without one: a capture's duration, the
+    /// tool as its series, its process as whose).
+    fn add_event(&mut self, v: &Value, schema: Option<&Schema>) {
         let Some(t) = self.mono(v, "ts_ns").or_else(|| v["time_s"].as_f64()) else {
             return;
         };
-        let Some(lat_ns) = v["lat_ns"]
-            .as_u64()
+        let field = |role| schema.and_then(|s| s.with(role));
+        let Some(lat_ns) = field(Role::Latency)
+            .and_then(|f| f.ns(v))
             .or_else(|| v["dur_ns"].as_u64())
-            .or_else(|| v["lat_ms"].as_f64().map(|ms| (ms * 1e6) as u64))
-            .or_else(|| v["lat_us"].as_f64().map(|us| (us * 1e3) as u64))
         else {
             return;
         };
-        let series = if let Some(t) = v["t"].as_str() {
-            op_name(t)
-        } else if let Some(t) = v["type"].as_str() {
-            t
-        } else if let Some(r) = v["reason"].as_str() {
-            r
-        } else {
-            v["tool"].as_str().unwrap_or("event")
+        let series = schema
+            .and_then(|s| s.field(s.series?))
+            .and_then(|f| f.text(v))
+            .or_else(|| v["tool"].as_str())
+            .unwrap_or("event");
+        let who = match schema {
+            Some(s) => s.who.render(s, v),
+            None => process(v),
         };
-        let mut who = v["comm"]
-            .as_str()
-            .unwrap_or(v["tool"].as_str().unwrap_or(""))
-            .to_string();
-        for k in ["pid", "disk", "reason"] {
-            if !v[k].is_null() {
-                who.push_str(&format!(" {k} {}", v[k]));
-            }
-        }
-        let addr = v["addr"]
-            .as_str()
-            .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
-        let at = match (v["sector"].as_u64(), addr) {
+        let number = |role| field(role).and_then(|f| f.number(v));
+        let at = match (number(Role::Sector), number(Role::Address)) {
             (Some(s), _) => Place::Sector(s),
             (None, Some(a)) => Place::Addr(a),
             (None, None) => Place::Unknown,
@@ -262,9 +246,11 @@ impl Input {
             lat_ns,
             series: self.series.id(series),
             who: self.who.id(&who),
-            disk: v["disk"].as_str().map(|d| self.disks.id(d)),
+            disk: field(Role::Disk)
+                .and_then(|f| f.text(v))
+                .map(|d| self.disks.id(d)),
             at,
-            bytes: v["bytes"].as_u64().and_then(|b| u32::try_from(b).ok()),
+            bytes: number(Role::Size).and_then(|b| u32::try_from(b).ok()),
         });
     }
 
@@ -283,6 +269,20 @@ impl Input {
         s.push_str(&format!(" {:.3} ms", o.lat_ns as f64 / 1e6));
         s
     }
+}
+
+/// Whose an event of a tool without a schema was: its command (else its
+/// tool) and pid.
+fn process(v: &Value) -> String {
+    let mut who = v["comm"]
+        .as_str()
+        .or_else(|| v["tool"].as_str())
+        .unwrap_or("")
+        .to_string();
+    if !v["pid"].is_null() {
+        who.push_str(&format!(" pid {}", v["pid"]));
+    }
+    who
 }
 
 /// A round column width giving about 100 columns over the range.
@@ -389,10 +389,12 @@ pub struct Options {
     pub log: bool,
 }
 
-pub fn plot(input_path: &Path, out: &Path, opts: &Options) -> Result<()> {
-    let input = read(input_path)?;
+/// `tracer plot`: the picture of `input_path`, whose events are read by the
+/// tools' `schemas`, written to `out`.
+pub fn plot(input_path: &Path, out: &Path, opts: &Options, schemas: &Schemas) -> Result<()> {
+    let input = read(input_path, schemas)?;
     let name = input_path.display().to_string();
-    let svg = draw(&input, &name, opts)?;
+    let svg = draw(&input, &name, opts, schemas)?;
     write_atomically(out, svg.as_bytes())
 }
 
@@ -417,7 +419,16 @@ fn range(ts: impl Iterator<Item = f64>) -> (f64, f64) {
     })
 }
 
-fn draw(input: &Input, name: &str, opts: &Options) -> Result<String> {
+/// Which inputs have events with fields of `roles`: "TOOL --json, a capture"
+/// (the first tool whose schema has them), for messages.
+fn inputs_with(schemas: &Schemas, roles: &[Role]) -> String {
+    match schemas.tool_with(roles) {
+        Some(tool) => format!("{tool} --json, a capture"),
+        None => "a capture".into(),
+    }
+}
+
+fn draw(input: &Input, name: &str, opts: &Options, schemas: &Schemas) -> Result<String> {
     let (x_label, x_fmt): (String, fn(f64) -> String) = if input.unix {
         ("local time".into(), local)
     } else {
@@ -437,11 +448,13 @@ fn draw(input: &Input, name: &str, opts: &Options) -> Result<String> {
         .iter()
         .filter(|o| o.disk.is_some() && o.sector().is_some())
         .collect();
+    let block_inputs = || inputs_with(schemas, &[Role::Disk, Role::Sector]);
     match opts.kind {
         Kind::Scatter => {
             if input.ops.is_empty() {
                 bail!(
-                    "{name} has no events with a latency to plot (e.g. biosnoop --json, a capture)"
+                    "{name} has no events with a latency to plot (e.g. {})",
+                    inputs_with(schemas, &[Role::Latency])
                 );
             }
             Ok(scatter(input, &frame, opts.log))
@@ -457,13 +470,16 @@ fn draw(input: &Input, name: &str, opts: &Options) -> Result<String> {
         }
         Kind::OffsetHeatmap => {
             if block.is_empty() {
-                bail!("{name} has no block I/O events with sectors (biosnoop --json, a capture)");
+                bail!(
+                    "{name} has no block I/O events with sectors ({})",
+                    block_inputs()
+                );
             }
             Ok(offset_heatmap(input, &block, &frame, opts.interval))
         }
         Kind::Utilization => {
             if block.is_empty() {
-                bail!("{name} has no block I/O events (biosnoop --json, a capture)");
+                bail!("{name} has no block I/O events ({})", block_inputs());
             }
             Ok(utilization(input, &block, &frame, opts.interval))
         }
@@ -893,7 +909,8 @@ mod tests {
 "#,
         )
         .unwrap();
-        let input = read(&snoop).unwrap();
+        let schemas = crate::tools::schemas();
+        let input = read(&snoop, &schemas).unwrap();
         assert_eq!(input.ops.len(), 2);
         assert_eq!(input.series.get(input.ops[1].series), "write");
         assert_eq!(input.ops[1].lat_ns, 300_000_000);
@@ -907,36 +924,68 @@ mod tests {
             interval: Some(1.0),
             log: false,
         };
-        let svg = draw(&input, "x", &opts(Kind::Scatter)).unwrap();
+        let svg = draw(&input, "x", &opts(Kind::Scatter), &schemas).unwrap();
         assert_eq!(
             svg.matches("class=\"point\"").count(),
             2 + 2,
             "two points, two legend markers"
         );
-        let svg = draw(&input, "x", &opts(Kind::LatencyHeatmap)).unwrap();
+        let svg = draw(&input, "x", &opts(Kind::LatencyHeatmap), &schemas).unwrap();
         // 2 ms is in slot 10 (1024..2047 us), 300 ms in slot 18.
         assert!(svg.contains("data-count=\"1\" data-row=\"0\""));
         assert!(svg.contains("data-low=\"262144\" data-high=\"524287\""));
-        let svg = draw(&input, "x", &opts(Kind::Utilization)).unwrap();
+        let svg = draw(&input, "x", &opts(Kind::Utilization), &schemas).unwrap();
         assert!(svg.contains("data-busy"));
         let capture = dir.join("capture.ndjson");
         std::fs::write(
             &capture,
             r#"{"record":"capture","clock":{"unix_ns_at_mono_zero":1000000000000000000},"host":"h","kernel":"k"}
 {"record":"event","tool":"biosnoop","source":"block","disk":"vda","t":"R","sector":8,"bytes":4096,"lat_ns":1000,"dur_ns":1000,"ts_ns":2000000000}
+{"record":"event","tool":"faultsnoop","source":"fault","comm":"a","pid":2,"addr":"0x1000","type":"read/user/major","lat_ns":5000,"dur_ns":5000,"ts_ns":2100000000}
+{"record":"event","tool":"later","source":"sched","comm":"b","pid":3,"t":"R","sector":9,"disk":"vda","dur_ns":7000,"ts_ns":2200000000}
 {"record":"hist","tool":"biolatency","disk":"vda","unit":"nsecs","start_ns":1000000000,"end_ns":1100000000,"buckets":[{"low":0,"high":1,"count":0},{"low":2,"high":3,"count":4}]}
 "#,
         )
         .unwrap();
-        let input = read(&capture).unwrap();
+        let input = read(&capture, &schemas).unwrap();
         assert!(input.unix);
         assert_eq!(input.ops[0].t, 1_000_000_002.0);
+        // A fault is at its address; an event of a tool without a schema is
+        // its duration, its tool and its process, nothing guessed.
+        let titles: Vec<String> = input.ops.iter().map(|o| input.title(o)).collect();
+        assert_eq!(
+            titles[1..],
+            [
+                "1000000002.100000 s a pid 2 addr 0x1000 0.005 ms",
+                "1000000002.200000 s b pid 3 0.007 ms"
+            ]
+        );
+        let series: Vec<&str> = input
+            .ops
+            .iter()
+            .map(|o| input.series.get(o.series))
+            .collect();
+        assert_eq!(series, ["read", "read/user/major", "later"]);
+        assert_eq!(
+            input.ops.iter().filter(|o| o.disk.is_some()).count(),
+            1,
+            "{titles:?}"
+        );
         assert_eq!(input.hist_count, 1);
         assert_eq!(input.hists["biolatency disk vda"][0].slots, vec![0, 4]);
         let empty = dir.join("empty.ndjson");
         std::fs::write(&empty, "").unwrap();
-        let e = draw(&read(&empty).unwrap(), "empty", &opts(Kind::Scatter)).unwrap_err();
-        assert!(e.to_string().contains("no events"), "{e}");
+        let empty = read(&empty, &schemas).unwrap();
+        let e = draw(&empty, "empty", &opts(Kind::Scatter), &schemas).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "empty has no events with a latency to plot (e.g. biosnoop --json, a capture)"
+        );
+        let e = draw(&empty, "empty", &opts(Kind::Utilization), &schemas).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "empty has no block I/O events (biosnoop --json, a capture)"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

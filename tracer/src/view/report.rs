@@ -1,9 +1,14 @@
 //! `tracer report FILE`: what a capture of `tracer record` holds, read the way
 //! an incident is read: the trigger and its event first, then each source's
-//! count and distribution, the top processes, disks, flows and vCPUs, the events
-//! around the trigger in time order, and where records were lost. Fault
-//! addresses are symbolized from the ELF symbol tables of the mapped files.
+//! count and distribution, the top processes (and disks, flows, vCPUs: each
+//! tool's schema says which table its events count in), the events around the
+//! trigger in time order, and where records were lost. Instruction pointers
+//! are symbolized from the ELF symbol tables of the mapped files (symbols.rs).
 //! `--perfetto OUT` writes the capture as a Perfetto trace.
+//!
+//! Events are read through the schema of the tool that wrote them (how one
+//! reads as a line, its Perfetto track); an event of a tool without one (a
+//! later tracer's) is counted and shown by its source alone.
 //!
 //! The capture is read as a stream (`records`): what the report says of all
 //! events is summed in one pass, and the events it shows one by one (those
@@ -21,23 +26,30 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use crate::source::hist::Hist;
+use crate::source::{
+    hist::Hist,
+    schema::{Schema, Schemas},
+};
 use crate::view::{
     perfetto::{Arg, Kind, Lanes, Trace},
     records::Records,
+    symbols::Symbols,
 };
 
 /// Events this close to the first trigger are listed one by one.
 const AROUND_NS: u64 = 100_000_000;
 
-/// A capture being read: its header, then its records.
-struct Capture {
+/// A capture being read: its header, then its records, and the schemas its
+/// events are read by.
+struct Capture<'a> {
     header: Value,
     records: Records<BufReader<File>>,
+    schemas: &'a Schemas,
+    symbols: Symbols,
 }
 
-impl Capture {
-    fn open(path: &Path) -> Result<Capture> {
+impl Capture<'_> {
+    fn open<'a>(path: &Path, schemas: &'a Schemas) -> Result<Capture<'a>> {
         let name = path.display().to_string();
         let mut records = Records::open(path)?;
         let header = match records.next() {
@@ -56,7 +68,12 @@ impl Capture {
                 "{name} is not a regular file: the report reads it twice (save it to a file first)"
             );
         }
-        Ok(Capture { header, records })
+        Ok(Capture {
+            header,
+            records,
+            schemas,
+            symbols: Symbols::default(),
+        })
     }
 
     fn first_trigger_ns(&self) -> u64 {
@@ -64,30 +81,42 @@ impl Capture {
     }
 
     /// The event at `offset`, symbolized.
-    fn event_at(&mut self, offset: u64, symbols: &mut Symbols) -> Result<Value> {
+    fn event_at(&mut self, offset: u64) -> Result<Value> {
         let mut e = self.records.at(offset)?;
-        symbols.add_to(&mut e);
+        self.symbolize(&mut e);
         Ok(e)
+    }
+
+    fn symbolize(&mut self, e: &mut Value) {
+        let schema = self.schemas.of(e);
+        self.symbols.add_to(e, schema);
+    }
+
+    /// One event as a line: what it was, to whom, how long.
+    fn describe(&self, e: &Value) -> String {
+        match self.schemas.of(e) {
+            Some(s) => s.line.render(s, e),
+            None => format!("{} event", e["source"].as_str().unwrap_or("")),
+        }
     }
 }
 
 /// `tracer report`: the text (or `--json`) on stdout, and with `perfetto` a
-/// Perfetto trace written there too.
-pub fn run(path: &Path, as_json: bool, perfetto: Option<&Path>) -> Result<()> {
-    let mut capture = Capture::open(path)?;
+/// Perfetto trace written there too. Events are read by the tools' `schemas`.
+pub fn run(path: &Path, as_json: bool, perfetto: Option<&Path>, schemas: &Schemas) -> Result<()> {
+    let mut capture = Capture::open(path, schemas)?;
     let mut summary = Summary::read(&mut capture, perfetto.is_some())?;
-    let mut symbols = Symbols::default();
     if let Some(out) = perfetto {
         let starts = std::mem::take(&mut summary.starts);
-        let n = write_perfetto(&mut capture, starts, &mut symbols, out)
+        let n = write_perfetto(&mut capture, starts, out)
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("report: wrote {} ({n} bytes)", out.display());
     }
     let mut out = BufWriter::new(io::stdout().lock());
     if as_json {
-        json(&mut capture, &summary, &mut symbols, &mut out)?;
+        json(&mut capture, &summary, &mut out)?;
     } else {
-        text(&mut capture, &summary, &mut symbols, &mut out)?;
+        text(&mut capture, &summary, &mut out)?;
     }
     out.flush()?;
     Ok(())
@@ -109,9 +138,8 @@ struct Summary {
     context: BTreeMap<String, (Vec<u64>, String)>,
     hist_records: u64,
     procs: Totals,
-    disks: Totals,
-    flows: Totals,
-    vcpus: Totals,
+    /// The tables the schemas name ("disks", "flows", ...), by title.
+    tops: BTreeMap<&'static str, Totals>,
     /// Offsets of the events within `AROUND_NS` of the first trigger.
     around: Vec<u64>,
     /// (start, offset) of every event, for the Perfetto trace.
@@ -127,7 +155,7 @@ impl Summary {
             match r.value["record"].as_str() {
                 Some("event") => {
                     let e = &r.value;
-                    s.add_event(e);
+                    s.add_event(e, c.schemas.of(e));
                     let ts = e["ts_ns"].as_u64().unwrap_or(0);
                     if ts.abs_diff(t0) <= AROUND_NS {
                         s.around.push(r.offset);
@@ -144,7 +172,7 @@ impl Summary {
         Ok(s)
     }
 
-    fn add_event(&mut self, e: &Value) {
+    fn add_event(&mut self, e: &Value, schema: Option<&Schema>) {
         let source = e["source"].as_str().unwrap_or("?");
         self.events += 1;
         *self.counts.entry(source.to_string()).or_default() += 1;
@@ -167,22 +195,10 @@ impl Summary {
         if let (Some(comm), Some(pid)) = (e["comm"].as_str(), e["pid"].as_u64()) {
             add(&mut self.procs, format!("{comm} ({pid})"));
         }
-        match source {
-            "block" => add(
-                &mut self.disks,
-                e["disk"].as_str().unwrap_or("?").to_string(),
-            ),
-            "tcp" => add(&mut self.flows, flow_of(e)),
-            "kvm" => add(
-                &mut self.vcpus,
-                format!(
-                    "{} ({}) vcpu {}",
-                    e["vm"].as_str().unwrap_or(""),
-                    e["pid"],
-                    e["vcpu"].as_str().unwrap_or("")
-                ),
-            ),
-            _ => {}
+        if let Some(s) = schema
+            && let Some((title, key)) = s.top
+        {
+            add(self.tops.entry(title).or_default(), key.render(s, e));
         }
     }
 
@@ -216,180 +232,6 @@ impl Summary {
     }
 }
 
-/// One event as a line: what it was, to whom, how long.
-fn describe(e: &Value) -> String {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
-    let u = |k: &str| e[k].as_u64().unwrap_or(0);
-    let ms = e["dur_ns"].as_u64().unwrap_or(0) as f64 / 1e6;
-    match e["source"].as_str().unwrap_or("") {
-        "block" => format!(
-            "{} {} {} {} sector {} {} bytes {ms:.3} ms",
-            s("comm"),
-            u("pid"),
-            s("disk"),
-            s("t"),
-            u("sector"),
-            u("bytes")
-        ),
-        "fault" => format!(
-            "{} {} {} at {} ip {} ({}) {ms:.3} ms",
-            s("comm"),
-            u("pid"),
-            s("type"),
-            s("addr"),
-            if s("symbol").is_empty() {
-                s("ip")
-            } else {
-                s("symbol")
-            },
-            s("mapping"),
-        ),
-        "kvm" => format!(
-            "vm {} ({}) vcpu {} {} {ms:.3} ms",
-            s("vm"),
-            u("pid"),
-            s("vcpu"),
-            s("reason")
-        ),
-        "tcp" => match e["tool"].as_str() {
-            Some("tcpconnlat") => format!(
-                "connect {} {} {} -> {}:{} {ms:.3} ms",
-                s("comm"),
-                u("pid"),
-                s("saddr"),
-                s("daddr"),
-                u("dport")
-            ),
-            Some("tcpdrop") => format!(
-                "drop {}:{} > {}:{} {} {}",
-                s("saddr"),
-                u("sport"),
-                s("daddr"),
-                u("dport"),
-                s("state"),
-                s("reason")
-            ),
-            _ => format!(
-                "retransmit {} {}:{} > {}:{} {}",
-                s("type"),
-                s("laddr"),
-                u("lport"),
-                s("raddr"),
-                u("rport"),
-                s("state")
-            ),
-        },
-        other => format!("{other} event"),
-    }
-}
-
-fn flow_of(e: &Value) -> String {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
-    let u = |k: &str| e[k].as_u64().unwrap_or(0);
-    match e["tool"].as_str() {
-        Some("tcpconnlat") => format!("{} > {}:{}", s("saddr"), s("daddr"), u("dport")),
-        Some("tcpdrop") => format!(
-            "{}:{} > {}:{}",
-            s("saddr"),
-            u("sport"),
-            s("daddr"),
-            u("dport")
-        ),
-        _ => format!(
-            "{}:{} > {}:{}",
-            s("laddr"),
-            u("lport"),
-            s("raddr"),
-            u("rport")
-        ),
-    }
-}
-
-/// Symbolizes fault instruction pointers from the ELF symbols of their
-/// mappings (cached per file); a stripped file gives module+offset.
-#[derive(Default)]
-struct Symbols {
-    files: BTreeMap<String, Option<Elf>>,
-}
-
-struct Elf {
-    /// (file offset, size, virtual address) of each loadable segment.
-    segments: Vec<(u64, u64, u64)>,
-    /// (address, size, name), sorted by address.
-    symbols: Vec<(u64, u64, String)>,
-}
-
-impl Symbols {
-    fn elf(path: &str) -> Option<Elf> {
-        use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
-        let data = std::fs::read(path).ok()?;
-        let file = object::File::parse(&*data).ok()?;
-        let segments = file
-            .segments()
-            .map(|s| {
-                let (off, size) = s.file_range();
-                (off, size, s.address())
-            })
-            .collect();
-        let mut symbols: Vec<(u64, u64, String)> = file
-            .symbols()
-            .chain(file.dynamic_symbols())
-            .filter(|s| s.kind() == object::SymbolKind::Text && s.address() != 0)
-            // Rust symbols read as paths (`{:#}` leaves the hash out); other
-            // names are kept as they are.
-            .filter_map(|s| {
-                let name = format!("{:#}", rustc_demangle::demangle(s.name().ok()?));
-                Some((s.address(), s.size(), name))
-            })
-            .collect();
-        symbols.sort();
-        symbols.dedup_by_key(|s| s.0);
-        Some(Elf { segments, symbols })
-    }
-
-    /// Adds "symbol" to a fault event that carries an ip_mapping and ip_offset.
-    fn add_to(&mut self, e: &mut Value) {
-        if e["source"] != "fault" {
-            return;
-        }
-        if let (Some(path), Some(off)) = (e["ip_mapping"].as_str(), e["ip_offset"].as_u64())
-            && path.starts_with('/')
-        {
-            let name = self.name(path, off);
-            e["symbol"] = json!(name);
-        }
-    }
-
-    /// "symbol+0xoff (module)" for a file offset in a mapping.
-    fn name(&mut self, path: &str, file_offset: u64) -> String {
-        let module = Path::new(path)
-            .file_name()
-            .map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
-        let elf = self
-            .files
-            .entry(path.to_string())
-            .or_insert_with(|| Symbols::elf(path));
-        let Some(elf) = elf else {
-            return format!("{module}+{file_offset:#x}");
-        };
-        let Some(vaddr) = elf
-            .segments
-            .iter()
-            .find(|(off, size, _)| (*off..off + size).contains(&file_offset))
-            .map(|(off, _, addr)| file_offset - off + addr)
-        else {
-            return format!("{module}+{file_offset:#x}");
-        };
-        let i = elf.symbols.partition_point(|s| s.0 <= vaddr);
-        match i.checked_sub(1).map(|i| &elf.symbols[i]) {
-            Some((addr, size, name)) if *size == 0 || vaddr < addr + size => {
-                format!("{name}+{:#x} ({module})", vaddr - addr)
-            }
-            _ => format!("{module}+{file_offset:#x}"),
-        }
-    }
-}
-
 fn top(out: &mut dyn Write, title: &str, counts: &Totals) -> io::Result<()> {
     if counts.is_empty() {
         return Ok(());
@@ -407,54 +249,17 @@ fn top(out: &mut dyn Write, title: &str, counts: &Totals) -> io::Result<()> {
 
 /// The report as text: the capture's header and triggers, the summary, the
 /// events around the first trigger and where records were lost.
-fn text(c: &mut Capture, s: &Summary, symbols: &mut Symbols, out: &mut dyn Write) -> Result<()> {
-    text_header(&c.header, symbols, out)?;
-    writeln!(
-        out,
-        "\n{} events: {}",
-        s.events,
-        s.counts
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )?;
-    for (source, h) in &s.durations {
-        writeln!(out, "\n{source}: time per operation in the window")?;
-        out.write_all(h.render("usecs").as_bytes())?;
-    }
-    for (title, (slots, unit)) in &s.context {
-        writeln!(out, "\n{title}: in the kernel, host-wide, over the window")?;
-        let mut rendered = String::new();
-        crate::source::hist::render_log2(&mut rendered, slots, unit);
-        out.write_all(rendered.as_bytes())?;
-    }
-    top(out, "top processes", &s.procs)?;
-    top(out, "top disks", &s.disks)?;
-    top(out, "top flows", &s.flows)?;
-    top(out, "top vCPUs", &s.vcpus)?;
-    let t0 = c.first_trigger_ns();
-    writeln!(
-        out,
-        "\nevents within 100 ms of the first trigger (s from it):"
-    )?;
-    for &offset in &s.around {
-        let e = c.event_at(offset, symbols)?;
-        let ts = e["ts_ns"].as_u64().unwrap_or(0);
-        writeln!(
-            out,
-            "  {:+.6}  {:<5} {}",
-            (ts as i128 - t0 as i128) as f64 / 1e9,
-            e["source"].as_str().unwrap_or(""),
-            describe(&e)
-        )?;
-    }
-    text_losses(&c.header, t0, out)?;
+fn text(c: &mut Capture, s: &Summary, out: &mut dyn Write) -> Result<()> {
+    text_header(&c.header, out)?;
+    text_triggers(c, out)?;
+    text_summary(s, out)?;
+    text_around(c, s, out)?;
+    text_losses(&c.header, c.first_trigger_ns(), out)?;
     Ok(())
 }
 
-/// Where and when the capture was made, and each trigger with its event.
-fn text_header(h: &Value, symbols: &mut Symbols, out: &mut dyn Write) -> io::Result<()> {
+/// Where and when the capture was made.
+fn text_header(h: &Value, out: &mut dyn Write) -> io::Result<()> {
     let w = &h["window"];
     writeln!(
         out,
@@ -487,8 +292,13 @@ fn text_header(h: &Value, symbols: &mut Symbols, out: &mut dyn Write) -> io::Res
         } else {
             ""
         }
-    )?;
-    for t in h["triggers"].as_array().into_iter().flatten() {
+    )
+}
+
+/// Each trigger, with the event that fired it.
+fn text_triggers(c: &mut Capture, out: &mut dyn Write) -> io::Result<()> {
+    let triggers = c.header["triggers"].as_array().cloned().unwrap_or_default();
+    for t in &triggers {
         writeln!(
             out,
             "\ntrigger {} at {}",
@@ -497,12 +307,12 @@ fn text_header(h: &Value, symbols: &mut Symbols, out: &mut dyn Write) -> io::Res
         )?;
         if let Some(e) = t.get("event") {
             let mut e = e.clone();
-            symbols.add_to(&mut e);
+            c.symbolize(&mut e);
             writeln!(
                 out,
                 "  {}: {}",
                 e["source"].as_str().unwrap_or(""),
-                describe(&e)
+                c.describe(&e)
             )?;
         }
         if let Some(d) = t.get("detail") {
@@ -511,6 +321,56 @@ fn text_header(h: &Value, symbols: &mut Symbols, out: &mut dyn Write) -> io::Res
         if t.get("signal").is_some() {
             writeln!(out, "  (SIGUSR2)")?;
         }
+    }
+    Ok(())
+}
+
+/// Events per source, their durations, the kernel's histograms and the tops.
+fn text_summary(s: &Summary, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "\n{} events: {}",
+        s.events,
+        s.counts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    for (source, h) in &s.durations {
+        writeln!(out, "\n{source}: time per operation in the window")?;
+        out.write_all(h.render("usecs").as_bytes())?;
+    }
+    for (title, (slots, unit)) in &s.context {
+        writeln!(out, "\n{title}: in the kernel, host-wide, over the window")?;
+        let mut rendered = String::new();
+        crate::source::hist::render_log2(&mut rendered, slots, unit);
+        out.write_all(rendered.as_bytes())?;
+    }
+    top(out, "top processes", &s.procs)?;
+    for (title, totals) in &s.tops {
+        top(out, &format!("top {title}"), totals)?;
+    }
+    Ok(())
+}
+
+/// The events within `AROUND_NS` of the first trigger, in time order.
+fn text_around(c: &mut Capture, s: &Summary, out: &mut dyn Write) -> Result<()> {
+    let t0 = c.first_trigger_ns();
+    writeln!(
+        out,
+        "\nevents within 100 ms of the first trigger (s from it):"
+    )?;
+    for &offset in &s.around {
+        let e = c.event_at(offset)?;
+        let ts = e["ts_ns"].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "  {:+.6}  {:<5} {}",
+            (ts as i128 - t0 as i128) as f64 / 1e9,
+            e["source"].as_str().unwrap_or(""),
+            c.describe(&e)
+        )?;
     }
     Ok(())
 }
@@ -553,14 +413,14 @@ fn text_losses(h: &Value, t0: u64, out: &mut dyn Write) -> io::Result<()> {
 /// The report as one JSON object: the header, events per source, the events
 /// around the first trigger and how many histogram records there were. The
 /// events are written as they are read again, not gathered first.
-fn json(c: &mut Capture, s: &Summary, symbols: &mut Symbols, out: &mut dyn Write) -> Result<()> {
+fn json(c: &mut Capture, s: &Summary, out: &mut dyn Write) -> Result<()> {
     // The keys in serde_json's (sorted) order, as a Value of it would print.
     out.write_all(b"{\"around_trigger\":[")?;
     for (i, &offset) in s.around.iter().enumerate() {
         if i > 0 {
             out.write_all(b",")?;
         }
-        serde_json::to_writer(&mut *out, &c.event_at(offset, symbols)?)?;
+        serde_json::to_writer(&mut *out, &c.event_at(offset)?)?;
     }
     writeln!(
         out,
@@ -572,14 +432,8 @@ fn json(c: &mut Capture, s: &Summary, symbols: &mut Symbols, out: &mut dyn Write
     Ok(())
 }
 
-/// Writes the capture as a Perfetto trace (see `perfetto_event`): the bytes
-/// written.
-fn write_perfetto(
-    c: &mut Capture,
-    mut starts: Vec<(u64, u64)>,
-    symbols: &mut Symbols,
-    path: &Path,
-) -> Result<u64> {
+/// Writes the capture as a Perfetto trace (see `Perfetto`): the bytes written.
+fn write_perfetto(c: &mut Capture, mut starts: Vec<(u64, u64)>, path: &Path) -> Result<u64> {
     let file = File::create(path)?;
     let mut p = Perfetto {
         trace: Trace::new(BufWriter::with_capacity(1 << 16, file)),
@@ -599,16 +453,17 @@ fn write_perfetto(
     // Slices by start time, for the lanes (the file has them by end).
     starts.sort_unstable();
     for (_, offset) in starts {
-        let e = c.event_at(offset, symbols)?;
-        p.event(&e)?;
+        let e = c.event_at(offset)?;
+        p.event(&e, c.schemas.of(&e))?;
     }
     Ok(p.trace.finish()?)
 }
 
-/// The Perfetto trace being written: a track per disk (lanes under it, so
-/// that concurrent I/Os do not overlap on one track), per process for faults,
-/// per flow for TCP and per vCPU for KVM; operations as slices, retransmits
-/// and drops as instants, and the triggers on a track of their own.
+/// The Perfetto trace being written: each event on the track its tool's
+/// schema names (a disk, a process's faults, a flow, a vCPU), with lanes
+/// under it so that concurrent operations do not overlap on one track;
+/// operations as slices, instants (retransmits, drops) as instants, and the
+/// triggers on a track of their own.
 struct Perfetto {
     trace: Trace<BufWriter<File>>,
     /// Track name -> uuid.
@@ -627,33 +482,17 @@ impl Perfetto {
         Ok(id)
     }
 
-    /// One event, with its fields as arguments.
-    fn event(&mut self, e: &Value) -> io::Result<()> {
+    /// One event, with its fields as arguments; an event of a tool without a
+    /// schema goes on the track "other".
+    fn event(&mut self, e: &Value, schema: Option<&Schema>) -> io::Result<()> {
         let end = e["ts_ns"].as_u64().unwrap_or(0);
         let dur = e["dur_ns"].as_u64().unwrap_or(0);
         let start = end.saturating_sub(dur);
-        let args: Vec<(&str, Arg)> = e
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_str(),
-                    "record" | "ts_ns" | "dur_ns" | "time" | "time_s"
-                )
-            })
-            .map(|(k, v)| {
-                let a = match v {
-                    Value::Number(n) if n.is_u64() => Arg::Uint(n.as_u64().unwrap_or(0)),
-                    Value::Number(n) if n.is_i64() => Arg::Int(n.as_i64().unwrap_or(0)),
-                    Value::Number(n) => Arg::Double(n.as_f64().unwrap_or(0.0)),
-                    Value::String(s) => Arg::Str(s.clone()),
-                    other => Arg::Str(other.to_string()),
-                };
-                (k.as_str(), a)
-            })
-            .collect();
-        let (group, name) = track_and_name(e);
+        let args = args(e);
+        let (group, name) = schema.map_or_else(
+            || ("other".to_string(), "event".to_string()),
+            |s| (s.track.name.render(s, e), s.track.slice.render(s, e)),
+        );
         let parent = self.track(group.clone(), None)?;
         if dur == 0 {
             return self.trace.event(end, parent, Kind::Instant, &name, &args);
@@ -672,24 +511,26 @@ impl Perfetto {
     }
 }
 
-/// An event's Perfetto track (its disk, process, flow or vCPU) and name.
-fn track_and_name(e: &Value) -> (String, String) {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
-    match e["source"].as_str() {
-        Some("block") => (
-            format!("disk {}", s("disk")),
-            format!("{} {}", s("rwbs"), e["bytes"]),
-        ),
-        Some("fault") => (format!("faults {} ({})", s("comm"), e["pid"]), s("type")),
-        Some("kvm") => (format!("vm {} vcpu {}", s("vm"), s("vcpu")), s("reason")),
-        Some("tcp") => (
-            format!("tcp {}", flow_of(e)),
-            match e["tool"].as_str() {
-                Some("tcpconnlat") => "connect".to_string(),
-                Some("tcpdrop") => format!("drop {}", s("reason")),
-                _ => format!("retransmit {}", s("type")),
-            },
-        ),
-        _ => ("other".to_string(), "event".to_string()),
-    }
+/// An event's fields as Perfetto arguments, but its times and record type.
+fn args(e: &Value) -> Vec<(&str, Arg)> {
+    e.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "record" | "ts_ns" | "dur_ns" | "time" | "time_s"
+            )
+        })
+        .map(|(k, v)| {
+            let a = match v {
+                Value::Number(n) if n.is_u64() => Arg::Uint(n.as_u64().unwrap_or(0)),
+                Value::Number(n) if n.is_i64() => Arg::Int(n.as_i64().unwrap_or(0)),
+                Value::Number(n) => Arg::Double(n.as_f64().unwrap_or(0.0)),
+                Value::String(s) => Arg::Str(s.clone()),
+                other => Arg::Str(other.to_string()),
+            };
+            (k.as_str(), a)
+        })
+        .collect()
 }

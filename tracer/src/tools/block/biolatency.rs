@@ -26,6 +26,7 @@ pub const TOOL: Tool = Tool {
     name: "biolatency",
     aliases: &[],
     about: "Block I/O latency histograms (issue to completion, or from queueing with -Q)",
+    schema: None,
     command: Args::command,
     run,
     hooks: || super::hook_uses(NEEDS, &[("-Q", Needs::INSERT), ("-p/-c", Needs::SUBMIT)]),

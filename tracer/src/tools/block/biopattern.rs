@@ -27,6 +27,7 @@ pub const TOOL: Tool = Tool {
     name: "biopattern",
     aliases: &[],
     about: "Random vs sequential block I/O per disk",
+    schema: None,
     command: Args::command,
     run,
     hooks: || super::hook_uses(NEEDS, &[]),

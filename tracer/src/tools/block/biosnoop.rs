@@ -16,6 +16,7 @@ use crate::sink::capture::{
     self, Recorder,
     trigger::{EventKind, Subsystem},
 };
+use crate::source::schema::{Field, Role, Schema, Template, Track, Unit};
 use crate::source::{self, Event, Get as _, Kind, Layout, Source};
 use crate::tools::Tool;
 
@@ -23,6 +24,7 @@ pub const TOOL: Tool = Tool {
     name: "biosnoop",
     aliases: &["iosnoop"],
     about: "One line per block I/O: task, disk, sector, size, latency",
+    schema: Some(&SCHEMA),
     command: Args::command,
     run,
     hooks: || super::hook_uses(NEEDS, &[("-Q", Needs::INSERT)]),
@@ -40,6 +42,39 @@ pub const TOOL: Tool = Tool {
         #[cfg(test)]
         globals: &[],
     },
+};
+
+/// What an I/O's `t` stands for.
+const OPS: &[(&str, &str)] = &[
+    ("R", "read"),
+    ("W", "write"),
+    ("D", "discard"),
+    ("F", "flush"),
+    ("N", "none"),
+];
+
+/// An I/O's record, and how the views show it.
+const SCHEMA: Schema = Schema {
+    fields: &[
+        Field::str("comm"),
+        Field::u64("pid"),
+        Field::str("disk").role(Role::Disk),
+        Field::code("t", OPS),
+        Field::str("rwbs"),
+        Field::u64("sector").unit(Unit::Sectors).role(Role::Sector),
+        Field::u64("bytes").unit(Unit::Bytes).role(Role::Size),
+        Field::f64("lat_ms").unit(Unit::Ms),
+        Field::u64("lat_ns").unit(Unit::Ns).role(Role::Latency),
+        Field::f64("que_ms").unit(Unit::Ms),
+    ],
+    line: Template("{comm} {pid} {disk} {t} sector {sector} {bytes} bytes {lat_ns:ms} ms"),
+    track: Track {
+        name: Template("disk {disk}"),
+        slice: Template("{rwbs} {bytes}"),
+    },
+    top: Some(("disks", Template("{disk}"))),
+    series: Some("t"),
+    who: Template("{comm} pid {pid} disk \"{disk}\""),
 };
 
 const NEEDS: Needs = Needs {

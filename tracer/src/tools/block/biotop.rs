@@ -30,6 +30,7 @@ pub const TOOL: Tool = Tool {
     name: "biotop",
     aliases: &[],
     about: "Top processes by block I/O, every interval",
+    schema: None,
     command: Args::command,
     run,
     hooks: || super::hook_uses(NEEDS, &[]),

@@ -28,6 +28,7 @@ pub const TOOL: Tool = Tool {
     name: "bitesize",
     aliases: &[],
     about: "Block I/O size histograms per process name",
+    schema: None,
     command: Args::command,
     run,
     hooks: || super::hook_uses(NEEDS, &[]),

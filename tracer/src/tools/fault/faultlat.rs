@@ -25,6 +25,7 @@ pub const TOOL: Tool = Tool {
     name: "faultlat",
     aliases: &[],
     about: "Page-fault handling time histograms, minor and major",
+    schema: None,
     command: Args::command,
     run,
     hooks: || {

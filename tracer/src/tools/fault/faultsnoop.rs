@@ -19,6 +19,7 @@ use crate::sink::capture::{
     self, Recorder,
     trigger::{EventKind, Subsystem},
 };
+use crate::source::schema::{Field, Role, Schema, Template, Track, Unit};
 use crate::source::{self, Event, Get as _, Kind, Layout, Source};
 use crate::tools::Tool;
 
@@ -26,6 +27,7 @@ pub const TOOL: Tool = Tool {
     name: "faultsnoop",
     aliases: &[],
     about: "One line per page fault: address, type, handling time, mapping",
+    schema: Some(&SCHEMA),
     command: Args::command,
     run,
     hooks: || {
@@ -49,6 +51,33 @@ pub const TOOL: Tool = Tool {
         #[cfg(test)]
         globals: &[],
     },
+};
+
+/// A fault's record, and how the views show it.
+const SCHEMA: Schema = Schema {
+    fields: &[
+        Field::str("comm"),
+        Field::u64("pid"),
+        Field::u64("tid"),
+        Field::hex("addr").role(Role::Address),
+        Field::hex("ip"),
+        Field::str("type"),
+        Field::f64("lat_us").unit(Unit::Us),
+        Field::u64("lat_ns").unit(Unit::Ns).role(Role::Latency),
+        Field::str("mapping"),
+        Field::str("ip_mapping").role(Role::CodeFile),
+        Field::u64("ip_offset")
+            .unit(Unit::Bytes)
+            .role(Role::CodeOffset),
+    ],
+    line: Template("{comm} {pid} {type} at {addr} ip {symbol|ip} ({mapping}) {lat_ns:ms} ms"),
+    track: Track {
+        name: Template("faults {comm} ({pid})"),
+        slice: Template("{type}"),
+    },
+    top: None,
+    series: Some("type"),
+    who: Template("{comm} pid {pid}"),
 };
 
 /// Trace page faults, one line each.

@@ -28,6 +28,7 @@ pub const TOOL: Tool = Tool {
     name: "pagefaults",
     aliases: &[],
     about: "Page faults per process every interval: minor/major, user/kernel mode",
+    schema: None,
     command: Args::command,
     run,
     hooks: || vec![HookUse::always(END_MINOR), HookUse::always(END_MAJOR)],

@@ -31,6 +31,7 @@ use crate::sink::capture::{
     self, Recorder,
     trigger::{EventKind, Subsystem},
 };
+use crate::source::schema::{Field, Role, Schema, Template, Track, Unit};
 use crate::source::{
     self, Event, Fields, Get as _, HistGroup, Kind, Layout, Sample, Source, Table,
     hist::{Hist, HistReader},
@@ -140,6 +141,7 @@ pub const TOOL: Tool = Tool {
     name: "kvmexits",
     aliases: &[],
     about: "VM exits by reason, VM and vCPU, with exit latency histograms",
+    schema: Some(&SCHEMA),
     command: Args::command,
     run,
     hooks: || {
@@ -178,6 +180,26 @@ pub const TOOL: Tool = Tool {
         #[cfg(test)]
         globals: &[],
     },
+};
+
+/// A timed exit's record (tracer record), and how the views show it.
+const SCHEMA: Schema = Schema {
+    fields: &[
+        Field::u64("pid"),
+        Field::u64("tid"),
+        Field::str("vm"),
+        Field::str("vcpu"),
+        Field::str("reason"),
+        Field::u64("lat_ns").unit(Unit::Ns).role(Role::Latency),
+    ],
+    line: Template("vm {vm} ({pid}) vcpu {vcpu} {reason} {lat_ns:ms} ms"),
+    track: Track {
+        name: Template("vm {vm} vcpu {vcpu}"),
+        slice: Template("{reason}"),
+    },
+    top: Some(("vCPUs", Template("{vm} ({pid}) vcpu {vcpu}"))),
+    series: Some("reason"),
+    who: Template("{tool} pid {pid} reason \"{reason}\""),
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,7 @@ use crate::sink::capture::{
     self, Recorder,
     trigger::{EventKind, Subsystem},
 };
+use crate::source::schema::{Field, Role, Schema, Template, Track, Unit};
 use crate::source::{
     self, Event, Get as _, HistGroup, Kind, Layout, Sample, Source,
     hist::HistReader,
@@ -41,6 +42,7 @@ pub const TOOL: Tool = Tool {
     name: "tcpconnlat",
     aliases: &[],
     about: "Active TCP connect latency, per connect or as a histogram",
+    schema: Some(&SCHEMA),
     command: Args::command,
     run,
     hooks: || vec![HookUse::always(SET_STATE)],
@@ -58,6 +60,29 @@ pub const TOOL: Tool = Tool {
         #[cfg(test)]
         globals: &[],
     },
+};
+
+/// A connect's record, and how the views show it.
+const SCHEMA: Schema = Schema {
+    fields: &[
+        Field::u64("pid"),
+        Field::str("comm"),
+        Field::u64("ip"),
+        Field::str("saddr"),
+        Field::str("daddr"),
+        Field::u64("dport"),
+        Field::u64("lport"),
+        Field::f64("lat_ms").unit(Unit::Ms),
+        Field::u64("lat_ns").unit(Unit::Ns).role(Role::Latency),
+    ],
+    line: Template("connect {comm} {pid} {saddr} -> {daddr}:{dport} {lat_ns:ms} ms"),
+    track: Track {
+        name: Template("tcp {saddr} > {daddr}:{dport}"),
+        slice: Template("connect"),
+    },
+    top: Some(("flows", Template("{saddr} > {daddr}:{dport}"))),
+    series: None,
+    who: Template("{comm} pid {pid}"),
 };
 
 /// Trace TCP active connects and their latency (SYN sent to connection established).

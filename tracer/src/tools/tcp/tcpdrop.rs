@@ -25,6 +25,7 @@ use crate::sink::capture::{
     self, Recorder,
     trigger::{EventKind, Subsystem},
 };
+use crate::source::schema::{Field, Schema, Template, Track};
 use crate::source::{
     self, Event, Fields, Get as _, Kind, Layout, Sample, Source, Table,
     metrics::{Family, Observations},
@@ -44,6 +45,7 @@ pub const TOOL: Tool = Tool {
     name: "tcpdrop",
     aliases: &[],
     about: "TCP packet drops with 4-tuple, state and the kernel's drop reason",
+    schema: Some(&SCHEMA),
     command: Args::command,
     run,
     hooks: || vec![HookUse::always(KFREE_SKB)],
@@ -61,6 +63,31 @@ pub const TOOL: Tool = Tool {
         #[cfg(test)]
         globals: &[],
     },
+};
+
+/// A drop's record, and how the views show it.
+const SCHEMA: Schema = Schema {
+    fields: &[
+        Field::u64("pid"),
+        Field::u64("ip"),
+        Field::str("saddr"),
+        Field::u64("sport"),
+        Field::str("daddr"),
+        Field::u64("dport"),
+        Field::str("state"),
+        Field::u64("tcp_flags"),
+        Field::str("reason"),
+        Field::str("location"),
+        Field::list("stack"),
+    ],
+    line: Template("drop {saddr}:{sport} > {daddr}:{dport} {state} {reason}"),
+    track: Track {
+        name: Template("tcp {saddr}:{sport} > {daddr}:{dport}"),
+        slice: Template("drop {reason}"),
+    },
+    top: Some(("flows", Template("{saddr}:{sport} > {daddr}:{dport}"))),
+    series: Some("reason"),
+    who: Template("{tool} pid {pid} reason \"{reason}\""),
 };
 
 /// Trace TCP packets dropped by the kernel.

@@ -25,6 +25,7 @@ use crate::sink::capture::{
     self, Recorder,
     trigger::{EventKind, Subsystem},
 };
+use crate::source::schema::{Field, Schema, Template, Track};
 use crate::source::{
     self, Event, Fields, Get as _, Kind, Layout, Sample, Source, Table,
     metrics::{Family, Observations},
@@ -52,6 +53,7 @@ pub const TOOL: Tool = Tool {
     name: "tcpretrans",
     aliases: &[],
     about: "TCP retransmits with their flow and state; tail loss probes told apart",
+    schema: Some(&SCHEMA),
     command: Args::command,
     run,
     hooks: || {
@@ -74,6 +76,31 @@ pub const TOOL: Tool = Tool {
         #[cfg(test)]
         globals: &[],
     },
+};
+
+/// A retransmit's record, and how the views show it.
+const SCHEMA: Schema = Schema {
+    fields: &[
+        Field::u64("pid"),
+        Field::u64("ip"),
+        Field::str("laddr"),
+        Field::u64("lport"),
+        Field::str("raddr"),
+        Field::u64("rport"),
+        Field::str("type"),
+        Field::str("state"),
+        Field::u64("segs"),
+        Field::u64("netns"),
+        Field::i64("err"),
+    ],
+    line: Template("retransmit {type} {laddr}:{lport} > {raddr}:{rport} {state}"),
+    track: Track {
+        name: Template("tcp {laddr}:{lport} > {raddr}:{rport}"),
+        slice: Template("retransmit {type}"),
+    },
+    top: Some(("flows", Template("{laddr}:{lport} > {raddr}:{rport}"))),
+    series: Some("type"),
+    who: Template("{tool} pid {pid}"),
 };
 
 /// Trace TCP retransmits.

@@ -40,6 +40,7 @@ pub const TOOL: Tool = Tool {
     name: "tcprtt",
     aliases: &[],
     about: "TCP smoothed RTT histograms, filtered by address and port",
+    schema: None,
     command: Args::command,
     run,
     hooks: || vec![HookUse::always(PROBE)],
