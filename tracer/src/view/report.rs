@@ -534,3 +534,206 @@ fn args(e: &Value) -> Vec<(&str, Arg)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A capture of every event tool's record, one of a tool without a schema
+    /// ("later"), a histogram and a lost span; the trigger at 1 s.
+    const CAPTURE: &str = r#"{"record":"capture","version":1,"host":"h","kernel":"6.1","triggers":[{"trigger":"block.lat>1ms","at_ns":1000000000,"time":"12:00:01.000000","event":{"record":"event","tool":"biosnoop","source":"block","comm":"dd","pid":10,"disk":"vda","t":"R","rwbs":"RS","sector":8,"bytes":4096,"lat_ns":2000000,"ts_ns":1000000000,"dur_ns":2000000}},{"trigger":"SIGUSR2","at_ns":1050000000,"time":"12:00:01.050000","signal":"SIGUSR2"}],"window":{"start_ns":0,"end_ns":2000000000,"start":"12:00:00.000000","end":"12:00:02.000000","before_s":1.0,"after_s":1.0,"closed_early":false},"clock":{"unix_ns_at_mono_zero":0},"sources":["biosnoop","faultsnoop","biolatency"],"events":9,"dropped_for_memory":{"events":0,"hist_slices":0},"lost_spans":[{"source":"biosnoop","start_ns":900000000,"end_ns":1000000000,"records":3,"missed":1}]}
+{"record":"event","tool":"biosnoop","source":"block","comm":"dd","pid":10,"disk":"vda","t":"R","rwbs":"RS","sector":8,"bytes":4096,"lat_ns":2000000,"ts_ns":1000000000,"dur_ns":2000000}
+{"record":"event","tool":"biosnoop","source":"block","comm":"dd","pid":10,"disk":"vda","t":"W","rwbs":"WS","sector":16,"bytes":8192,"lat_ns":3000000,"ts_ns":1001000000,"dur_ns":3000000}
+{"record":"event","tool":"faultsnoop","source":"fault","comm":"a","pid":20,"tid":20,"addr":"0x1000","ip":"0x55aa","type":"read/user/major","lat_ns":50000,"mapping":"/f","ip_mapping":"?","ip_offset":0,"ts_ns":1010000000,"dur_ns":50000}
+{"record":"event","tool":"faultsnoop","source":"fault","comm":"a","pid":20,"tid":20,"addr":"0x2000","ip":"0x66bb","type":"write/user/minor","lat_ns":150000,"mapping":"[anon]","ip_mapping":"/nonexistent/lib.so","ip_offset":16,"ts_ns":1015000000,"dur_ns":150000}
+{"record":"event","tool":"kvmexits","source":"kvm","pid":30,"tid":31,"vm":"guest","vcpu":"0","reason":"io","lat_ns":7000,"ts_ns":1020000000,"dur_ns":7000}
+{"record":"event","tool":"tcpconnlat","source":"tcp","pid":40,"comm":"curl","ip":4,"saddr":"127.0.0.1","daddr":"127.0.0.1","dport":80,"lport":5000,"lat_ns":90000,"ts_ns":1030000000,"dur_ns":90000}
+{"record":"event","tool":"tcpdrop","source":"tcp","pid":0,"ip":4,"saddr":"127.0.0.1","sport":5000,"daddr":"127.0.0.1","dport":80,"state":"-","tcp_flags":2,"reason":"NO_SOCKET","location":"tcp_v4_rcv","ts_ns":1040000000,"dur_ns":0}
+{"record":"event","tool":"later","source":"sched","comm":"x","pid":50,"ts_ns":1060000000,"dur_ns":1000}
+{"record":"event","tool":"tcpretrans","source":"tcp","pid":0,"ip":4,"laddr":"127.0.0.1","lport":5000,"raddr":"127.0.0.1","rport":80,"type":"R","state":"ESTABLISHED","segs":1,"netns":1,"err":0,"ts_ns":1500000000,"dur_ns":0}
+{"record":"hist","tool":"biolatency","disk":"vda","unit":"usecs","start_ns":900000000,"end_ns":1000000000,"buckets":[{"low":1024,"high":2047,"count":2}]}
+"#;
+
+    /// A file for one test, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str, text: &str) -> Scratch {
+            let path = std::env::temp_dir().join(format!(
+                "tracer-report-{}-{name}.ndjson",
+                std::process::id()
+            ));
+            std::fs::write(&path, text).unwrap();
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The report of `capture`, as text or JSON.
+    fn report(name: &str, capture: &str, as_json: bool) -> Result<String> {
+        let file = Scratch::new(name, capture);
+        let schemas = crate::tools::schemas();
+        let mut c = Capture::open(&file.0, &schemas)?;
+        let s = Summary::read(&mut c, false)?;
+        let mut out = Vec::new();
+        if as_json {
+            json(&mut c, &s, &mut out)?;
+        } else {
+            text(&mut c, &s, &mut out)?;
+        }
+        Ok(String::from_utf8(out)?)
+    }
+
+    #[test]
+    fn text_reads_each_event_by_its_tools_schema() {
+        let text = report("text", CAPTURE, false).unwrap();
+        assert!(text.starts_with(
+            "capture on h (kernel 6.1), sources biosnoop, faultsnoop, biolatency
+window 12:00:00.000000 .. 12:00:02.000000 (2.000 s: 1.0 s before the first trigger, 1.0 s after the last)
+
+trigger block.lat>1ms at 12:00:01.000000
+  block: dd 10 vda R sector 8 4096 bytes 2.000 ms
+
+trigger SIGUSR2 at 12:00:01.050000
+  (SIGUSR2)
+
+9 events: block 2, fault 2, kvm 1, sched 1, tcp 3
+
+block: time per operation in the window
+"
+        ));
+        assert!(
+            text.contains("\nbiolatency disk vda: in the kernel, host-wide, over the window\n")
+        );
+        let from_tops = &text[text.find("\ntop processes").unwrap()..];
+        assert_eq!(
+            from_tops,
+            "
+top processes                                      EVENTS     TIME(ms)
+  dd (10)                                               2        5.000
+  a (20)                                                2        0.200
+  curl (40)                                             1        0.090
+  x (50)                                                1        0.001
+
+top disks                                          EVENTS     TIME(ms)
+  vda                                                   2        5.000
+
+top flows                                          EVENTS     TIME(ms)
+  127.0.0.1 > 127.0.0.1:80                              1        0.090
+  127.0.0.1:5000 > 127.0.0.1:80                         2        0.000
+
+top vCPUs                                          EVENTS     TIME(ms)
+  guest (30) vcpu 0                                     1        0.007
+
+events within 100 ms of the first trigger (s from it):
+  +0.000000  block dd 10 vda R sector 8 4096 bytes 2.000 ms
+  +0.001000  block dd 10 vda W sector 16 8192 bytes 3.000 ms
+  +0.010000  fault a 20 read/user/major at 0x1000 ip 0x55aa (/f) 0.050 ms
+  +0.015000  fault a 20 write/user/minor at 0x2000 ip lib.so+0x10 ([anon]) 0.150 ms
+  +0.020000  kvm   vm guest (30) vcpu 0 io 0.007 ms
+  +0.030000  tcp   connect curl 40 127.0.0.1 -> 127.0.0.1:80 0.090 ms
+  +0.040000  tcp   drop 127.0.0.1:5000 > 127.0.0.1:80 - NO_SOCKET
+  +0.060000  sched sched event
+
+records lost (ring buffer full) or missed (the kernel skipped tracing while BPF was busy on that CPU):
+  biosnoop 3 lost, 1 missed in the 100 ms ending +0.000 s from the trigger
+"
+        );
+    }
+
+    #[test]
+    fn json_holds_the_events_around_the_trigger_symbolized() {
+        let v: Value = serde_json::from_str(&report("json", CAPTURE, true).unwrap()).unwrap();
+        let around = v["around_trigger"].as_array().unwrap();
+        let tools: Vec<&str> = around.iter().map(|e| e["tool"].as_str().unwrap()).collect();
+        assert_eq!(
+            tools,
+            [
+                "biosnoop",
+                "biosnoop",
+                "faultsnoop",
+                "faultsnoop",
+                "kvmexits",
+                "tcpconnlat",
+                "tcpdrop",
+                "later"
+            ]
+        );
+        // A mapping without a path has no symbol; a file that cannot be read,
+        // its module and offset.
+        assert!(around[2].get("symbol").is_none());
+        assert_eq!(around[3]["symbol"], "lib.so+0x10");
+        assert_eq!(
+            v["counts"],
+            json!({"block": 2, "fault": 2, "kvm": 1, "sched": 1, "tcp": 3})
+        );
+        assert_eq!(v["hists"], 1);
+        assert_eq!(v["header"]["host"], "h");
+    }
+
+    #[test]
+    fn perfetto_puts_each_event_on_its_tools_track() {
+        let file = Scratch::new("perfetto-in", CAPTURE);
+        let out = Scratch::new("perfetto-out", "");
+        let schemas = crate::tools::schemas();
+        let mut c = Capture::open(&file.0, &schemas).unwrap();
+        let mut s = Summary::read(&mut c, true).unwrap();
+        let n = write_perfetto(&mut c, std::mem::take(&mut s.starts), &out.0).unwrap();
+        let bytes = std::fs::read(&out.0).unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        // Protobuf strings are their bytes: each track and slice name is there.
+        let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+        for name in [
+            "tracer record: triggers",
+            "disk vda",
+            "disk vda #2",
+            "RS 4096",
+            "faults a (20)",
+            "write/user/minor",
+            "vm guest vcpu 0",
+            "tcp 127.0.0.1 > 127.0.0.1:80",
+            "connect",
+            "tcp 127.0.0.1:5000 > 127.0.0.1:80",
+            "drop NO_SOCKET",
+            "retransmit R",
+            "other",
+            "lib.so+0x10",
+        ] {
+            assert!(has(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_capture_is_refused() {
+        for (name, text, message) in [
+            ("empty", "", "is empty"),
+            (
+                "text",
+                "nope\n",
+                "is not a capture (its first line is not JSON)",
+            ),
+            (
+                "event",
+                "{\"record\":\"event\"}\n",
+                "is not a capture of tracer record",
+            ),
+        ] {
+            let e = report(name, text, false).unwrap_err().to_string();
+            assert!(e.ends_with(&format!("-{name}.ndjson {message}")), "{e}");
+        }
+        // A bare header is a capture with nothing in it.
+        let text = report("bare", "{\"record\":\"capture\"}\n", false).unwrap();
+        assert!(text.contains("\n0 events: \n"), "{text}");
+        assert!(
+            text.ends_with("\nno records lost in the window\n"),
+            "{text}"
+        );
+    }
+}

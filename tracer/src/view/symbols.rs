@@ -96,3 +96,58 @@ impl Symbols {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::source::schema::{Field, Template, Track};
+
+    /// Events with the file and offset of an instruction.
+    static CODE: Schema = Schema {
+        fields: &[
+            Field::str("file").role(Role::CodeFile),
+            Field::u64("offset").role(Role::CodeOffset),
+        ],
+        line: Template(""),
+        track: Track {
+            name: Template(""),
+            slice: Template(""),
+        },
+        top: None,
+        series: None,
+        who: Template(""),
+    };
+
+    #[test]
+    fn an_offset_in_a_function_is_named_by_it() {
+        // This test's own executable: 4 bytes into a function of it.
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.to_str().unwrap();
+        let module = exe.file_name().unwrap().to_str().unwrap();
+        let elf = Symbols::elf(path).unwrap();
+        let (addr, _, name) = elf.symbols.iter().find(|s| s.1 > 16).unwrap();
+        let (off, _, vaddr) = elf
+            .segments
+            .iter()
+            .find(|(_, size, a)| (*a..a + size).contains(addr))
+            .unwrap();
+        let mut e = json!({"file": path, "offset": addr - vaddr + off + 4});
+        let mut symbols = Symbols::default();
+        symbols.add_to(&mut e, Some(&CODE));
+        assert_eq!(e[SYMBOL], format!("{name}+0x4 ({module})"));
+        // A file that cannot be read: its name and the offset.
+        let mut e = json!({"file": "/nonexistent/lib.so", "offset": 16});
+        symbols.add_to(&mut e, Some(&CODE));
+        assert_eq!(e[SYMBOL], "lib.so+0x10");
+        // No path (an anonymous mapping), or no schema that says where: nothing.
+        for (mut e, schema) in [
+            (json!({"file": "[anon]", "offset": 16}), Some(&CODE)),
+            (json!({"file": "/nonexistent/lib.so", "offset": 16}), None),
+        ] {
+            symbols.add_to(&mut e, schema);
+            assert!(e.get(SYMBOL).is_none(), "{e}");
+        }
+    }
+}
