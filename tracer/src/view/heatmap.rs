@@ -68,6 +68,64 @@ pub fn slot_rows(columns: &[Vec<u64>]) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
+/// The log2 slot of a value: 0 and 1 in slot 0, 2..3 in slot 1, ...
+pub fn slot_of(v: u64) -> usize {
+    if v == 0 { 0 } else { v.ilog2() as usize }
+}
+
+/// Adds `n` to a log2 slot, growing the slots to hold it.
+pub fn add_to_slot(slots: &mut Vec<u64>, slot: usize, n: u64) {
+    if slots.len() <= slot {
+        slots.resize(slot + 1, 0);
+    }
+    slots[slot] += n;
+}
+
+/// Adds log2 slot counts to others.
+pub fn add_slots(into: &mut Vec<u64>, from: &[u64]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+/// Adds a histogram record's buckets (NDJSON, with explicit bounds) to log2
+/// slots.
+pub fn add_buckets(slots: &mut Vec<u64>, record: &Value) {
+    for b in record["buckets"].as_array().into_iter().flatten() {
+        let slot = slot_of(b["low"].as_u64().unwrap_or(0));
+        add_to_slot(slots, slot, b["count"].as_u64().unwrap_or(0));
+    }
+}
+
+/// A panel of log2 slot counts, a column per (start, end) span: a row per
+/// slot, from the lowest to the highest any column used.
+pub fn slot_grid(title: String, spans: &[(f64, f64)], slots: &[Vec<u64>], unit: &str) -> Grid {
+    let (lo, hi) = slot_rows(slots);
+    Grid {
+        title,
+        rows: (lo..=hi)
+            .map(|s| {
+                let (a, b) = slot_bounds(s);
+                Row::range(a as f64, b as f64, unit)
+            })
+            .collect(),
+        columns: spans
+            .iter()
+            .zip(slots)
+            .map(|(&(t0, t1), c)| Column {
+                t0,
+                t1,
+                values: (lo..=hi)
+                    .map(|s| c.get(s).copied().unwrap_or(0) as f64)
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 fn local(t: f64) -> String {
     output::format_local((t.max(0.0) * 1e9) as u64, false)
 }
@@ -96,14 +154,8 @@ impl Heatmap {
         }
         let mut groups: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for g in &sample.hists {
-            let slots = g.hist.log2_slots();
             let into = groups.entry(panel_title(&g.labels)).or_default();
-            if into.len() < slots.len() {
-                into.resize(slots.len(), 0);
-            }
-            for (a, b) in into.iter_mut().zip(slots) {
-                *a += b;
-            }
+            add_slots(into, &g.hist.log2_slots());
         }
         self.columns.push(Col {
             t0: self.last,
@@ -125,13 +177,7 @@ impl Heatmap {
             if let Some(b) = it.next() {
                 a.t1 = b.t1;
                 for (k, v) in b.groups {
-                    let into = a.groups.entry(k).or_default();
-                    if into.len() < v.len() {
-                        into.resize(v.len(), 0);
-                    }
-                    for (x, y) in into.iter_mut().zip(v) {
-                        *x += y;
-                    }
+                    add_slots(a.groups.entry(k).or_default(), &v);
                 }
             }
             self.columns.push(a);
@@ -142,6 +188,7 @@ impl Heatmap {
     pub fn svg(&self) -> String {
         let titles: std::collections::BTreeSet<&String> =
             self.columns.iter().flat_map(|c| c.groups.keys()).collect();
+        let spans: Vec<(f64, f64)> = self.columns.iter().map(|c| (c.t0, c.t1)).collect();
         let panels: Vec<Grid> = titles
             .into_iter()
             .map(|title| {
@@ -150,28 +197,7 @@ impl Heatmap {
                     .iter()
                     .map(|c| c.groups.get(title).cloned().unwrap_or_default())
                     .collect();
-                let (lo, hi) = slot_rows(&per_col);
-                Grid {
-                    title: title.clone(),
-                    rows: (lo..=hi)
-                        .map(|s| {
-                            let (a, b) = slot_bounds(s);
-                            Row::range(a as f64, b as f64, self.unit)
-                        })
-                        .collect(),
-                    columns: self
-                        .columns
-                        .iter()
-                        .zip(&per_col)
-                        .map(|(c, slots)| Column {
-                            t0: c.t0,
-                            t1: c.t1,
-                            values: (lo..=hi)
-                                .map(|s| slots.get(s).copied().unwrap_or(0) as f64)
-                                .collect(),
-                        })
-                        .collect(),
-                }
+                slot_grid(title.clone(), &spans, &per_col, self.unit)
             })
             .collect();
         let (start, end) = (

@@ -25,12 +25,12 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use crate::output;
-use crate::source::{
-    hist::slot_bounds,
-    schema::{Role, Schema, Schemas},
-};
+use crate::source::schema::{Role, Schema, Schemas};
 use crate::view::{
-    heatmap::{MAX_COLUMNS, slot_rows, write_atomically},
+    heatmap::{
+        MAX_COLUMNS, add_buckets, add_slots, add_to_slot, slot_grid, slot_of, slot_rows,
+        write_atomically,
+    },
     records::Records,
     svg::{self, Column, Grid, Picture, Point, Row, Values},
 };
@@ -188,14 +188,7 @@ impl Input {
 
     fn add_hist(&mut self, v: &Value) {
         let mut slots = Vec::new();
-        for b in v["buckets"].as_array().into_iter().flatten() {
-            let low = b["low"].as_u64().unwrap_or(0);
-            let slot = if low == 0 { 0 } else { low.ilog2() as usize };
-            if slots.len() <= slot {
-                slots.resize(slot + 1, 0);
-            }
-            slots[slot] += b["count"].as_u64().unwrap_or(0);
-        }
+        add_buckets(&mut slots, v);
         let Some(t1) = self.mono(v, "end_ns").or_else(|| v["ts"].as_f64()) else {
             return;
         };
@@ -539,15 +532,13 @@ fn latency_heatmap(input: &Input, frame: &Frame, interval: Option<f64>) -> Strin
     let (width, n) = columns(hi - lo, interval, 64);
     let mut counts = vec![Vec::<u64>::new(); n];
     for o in &input.ops {
-        let us = o.lat_ns / 1000;
-        let slot = if us == 0 { 0 } else { us.ilog2() as usize };
         let c = &mut counts[column_of(o.t, lo, width, n)];
-        if c.len() <= slot {
-            c.resize(slot + 1, 0);
-        }
-        c[slot] += 1;
+        add_to_slot(c, slot_of(o.lat_ns / 1000), 1);
     }
-    let grid = slot_grid("all operations".into(), &counts, lo, width, "usecs");
+    let spans: Vec<(f64, f64)> = (0..n)
+        .map(|i| (lo + i as f64 * width, lo + (i + 1) as f64 * width))
+        .collect();
+    let grid = slot_grid("all operations".into(), &spans, &counts, "usecs");
     let pic = Picture {
         title: format!("{}: latency heatmap", input.tool),
         subtitle: format!(
@@ -635,37 +626,12 @@ fn hist_grid(title: &str, recs: &[HistRec], merge: usize, unit: &str) -> Grid {
     for (k, run) in recs.chunks(merge).enumerate() {
         let mut sum = Vec::new();
         for r in run {
-            if sum.len() < r.slots.len() {
-                sum.resize(r.slots.len(), 0);
-            }
-            for (a, b) in sum.iter_mut().zip(&r.slots) {
-                *a += b;
-            }
+            add_slots(&mut sum, &r.slots);
         }
         spans.push((start(k * merge), run[run.len() - 1].t1));
         slots.push(sum);
     }
-    let (lo, hi) = slot_rows(&slots);
-    Grid {
-        title: title.to_string(),
-        rows: (lo..=hi)
-            .map(|s| {
-                let (a, b) = slot_bounds(s);
-                Row::range(a as f64, b as f64, unit)
-            })
-            .collect(),
-        columns: spans
-            .into_iter()
-            .zip(&slots)
-            .map(|((t0, t1), c)| Column {
-                t0,
-                t1,
-                values: (lo..=hi)
-                    .map(|s| c.get(s).copied().unwrap_or(0) as f64)
-                    .collect(),
-            })
-            .collect(),
-    }
+    slot_grid(title.to_string(), &spans, &slots, unit)
 }
 
 /// Block I/Os per disk, the disks by name.
@@ -799,31 +765,6 @@ fn utilization(input: &Input, block: &[&Op], frame: &Frame, interval: Option<f64
     svg::heatmap(&pic, &[grid], Values::Fraction)
 }
 
-/// A latency grid from per-column log2 slot counts.
-fn slot_grid(title: String, counts: &[Vec<u64>], t_min: f64, width: f64, unit: &str) -> Grid {
-    let (lo, hi) = slot_rows(counts);
-    Grid {
-        title,
-        rows: (lo..=hi)
-            .map(|s| {
-                let (a, b) = slot_bounds(s);
-                Row::range(a as f64, b as f64, unit)
-            })
-            .collect(),
-        columns: counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Column {
-                t0: t_min + i as f64 * width,
-                t1: t_min + (i + 1) as f64 * width,
-                values: (lo..=hi)
-                    .map(|s| c.get(s).copied().unwrap_or(0) as f64)
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -897,20 +838,31 @@ mod tests {
         assert!(svg.contains("4000 histogram records, merged 3 records a column"));
     }
 
+    /// The records of `text`, read through a file as `tracer plot` reads them.
+    fn read_text(name: &str, text: &str) -> Input {
+        let path = std::env::temp_dir().join(format!("tracer-plot-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let input = read(&path, &crate::tools::schemas());
+        let _ = std::fs::remove_file(&path);
+        input.unwrap()
+    }
+
+    fn opts(kind: Kind) -> Options {
+        Options {
+            kind,
+            interval: Some(1.0),
+            log: false,
+        }
+    }
+
     #[test]
-    fn reads_tool_output_and_captures() {
-        let dir = std::env::temp_dir().join(format!("tracer-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let snoop = dir.join("snoop.ndjson");
-        std::fs::write(
-            &snoop,
+    fn reads_tool_output() {
+        let input = read_text(
+            "snoop",
             r#"{"tool":"biosnoop","comm":"dd","pid":1,"disk":"vda","t":"R","sector":8,"bytes":4096,"lat_ns":2000000,"time_s":0.5}
 {"tool":"biosnoop","comm":"dd","pid":1,"disk":"vda","t":"W","sector":16,"bytes":4096,"lat_ns":300000000,"time_s":1.5}
 "#,
-        )
-        .unwrap();
-        let schemas = crate::tools::schemas();
-        let input = read(&snoop, &schemas).unwrap();
+        );
         assert_eq!(input.ops.len(), 2);
         assert_eq!(input.series.get(input.ops[1].series), "write");
         assert_eq!(input.ops[1].lat_ns, 300_000_000);
@@ -919,11 +871,7 @@ mod tests {
             "1.500000 s dd pid 1 disk \"vda\" sector 16 bytes 4096 300.000 ms"
         );
         assert!(!input.unix);
-        let opts = |kind| Options {
-            kind,
-            interval: Some(1.0),
-            log: false,
-        };
+        let schemas = crate::tools::schemas();
         let svg = draw(&input, "x", &opts(Kind::Scatter), &schemas).unwrap();
         assert_eq!(
             svg.matches("class=\"point\"").count(),
@@ -936,18 +884,19 @@ mod tests {
         assert!(svg.contains("data-low=\"262144\" data-high=\"524287\""));
         let svg = draw(&input, "x", &opts(Kind::Utilization), &schemas).unwrap();
         assert!(svg.contains("data-busy"));
-        let capture = dir.join("capture.ndjson");
-        std::fs::write(
-            &capture,
+    }
+
+    #[test]
+    fn reads_captures_by_their_tools_schemas() {
+        let input = read_text(
+            "capture",
             r#"{"record":"capture","clock":{"unix_ns_at_mono_zero":1000000000000000000},"host":"h","kernel":"k"}
 {"record":"event","tool":"biosnoop","source":"block","disk":"vda","t":"R","sector":8,"bytes":4096,"lat_ns":1000,"dur_ns":1000,"ts_ns":2000000000}
 {"record":"event","tool":"faultsnoop","source":"fault","comm":"a","pid":2,"addr":"0x1000","type":"read/user/major","lat_ns":5000,"dur_ns":5000,"ts_ns":2100000000}
 {"record":"event","tool":"later","source":"sched","comm":"b","pid":3,"t":"R","sector":9,"disk":"vda","dur_ns":7000,"ts_ns":2200000000}
 {"record":"hist","tool":"biolatency","disk":"vda","unit":"nsecs","start_ns":1000000000,"end_ns":1100000000,"buckets":[{"low":0,"high":1,"count":0},{"low":2,"high":3,"count":4}]}
 "#,
-        )
-        .unwrap();
-        let input = read(&capture, &schemas).unwrap();
+        );
         assert!(input.unix);
         assert_eq!(input.ops[0].t, 1_000_000_002.0);
         // A fault is at its address; an event of a tool without a schema is
@@ -966,26 +915,38 @@ mod tests {
             .map(|o| input.series.get(o.series))
             .collect();
         assert_eq!(series, ["read", "read/user/major", "later"]);
-        assert_eq!(
-            input.ops.iter().filter(|o| o.disk.is_some()).count(),
-            1,
-            "{titles:?}"
-        );
+        assert_eq!(input.ops.iter().filter(|o| o.disk.is_some()).count(), 1);
         assert_eq!(input.hist_count, 1);
         assert_eq!(input.hists["biolatency disk vda"][0].slots, vec![0, 4]);
-        let empty = dir.join("empty.ndjson");
-        std::fs::write(&empty, "").unwrap();
-        let empty = read(&empty, &schemas).unwrap();
-        let e = draw(&empty, "empty", &opts(Kind::Scatter), &schemas).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "empty has no events with a latency to plot (e.g. biosnoop --json, a capture)"
-        );
-        let e = draw(&empty, "empty", &opts(Kind::Utilization), &schemas).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "empty has no block I/O events (biosnoop --json, a capture)"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_events_say_which_inputs_have_them() {
+        let empty = read_text("empty", "");
+        let schemas = crate::tools::schemas();
+        for (kind, message) in [
+            (
+                Kind::Scatter,
+                "has no events with a latency to plot (e.g. biosnoop --json, a capture)",
+            ),
+            (
+                Kind::LatencyHeatmap,
+                "has neither events with a latency nor histogram records",
+            ),
+            (
+                Kind::OffsetHeatmap,
+                "has no block I/O events with sectors (biosnoop --json, a capture)",
+            ),
+            (
+                Kind::Utilization,
+                "has no block I/O events (biosnoop --json, a capture)",
+            ),
+        ] {
+            let e = draw(&empty, "empty", &opts(kind), &schemas).unwrap_err();
+            assert_eq!(e.to_string(), format!("empty {message}"));
+        }
+        // Without schemas, a capture is what has them.
+        let e = draw(&empty, "empty", &opts(Kind::Scatter), &Schemas::default()).unwrap_err();
+        assert!(e.to_string().ends_with("(e.g. a capture)"), "{e}");
     }
 }

@@ -31,6 +31,7 @@ use crate::source::{
     schema::{Schema, Schemas},
 };
 use crate::view::{
+    heatmap::add_buckets,
     perfetto::{Arg, Kind, Lanes, Trace},
     records::Records,
     symbols::Symbols,
@@ -221,14 +222,7 @@ impl Summary {
             .context
             .entry(title)
             .or_insert_with(|| (Vec::new(), unit));
-        for b in h["buckets"].as_array().into_iter().flatten() {
-            let low = b["low"].as_u64().unwrap_or(0);
-            let slot = if low == 0 { 0 } else { low.ilog2() as usize };
-            if slots.len() <= slot {
-                slots.resize(slot + 1, 0);
-            }
-            slots[slot] += b["count"].as_u64().unwrap_or(0);
-        }
+        add_buckets(slots, h);
     }
 }
 

@@ -199,25 +199,57 @@ fn quantile_row(values: &[f64], q: f64) -> Option<f64> {
     Some(values.len() as f64 - 0.5)
 }
 
+/// Where a heatmap's values go: x from time, colour from value.
+struct Scale {
+    t_min: f64,
+    t_max: f64,
+    kind: Values,
+    max_value: f64,
+}
+
+impl Scale {
+    fn of(panels: &[Grid], kind: Values) -> Scale {
+        let columns = || panels.iter().flat_map(|p| &p.columns);
+        let t_min = columns().map(|c| c.t0).fold(f64::INFINITY, f64::min);
+        let t_max = columns().map(|c| c.t1).fold(f64::NEG_INFINITY, f64::max);
+        let (t_min, t_max) = if t_max > t_min {
+            (t_min, t_max)
+        } else {
+            (t_min, t_min + 1.0)
+        };
+        let max_value = columns()
+            .flat_map(|c| c.values.iter().copied())
+            .fold(0.0, f64::max);
+        Scale {
+            t_min,
+            t_max,
+            kind,
+            max_value,
+        }
+    }
+
+    fn x(&self, t: f64) -> f64 {
+        LEFT + (t - self.t_min) / (self.t_max - self.t_min) * PLOT_W
+    }
+
+    /// A value's place on the colour scale, 0..1.
+    fn shade(&self, v: f64) -> f64 {
+        match self.kind {
+            Values::Counts { .. } => {
+                if self.max_value <= 1.0 {
+                    0.0
+                } else {
+                    v.ln() / self.max_value.ln()
+                }
+            }
+            Values::Fraction => v,
+        }
+    }
+}
+
 /// Heatmap panels in one picture.
 pub fn heatmap(pic: &Picture, panels: &[Grid], kind: Values) -> String {
-    let t_min = panels
-        .iter()
-        .flat_map(|p| p.columns.iter().map(|c| c.t0))
-        .fold(f64::INFINITY, f64::min);
-    let t_max = panels
-        .iter()
-        .flat_map(|p| p.columns.iter().map(|c| c.t1))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let (t_min, t_max) = if t_max > t_min {
-        (t_min, t_max)
-    } else {
-        (t_min, t_min + 1.0)
-    };
-    let max_value = panels
-        .iter()
-        .flat_map(|p| p.columns.iter().flat_map(|c| c.values.iter().copied()))
-        .fold(0.0, f64::max);
+    let scale = Scale::of(panels, kind);
     let heights: Vec<f64> = panels
         .iter()
         .map(|p| p.rows.len().max(1) as f64 * ROW_H)
@@ -228,137 +260,153 @@ pub fn heatmap(pic: &Picture, panels: &[Grid], kind: Values) -> String {
     let w = LEFT + PLOT_W + RIGHT;
     let mut out = String::new();
     header(&mut out, w, h, pic);
-    let sx = |t: f64| LEFT + (t - t_min) / (t_max - t_min) * PLOT_W;
-    let shade = |v: f64| match kind {
-        Values::Counts { .. } => {
-            if max_value <= 1.0 {
-                0.0
-            } else {
-                v.ln() / max_value.ln()
-            }
-        }
-        Values::Fraction => v,
-    };
     let mut y_top = TOP;
     for (panel, height) in panels.iter().zip(&heights) {
-        let y_top_plot = y_top + 20.0;
-        let y_bottom = y_top_plot + height;
-        let _ = writeln!(
-            out,
-            r##"<g class="panel" data-title="{}"><text x="{LEFT}" y="{:.1}" font-weight="bold">{}</text>"##,
-            escape(&panel.title),
-            y_top + 12.0,
-            escape(&panel.title)
-        );
-        let _ = writeln!(
-            out,
-            r##"<rect x="{LEFT}" y="{y_top_plot:.1}" width="{PLOT_W}" height="{height:.1}" fill="#fafafa" stroke="#ccc"/>"##
-        );
-        let row_y = |r: f64| y_bottom - r * ROW_H;
-        for c in &panel.columns {
-            let total: f64 = c.values.iter().sum();
-            let x0 = sx(c.t0);
-            let cw = (sx(c.t1) - x0).max(1.0);
-            let mut below = 0.0;
-            for (r, &v) in c.values.iter().enumerate() {
-                if v <= 0.0 {
-                    continue;
-                }
-                let row = &panel.rows[r];
-                let (lo, hi) = (row.low, row.high);
-                let y = row_y(r as f64 + 1.0);
-                let (data, what) = match kind {
-                    Values::Counts { .. } => {
-                        below += v;
-                        (
-                            format!(r#"data-count="{}""#, v as u64),
-                            format!(
-                                "{} in {}: cumulative {:.1}% of the column",
-                                v as u64,
-                                row.span,
-                                100.0 * below / total
-                            ),
-                        )
-                    }
-                    Values::Fraction => (
-                        format!(r#"data-busy="{v:.4}""#),
-                        format!("{}: {:.1}% busy", row.span, 100.0 * v),
-                    ),
-                };
-                let _ = writeln!(
-                    out,
-                    r##"<rect class="cell" x="{x0:.2}" y="{y:.1}" width="{cw:.2}" height="{ROW_H}" fill="{}" {data} data-row="{r}" data-t0="{:.6}" data-t1="{:.6}" data-low="{lo}" data-high="{hi}"><title>{} .. {}: {}</title></rect>"##,
-                    colour(shade(v)),
-                    c.t0,
-                    c.t1,
-                    escape(&(pic.x_fmt)(c.t0)),
-                    escape(&(pic.x_fmt)(c.t1)),
-                    escape(&what)
-                );
-            }
-        }
-        if let Values::Counts { lines: true } = kind {
-            for (q, style, name) in [
-                (0.5, r##"stroke="#1f4e9e" stroke-dasharray="5,3""##, "p50"),
-                (0.99, r##"stroke="#000000""##, "p99"),
-            ] {
-                // A step across each column; a column with nothing breaks the line.
-                let mut runs: Vec<Vec<String>> = vec![Vec::new()];
-                for c in &panel.columns {
-                    match quantile_row(&c.values, q) {
-                        Some(r) => {
-                            let y = row_y(r);
-                            let run = runs.last_mut().expect("never empty");
-                            run.push(format!("{:.1},{y:.1}", sx(c.t0)));
-                            run.push(format!("{:.1},{y:.1}", sx(c.t1)));
-                        }
-                        None => runs.push(Vec::new()),
-                    }
-                }
-                for run in runs.iter().filter(|r| !r.is_empty()) {
-                    let _ = writeln!(
-                        out,
-                        r##"<polyline class="{name}" points="{}" fill="none" {style} stroke-width="1.5" pointer-events="none"/>"##,
-                        run.join(" ")
-                    );
-                }
-            }
-        }
-        // y axis: every row's lower bound (every other when crowded).
-        let every = if panel.rows.len() > 30 { 2 } else { 1 };
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" y1="{y_top_plot:.1}" x2="{LEFT}" y2="{y_bottom:.1}" stroke="#000"/>"##
-        );
-        for (r, row) in panel.rows.iter().enumerate().step_by(every) {
-            // Labels sit at the row's lower edge (bounds) or its middle (names).
-            let y = if row.low == row.high {
-                row_y(r as f64 + 0.5)
-            } else {
-                row_y(r as f64)
-            };
-            let _ = writeln!(
-                out,
-                r##"<line x1="{:.1}" y1="{y:.1}" x2="{LEFT}" y2="{y:.1}" stroke="#000"/><text x="{:.1}" y="{:.1}" text-anchor="end" class="ytick">{}</text>"##,
-                LEFT - 5.0,
-                LEFT - 8.0,
-                y + 4.0,
-                escape(&row.label)
-            );
-        }
-        let _ = writeln!(
-            out,
-            r##"<text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"##,
-            (y_top_plot + y_bottom) / 2.0,
-            escape(&pic.y_label)
-        );
-        x_axis(&mut out, pic, t_min, t_max, LEFT, y_bottom);
-        out.push_str("</g>\n");
+        let y_bottom = heatmap_panel(&mut out, pic, panel, &scale, y_top, *height);
         y_top = y_bottom + PANEL_GAP;
     }
-    legend(&mut out, kind, max_value);
+    legend(&mut out, kind, scale.max_value);
     footer(&mut out);
     out
+}
+
+/// One panel: its title, cells, quantile lines and axes, from `y_top` (its
+/// title) down, its cells `height` high: where its x axis is.
+fn heatmap_panel(
+    out: &mut String,
+    pic: &Picture,
+    panel: &Grid,
+    scale: &Scale,
+    y_top: f64,
+    height: f64,
+) -> f64 {
+    let y_top_plot = y_top + 20.0;
+    let y_bottom = y_top_plot + height;
+    let _ = writeln!(
+        out,
+        r##"<g class="panel" data-title="{}"><text x="{LEFT}" y="{:.1}" font-weight="bold">{}</text>"##,
+        escape(&panel.title),
+        y_top + 12.0,
+        escape(&panel.title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect x="{LEFT}" y="{y_top_plot:.1}" width="{PLOT_W}" height="{height:.1}" fill="#fafafa" stroke="#ccc"/>"##
+    );
+    for c in &panel.columns {
+        cells(out, pic, panel, c, scale, y_bottom);
+    }
+    if let Values::Counts { lines: true } = scale.kind {
+        quantile_lines(out, panel, scale, y_bottom);
+    }
+    y_axis(out, pic, panel, y_top_plot, y_bottom);
+    x_axis(out, pic, scale.t_min, scale.t_max, LEFT, y_bottom);
+    out.push_str("</g>\n");
+    y_bottom
+}
+
+/// A column's cells, each with its numbers and hover text.
+fn cells(out: &mut String, pic: &Picture, panel: &Grid, c: &Column, scale: &Scale, y_bottom: f64) {
+    let total: f64 = c.values.iter().sum();
+    let x0 = scale.x(c.t0);
+    let cw = (scale.x(c.t1) - x0).max(1.0);
+    let mut below = 0.0;
+    for (r, &v) in c.values.iter().enumerate() {
+        if v <= 0.0 {
+            continue;
+        }
+        let row = &panel.rows[r];
+        let (lo, hi) = (row.low, row.high);
+        let y = y_bottom - (r as f64 + 1.0) * ROW_H;
+        let (data, what) = match scale.kind {
+            Values::Counts { .. } => {
+                below += v;
+                (
+                    format!(r#"data-count="{}""#, v as u64),
+                    format!(
+                        "{} in {}: cumulative {:.1}% of the column",
+                        v as u64,
+                        row.span,
+                        100.0 * below / total
+                    ),
+                )
+            }
+            Values::Fraction => (
+                format!(r#"data-busy="{v:.4}""#),
+                format!("{}: {:.1}% busy", row.span, 100.0 * v),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            r##"<rect class="cell" x="{x0:.2}" y="{y:.1}" width="{cw:.2}" height="{ROW_H}" fill="{}" {data} data-row="{r}" data-t0="{:.6}" data-t1="{:.6}" data-low="{lo}" data-high="{hi}"><title>{} .. {}: {}</title></rect>"##,
+            colour(scale.shade(v)),
+            c.t0,
+            c.t1,
+            escape(&(pic.x_fmt)(c.t0)),
+            escape(&(pic.x_fmt)(c.t1)),
+            escape(&what)
+        );
+    }
+}
+
+/// The p50 and p99 of each column, as steps across it; a column with
+/// nothing breaks the line.
+fn quantile_lines(out: &mut String, panel: &Grid, scale: &Scale, y_bottom: f64) {
+    for (q, style, name) in [
+        (0.5, r##"stroke="#1f4e9e" stroke-dasharray="5,3""##, "p50"),
+        (0.99, r##"stroke="#000000""##, "p99"),
+    ] {
+        let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+        for c in &panel.columns {
+            match quantile_row(&c.values, q) {
+                Some(r) => {
+                    let y = y_bottom - r * ROW_H;
+                    let run = runs.last_mut().expect("never empty");
+                    run.push(format!("{:.1},{y:.1}", scale.x(c.t0)));
+                    run.push(format!("{:.1},{y:.1}", scale.x(c.t1)));
+                }
+                None => runs.push(Vec::new()),
+            }
+        }
+        for run in runs.iter().filter(|r| !r.is_empty()) {
+            let _ = writeln!(
+                out,
+                r##"<polyline class="{name}" points="{}" fill="none" {style} stroke-width="1.5" pointer-events="none"/>"##,
+                run.join(" ")
+            );
+        }
+    }
+}
+
+/// A panel's y axis: every row's lower bound (every other when crowded).
+fn y_axis(out: &mut String, pic: &Picture, panel: &Grid, y_top_plot: f64, y_bottom: f64) {
+    let every = if panel.rows.len() > 30 { 2 } else { 1 };
+    let _ = writeln!(
+        out,
+        r##"<line x1="{LEFT}" y1="{y_top_plot:.1}" x2="{LEFT}" y2="{y_bottom:.1}" stroke="#000"/>"##
+    );
+    for (r, row) in panel.rows.iter().enumerate().step_by(every) {
+        // Labels sit at the row's lower edge (bounds) or its middle (names).
+        let y = if row.low == row.high {
+            y_bottom - (r as f64 + 0.5) * ROW_H
+        } else {
+            y_bottom - r as f64 * ROW_H
+        };
+        let _ = writeln!(
+            out,
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{LEFT}" y2="{y:.1}" stroke="#000"/><text x="{:.1}" y="{:.1}" text-anchor="end" class="ytick">{}</text>"##,
+            LEFT - 5.0,
+            LEFT - 8.0,
+            y + 4.0,
+            escape(&row.label)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"##,
+        (y_top_plot + y_bottom) / 2.0,
+        escape(&pic.y_label)
+    );
 }
 
 fn legend(out: &mut String, kind: Values, max_value: f64) {
@@ -545,6 +593,76 @@ fn styles(series: &[String]) -> (impl Fn(usize) -> usize, Vec<String>) {
     (move |s: usize| s.min(last), names)
 }
 
+/// A scatter plot's plotting area's height.
+const SCATTER_H: f64 = 420.0;
+
+/// Where a scatter plot's points go: x from time, y from value (log10 of it
+/// when `log`, from `lo` to `hi` decades; else from 0).
+struct Axes {
+    t_min: f64,
+    t_max: f64,
+    lo: f64,
+    hi: f64,
+    log: bool,
+}
+
+impl Axes {
+    fn of(points: &dyn Points, log: bool) -> Axes {
+        let (t_min, t_max, v_max, v_min_pos) = (0..points.count()).map(|i| points.point(i)).fold(
+            (f64::INFINITY, f64::NEG_INFINITY, 0.0, f64::INFINITY),
+            |(t0, t1, v1, v0), p| {
+                let pos = if p.value > 0.0 { p.value } else { v0 };
+                (t0.min(p.t), t1.max(p.t), f64::max(v1, p.value), v0.min(pos))
+            },
+        );
+        let (t_min, t_max) = if t_max > t_min {
+            (t_min, t_max)
+        } else {
+            (t_min - 0.5, t_min + 0.5)
+        };
+        let (lo, hi) = if log {
+            let lo = v_min_pos.min(v_max).log10().floor();
+            let hi = v_max.log10().ceil().max(lo + 1.0);
+            (lo, hi)
+        } else {
+            (0.0, if v_max > 0.0 { v_max * 1.05 } else { 1.0 })
+        };
+        Axes {
+            t_min,
+            t_max,
+            lo,
+            hi,
+            log,
+        }
+    }
+
+    fn x(&self, t: f64) -> f64 {
+        LEFT + (t - self.t_min) / (self.t_max - self.t_min) * PLOT_W
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let (lo, hi) = (self.lo, self.hi);
+        let f = if self.log {
+            (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo)
+        } else {
+            (v - lo) / (hi - lo)
+        };
+        TOP + SCATTER_H - f * SCATTER_H
+    }
+
+    /// The y axis's ticks: (value, y).
+    fn y_ticks(&self) -> Vec<(f64, f64)> {
+        let values = if self.log {
+            (self.lo as i32..=self.hi as i32)
+                .map(|e| 10f64.powi(e))
+                .collect()
+        } else {
+            ticks(self.lo, self.hi, 8)
+        };
+        values.into_iter().map(|v| (v, self.y(v))).collect()
+    }
+}
+
 /// A scatter plot: x time, y value (log10 scale when `log`), one marker and
 /// colour per series, with a legend. Also returns, when the points were
 /// binned (see `bin`), a note saying so (the picture says it too).
@@ -555,39 +673,8 @@ pub fn scatter(
     log: bool,
 ) -> (String, Option<String>) {
     let (style, names) = styles(series);
-    let all = || (0..points.count()).map(|i| points.point(i));
-    let (t_min, t_max, v_max, v_min_pos) = all().fold(
-        (f64::INFINITY, f64::NEG_INFINITY, 0.0, f64::INFINITY),
-        |(t0, t1, v1, v0), p| {
-            let pos = if p.value > 0.0 { p.value } else { v0 };
-            (t0.min(p.t), t1.max(p.t), f64::max(v1, p.value), v0.min(pos))
-        },
-    );
-    let (t_min, t_max) = if t_max > t_min {
-        (t_min, t_max)
-    } else {
-        (t_min - 0.5, t_min + 0.5)
-    };
-    let plot_h = 420.0;
-    let h = TOP + plot_h + 70.0;
-    let w = LEFT + PLOT_W + RIGHT;
-    let (lo, hi) = if log {
-        let lo = v_min_pos.min(v_max).log10().floor();
-        let hi = v_max.log10().ceil().max(lo + 1.0);
-        (lo, hi)
-    } else {
-        (0.0, if v_max > 0.0 { v_max * 1.05 } else { 1.0 })
-    };
-    let y_of = |v: f64| {
-        let f = if log {
-            (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo)
-        } else {
-            (v - lo) / (hi - lo)
-        };
-        TOP + plot_h - f * plot_h
-    };
-    let sx = |t: f64| LEFT + (t - t_min) / (t_max - t_min) * PLOT_W;
-    let (markers, cell) = bin(points, |p| (style(p.series), sx(p.t), y_of(p.value)));
+    let axes = Axes::of(points, log);
+    let (markers, cell) = bin(points, |p| (style(p.series), axes.x(p.t), axes.y(p.value)));
     let note = cell.map(|c| {
         format!(
             "{} operations binned: {} markers, each the slowest operation of its series in its {c}x{c} px cell (data-count: how many it stands for)",
@@ -600,22 +687,17 @@ pub fn scatter(
     if let Some(n) = &note {
         noted.subtitle = format!("{}; {n}", pic.subtitle);
     }
-    header(&mut out, w, h, &noted);
+    header(
+        &mut out,
+        LEFT + PLOT_W + RIGHT,
+        TOP + SCATTER_H + 70.0,
+        &noted,
+    );
     let _ = writeln!(
         out,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>"##
+        r##"<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{SCATTER_H}" fill="#fafafa" stroke="#ccc"/>"##
     );
-    let y_ticks: Vec<f64> = if log {
-        (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect()
-    } else {
-        ticks(lo, hi, 8)
-    };
-    scatter_y_axis(
-        &mut out,
-        pic,
-        y_ticks.into_iter().map(|v| (v, y_of(v))),
-        plot_h,
-    );
+    scatter_y_axis(&mut out, pic, &axes.y_ticks());
     out.push_str("<g class=\"points\">\n");
     for &(i, n) in &markers {
         let p = points.point(i);
@@ -626,7 +708,7 @@ pub fn scatter(
             p.t,
             p.value
         );
-        marker(&mut out, s, sx(p.t), y_of(p.value), &attrs);
+        marker(&mut out, s, axes.x(p.t), axes.y(p.value), &attrs);
         let mut hover = points.title(i);
         if n > 1 {
             hover.push_str(&format!(", the slowest of {n} {} here", names[s]));
@@ -634,10 +716,10 @@ pub fn scatter(
         let _ = writeln!(out, "<title>{}</title>{}", escape(&hover), close_marker(s));
     }
     out.push_str("</g>\n");
-    x_axis(&mut out, pic, t_min, t_max, LEFT, TOP + plot_h);
+    x_axis(&mut out, pic, axes.t_min, axes.t_max, LEFT, TOP + SCATTER_H);
     let mut counts = vec![0u64; names.len()];
-    for p in all() {
-        counts[style(p.series)] += 1;
+    for i in 0..points.count() {
+        counts[style(points.point(i).series)] += 1;
     }
     scatter_legend(&mut out, &names, &counts);
     footer(&mut out);
@@ -645,13 +727,8 @@ pub fn scatter(
 }
 
 /// The y axis: grid lines and labels at `ticks` (value, y), and its label.
-fn scatter_y_axis(
-    out: &mut String,
-    pic: &Picture,
-    ticks: impl Iterator<Item = (f64, f64)>,
-    plot_h: f64,
-) {
-    for (v, y) in ticks {
+fn scatter_y_axis(out: &mut String, pic: &Picture, ticks: &[(f64, f64)]) {
+    for &(v, y) in ticks {
         let _ = writeln!(
             out,
             r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e4e4e4"/><line x1="{:.1}" y1="{y:.1}" x2="{LEFT}" y2="{y:.1}" stroke="#000"/><text x="{:.1}" y="{:.1}" text-anchor="end" class="ytick">{}</text>"##,
@@ -666,8 +743,8 @@ fn scatter_y_axis(
     let _ = writeln!(
         out,
         r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#000"/><text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"##,
-        TOP + plot_h,
-        TOP + plot_h / 2.0,
+        TOP + SCATTER_H,
+        TOP + SCATTER_H / 2.0,
         escape(&pic.y_label)
     );
 }
