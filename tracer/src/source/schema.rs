@@ -174,10 +174,12 @@ impl Field {
 
     /// Its value in `record` in nanoseconds (a time field only).
     pub fn ns(&self, record: &Value) -> Option<u64> {
-        let per = self.unit?.ns()?;
+        let unit = self.unit?;
+        let per = unit.ns()?;
         let v = &record[self.name];
-        match v.as_u64() {
-            Some(n) if per == 1.0 => Some(n),
+        match (unit, v.as_u64()) {
+            // Exact, whatever its size.
+            (Unit::Ns, Some(n)) => Some(n),
             _ => v.as_f64().map(|x| (x * per) as u64),
         }
     }
