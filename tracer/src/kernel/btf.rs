@@ -266,34 +266,9 @@ impl Btf {
     }
 
     fn from_data(data: Data) -> Result<Btf> {
-        if data.len() < HEADER_LEN {
-            bail!("BTF is {} bytes, too short for its header", data.len());
-        }
-        let magic = u16::from_ne_bytes([data[0], data[1]]);
-        if magic != MAGIC {
-            if magic.swap_bytes() == MAGIC {
-                bail!("BTF is in the other byte order");
-            }
-            bail!("not BTF (magic {magic:#06x})");
-        }
-        if data[2] != 1 {
-            bail!("unsupported BTF version {}", data[2]);
-        }
-        let hdr_len = read_u32(&data, 4) as usize;
-        if hdr_len < HEADER_LEN || hdr_len > data.len() {
-            bail!("bad BTF header length {hdr_len}");
-        }
-        let section = |off_pos: usize, what: &str| -> Result<(usize, usize)> {
-            let off = read_u32(&data, off_pos) as usize;
-            let len = read_u32(&data, off_pos + 4) as usize;
-            let start = hdr_len.checked_add(off);
-            match start.and_then(|s| Some((s, s.checked_add(len)?))) {
-                Some((start, end)) if end <= data.len() => Ok((start, end)),
-                _ => bail!("BTF {what} section (offset {off}, length {len}) is out of bounds"),
-            }
-        };
-        let (type_start, type_end) = section(8, "type")?;
-        let strings = section(16, "string")?;
+        let hdr_len = check_header(&data)?;
+        let (type_start, type_end) = section(&data, hdr_len, 8, "type")?;
+        let strings = section(&data, hdr_len, 16, "string")?;
         if u32::try_from(data.len()).is_err() {
             bail!("BTF larger than 4 GiB");
         }
@@ -308,52 +283,48 @@ impl Btf {
         btf.types.push(0);
         let mut pos = type_start;
         while pos < type_end {
-            let id = btf.types.len() as u32;
-            if type_end - pos < TYPE_LEN {
-                bail!("BTF type id {id} is truncated");
-            }
-            let name_off = read_u32(&btf.data, pos);
-            let info = read_u32(&btf.data, pos + 4);
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let extra = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
-                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
-                KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                // Records are variable-length: an unknown kind cannot be skipped.
-                _ => bail!("BTF type id {id} has unknown kind {kind}"),
-            };
-            let next = pos + TYPE_LEN + extra;
-            if next > type_end {
-                bail!("BTF type id {id} runs past the end of the type section");
-            }
-            btf.types.push(pos as u32);
-            match kind {
-                KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_TYPEDEF => {
-                    let name = btf
-                        .str_bytes(name_off)
-                        .with_context(|| format!("BTF type id {id}"))?;
-                    if !name.is_empty() {
-                        btf.by_name.push((fnv1a(name), id));
-                    }
-                }
-                KIND_INT => {
-                    let name = btf
-                        .str_bytes(name_off)
-                        .with_context(|| format!("BTF type id {id}"))?;
-                    if name == b"long int" || name == b"long unsigned int" {
-                        btf.ptr_size = read_u32(&btf.data, pos + 8);
-                    }
-                }
-                _ => {}
-            }
-            pos = next;
+            pos = btf.index_type(pos, type_end)?;
         }
         btf.by_name.sort_unstable();
         Ok(btf)
+    }
+
+    /// Records the type at `pos` (its offset, its name if it is looked up by name,
+    /// the pointer size if it is `long`) and returns where the next one starts.
+    fn index_type(&mut self, pos: usize, type_end: usize) -> Result<usize> {
+        let id = self.types.len() as u32;
+        if type_end - pos < TYPE_LEN {
+            bail!("BTF type id {id} is truncated");
+        }
+        let name_off = read_u32(&self.data, pos);
+        let info = read_u32(&self.data, pos + 4);
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let next = pos + TYPE_LEN + record_extra(id, kind, vlen)?;
+        if next > type_end {
+            bail!("BTF type id {id} runs past the end of the type section");
+        }
+        self.types.push(pos as u32);
+        match kind {
+            KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_TYPEDEF => {
+                let name = self
+                    .str_bytes(name_off)
+                    .with_context(|| format!("BTF type id {id}"))?;
+                if !name.is_empty() {
+                    self.by_name.push((fnv1a(name), id));
+                }
+            }
+            KIND_INT => {
+                let name = self
+                    .str_bytes(name_off)
+                    .with_context(|| format!("BTF type id {id}"))?;
+                if name == b"long int" || name == b"long unsigned int" {
+                    self.ptr_size = read_u32(&self.data, pos + 8);
+                }
+            }
+            _ => {}
+        }
+        Ok(next)
     }
 
     /// Offset and size of a member of struct or union `struct_name`. `path` is
@@ -796,6 +767,54 @@ fn agree<T: PartialEq + std::fmt::Debug>(what: &str, answers: Vec<Result<T>>) ->
 }
 
 /// A native-endian u32 at `pos`, or 0 if out of bounds (callers check bounds).
+/// Checks magic, byte order and version; returns the header length.
+fn check_header(data: &[u8]) -> Result<usize> {
+    if data.len() < HEADER_LEN {
+        bail!("BTF is {} bytes, too short for its header", data.len());
+    }
+    let magic = u16::from_ne_bytes([data[0], data[1]]);
+    if magic != MAGIC {
+        if magic.swap_bytes() == MAGIC {
+            bail!("BTF is in the other byte order");
+        }
+        bail!("not BTF (magic {magic:#06x})");
+    }
+    if data[2] != 1 {
+        bail!("unsupported BTF version {}", data[2]);
+    }
+    let hdr_len = read_u32(data, 4) as usize;
+    if hdr_len < HEADER_LEN || hdr_len > data.len() {
+        bail!("bad BTF header length {hdr_len}");
+    }
+    Ok(hdr_len)
+}
+
+/// Start and end of the section whose offset and length the header holds at
+/// `off_pos`, checked to lie inside `data`.
+fn section(data: &[u8], hdr_len: usize, off_pos: usize, what: &str) -> Result<(usize, usize)> {
+    let off = read_u32(data, off_pos) as usize;
+    let len = read_u32(data, off_pos + 4) as usize;
+    let start = hdr_len.checked_add(off);
+    match start.and_then(|s| Some((s, s.checked_add(len)?))) {
+        Some((start, end)) if end <= data.len() => Ok((start, end)),
+        _ => bail!("BTF {what} section (offset {off}, length {len}) is out of bounds"),
+    }
+}
+
+/// Bytes that follow the common type record of type `id`, by its kind.
+fn record_extra(id: u32, kind: u32, vlen: usize) -> Result<usize> {
+    Ok(match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+        | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+        KIND_ARRAY => 12,
+        KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+        KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+        // Records are variable-length: an unknown kind cannot be skipped.
+        _ => bail!("BTF type id {id} has unknown kind {kind}"),
+    })
+}
+
 fn read_u32(data: &[u8], pos: usize) -> u32 {
     data.get(pos..pos.saturating_add(4))
         .and_then(|b| b.try_into().ok())
@@ -915,9 +934,50 @@ mod tests {
         }
     }
 
-    /// A blob with every kind, in the shapes the kernel's BTF uses.
+    /// Type ids of the sample that later parts of it refer to.
+    struct Base {
+        int: u32,
+        long: u32,
+        char_: u32,
+        u32_: u32,
+        volatile_int: u32,
+        char_ptr: u32,
+        const_char_ptr: u32,
+        char_const_ptr: u32,
+        user_char_ptr: u32,
+    }
+
+    /// A blob with every kind, in the shapes the kernel's BTF uses. The parts are
+    /// added in a fixed order, so every type keeps its id.
     fn sample() -> Vec<u8> {
         let mut b = Builder::new();
+        let base = sample_base(&mut b);
+        let color_enum = sample_enums(&mut b);
+        let outer = sample_outer(&mut b, &base);
+        let void_ptr = sample_functions(&mut b, &base, outer);
+        sample_odd_composites(&mut b, &base);
+        // A tracepoint passing numbers: (void *, u32, long, color, char *).
+        let ints = [
+            0,
+            void_ptr,
+            0,
+            base.u32_,
+            0,
+            base.long,
+            0,
+            color_enum,
+            0,
+            base.char_ptr,
+        ];
+        let ints = b.ty("", KIND_FUNC_PROTO, false, 5, 0, &ints);
+        let ints_ptr = b.ty("", KIND_PTR, false, 0, ints, &[]);
+        b.ty("btf_trace_ints", KIND_TYPEDEF, false, 0, ints_ptr, &[]);
+        b.build()
+    }
+
+    /// Integers, a float, a forward declaration, qualifiers, pointers, a variable
+    /// in its data section and a declaration tag.
+    fn sample_base(b: &mut Builder) -> Base {
         let int = b.ty("int", KIND_INT, false, 0, 4, &[(1 << 24) | 32]);
         let uint = b.ty("unsigned int", KIND_INT, false, 0, 4, &[32]);
         let char_ = b.ty("char", KIND_INT, false, 0, 1, &[(1 << 24) | 8]);
@@ -936,6 +996,21 @@ mod tests {
         let var = b.ty("some_var", KIND_VAR, false, 0, int, &[1]);
         b.ty(".data", KIND_DATASEC, false, 1, 4, &[var, 0, 4]);
         b.ty("some_tag", KIND_DECL_TAG, false, 0, var, &[u32::MAX]);
+        Base {
+            int,
+            long,
+            char_,
+            u32_,
+            volatile_int,
+            char_ptr,
+            const_char_ptr,
+            char_const_ptr,
+            user_char_ptr,
+        }
+    }
+
+    /// Signed, unsigned, anonymous and 64-bit enums; returns the id of `color`.
+    fn sample_enums(b: &mut Builder) -> u32 {
         let color = [
             b.str("RED"),
             0,
@@ -958,6 +1033,13 @@ mod tests {
             u32::MAX,
         ];
         b.ty("big", KIND_ENUM64, true, 2, 8, &huge);
+        color_enum
+    }
+
+    /// `struct outer`, with an anonymous union, a bitfield, a typedef'd struct,
+    /// an array and qualified members; returns its id.
+    fn sample_outer(b: &mut Builder, base: &Base) -> u32 {
+        let (int, u32_) = (base.int, base.u32_);
         let anon_union = b.composite(KIND_UNION, "", false, 4, &[("a", int, 0), ("b", u32_, 0)]);
         let inner = b.composite(
             KIND_STRUCT,
@@ -967,9 +1049,9 @@ mod tests {
             &[("y", int, 0), ("z", int, 32)],
         );
         let inner_t = b.ty("inner_t", KIND_TYPEDEF, false, 0, inner, &[]);
-        let char16 = b.ty("", KIND_ARRAY, false, 0, 0, &[char_, int, 16]);
+        let char16 = b.ty("", KIND_ARRAY, false, 0, 0, &[base.char_, int, 16]);
         // kind_flag: offsets carry the bitfield size in their top byte.
-        let outer = b.composite(
+        b.composite(
             KIND_STRUCT,
             "outer",
             true,
@@ -981,14 +1063,19 @@ mod tests {
                 ("bf", int, (3 << 24) | 96),
                 ("in", inner_t, 128),
                 ("name", char16, 192),
-                ("p", const_char_ptr, 320),
-                ("v", volatile_int, 384),
+                ("p", base.const_char_ptr, 320),
+                ("v", base.volatile_int, 384),
             ],
-        );
+        )
+    }
+
+    /// A function and the tracepoint `btf_trace_test` whose arguments are
+    /// pointers of every shape; returns the id of `void *`.
+    fn sample_functions(b: &mut Builder, base: &Base, outer: u32) -> u32 {
         let void_ptr = b.ty("", KIND_PTR, false, 0, 0, &[]);
         let outer_ptr = b.ty("", KIND_PTR, false, 0, outer, &[]);
-        let cb_params = [0, int, 0, char_ptr];
-        let cb = b.ty("", KIND_FUNC_PROTO, false, 2, int, &cb_params);
+        let cb_params = [0, base.int, 0, base.char_ptr];
+        let cb = b.ty("", KIND_FUNC_PROTO, false, 2, base.int, &cb_params);
         let cb_ptr = b.ty("", KIND_PTR, false, 0, cb, &[]);
         let params = [
             0,
@@ -996,11 +1083,11 @@ mod tests {
             b.str("rq"),
             outer_ptr,
             b.str("s"),
-            const_char_ptr,
+            base.const_char_ptr,
             b.str("c"),
-            char_const_ptr,
+            base.char_const_ptr,
             b.str("u"),
-            user_char_ptr,
+            base.user_char_ptr,
             b.str("cb"),
             cb_ptr,
             0,
@@ -1010,8 +1097,15 @@ mod tests {
         b.ty("some_func", KIND_FUNC, false, 1, proto, &[]);
         let proto_ptr = b.ty("", KIND_PTR, false, 0, proto, &[]);
         b.ty("btf_trace_test", KIND_TYPEDEF, false, 0, proto_ptr, &[]);
-        b.ty("not_a_proto", KIND_TYPEDEF, false, 0, int, &[]);
-        b.composite(KIND_UNION, "named_union", false, 8, &[("l", long, 0)]);
+        b.ty("not_a_proto", KIND_TYPEDEF, false, 0, base.int, &[]);
+        void_ptr
+    }
+
+    /// A named union, an anonymous struct behind a typedef, old-style bitfields,
+    /// same-named definitions and a malformed typedef cycle.
+    fn sample_odd_composites(b: &mut Builder, base: &Base) {
+        let int = base.int;
+        b.composite(KIND_UNION, "named_union", false, 8, &[("l", base.long, 0)]);
         let anon_struct = b.composite(KIND_STRUCT, "", false, 4, &[("counter", int, 0)]);
         b.ty("anon_t", KIND_TYPEDEF, false, 0, anon_struct, &[]);
         // Old-style (no kind_flag) bitfields: an odd bit offset or a narrow INT.
@@ -1041,12 +1135,6 @@ mod tests {
         let looped = b.next_id;
         b.ty("looped", KIND_TYPEDEF, false, 0, looped, &[]);
         b.composite(KIND_STRUCT, "cyclic", false, 4, &[("m", looped, 0)]);
-        // A tracepoint passing numbers: (void *, u32, long, color, char *).
-        let ints = [0, void_ptr, 0, u32_, 0, long, 0, color_enum, 0, char_ptr];
-        let ints = b.ty("", KIND_FUNC_PROTO, false, 5, 0, &ints);
-        let ints_ptr = b.ty("", KIND_PTR, false, 0, ints, &[]);
-        b.ty("btf_trace_ints", KIND_TYPEDEF, false, 0, ints_ptr, &[]);
-        b.build()
     }
 
     fn err<T>(r: Result<T>) -> String {
