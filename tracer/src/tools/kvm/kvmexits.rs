@@ -365,6 +365,94 @@ fn config(backend: Backend, latency: bool, run_enter: Option<&Choice>) -> Result
     Ok(cfg)
 }
 
+/// The kernel-side task filter of -p, after checking that the process is a VM
+/// and has the vCPU --vcpu asks for.
+fn task_filter(a: &Args) -> Result<tracer_common::TaskFilter> {
+    let mut task = tracer_common::TaskFilter::default();
+    if let Some(pid) = a.pid {
+        kernel::check_pid(pid)?;
+        let (is_vm, vcpus) = super::vm_fds(pid);
+        if !is_vm {
+            bail!("process {pid} is not a KVM VM (it holds no KVM VM file descriptor)");
+        }
+        if let Some(v) = a.vcpu
+            && !vcpus.contains(&v)
+        {
+            bail!("VM {pid} has no vCPU {v} (its vCPUs: {vcpus:?})");
+        }
+        task.tgid = pid;
+    }
+    Ok(task)
+}
+
+/// The hook chains a backend needs, and those it counts only where the kernel
+/// has them.
+fn hook_chains(
+    backend: Backend,
+    latency: bool,
+) -> (Vec<&'static HookChain>, Vec<&'static HookChain>) {
+    match backend {
+        Backend::Exit => (
+            if latency {
+                vec![&EXIT, &ENTRY]
+            } else {
+                vec![&EXIT]
+            },
+            vec![&WAKEUP, &INJ],
+        ),
+        _ => (
+            vec![&USER_EXIT],
+            vec![
+                &PIO,
+                &MMIO,
+                &MSR,
+                &CPUID,
+                &HYPERCALL,
+                &WAKEUP,
+                &PAGE_FAULT,
+                &INJ,
+            ],
+        ),
+    }
+}
+
+/// Attaches the backend's hooks; returns the roles of the optional ones this
+/// kernel does not have.
+fn attach(
+    loaded: &mut Loaded,
+    backend: Backend,
+    latency: bool,
+    run_enter: Option<&Choice>,
+) -> Result<Vec<&'static str>> {
+    let (required, optional) = hook_chains(backend, latency);
+    for chain in required {
+        loaded.attach_best(chain, raw_fits)?;
+    }
+    let mut absent = Vec::new();
+    for chain in optional {
+        match chain.choose_with(raw_fits) {
+            Ok(_) => loaded.attach_best(chain, raw_fits)?,
+            Err(_) => absent.push(chain.role),
+        }
+    }
+    // Its config names the fields of the hook chosen: no fallback.
+    if let Some(choice) = run_enter {
+        loaded.attach(choice)?;
+    }
+    Ok(absent)
+}
+
+/// The histograms' unit name, from the divisor of nanoseconds.
+fn unit_name(unit_div: u64, milliseconds: bool) -> &'static str {
+    if unit_div == 1 {
+        "nsecs"
+    } else if milliseconds {
+        "msecs"
+    } else {
+        "usecs"
+    }
+}
+
 struct KvmExits {
     loaded: Loaded,
     /// Timed exits arrive as events (tracer record).
@@ -395,20 +483,7 @@ impl KvmExits {
         interactive: bool,
         events: bool,
     ) -> Result<KvmExits> {
-        let mut task = tracer_common::TaskFilter::default();
-        if let Some(pid) = a.pid {
-            kernel::check_pid(pid)?;
-            let (is_vm, vcpus) = super::vm_fds(pid);
-            if !is_vm {
-                bail!("process {pid} is not a KVM VM (it holds no KVM VM file descriptor)");
-            }
-            if let Some(v) = a.vcpu
-                && !vcpus.contains(&v)
-            {
-                bail!("VM {pid} has no vCPU {v} (its vCPUs: {vcpus:?})");
-            }
-            task.tgid = pid;
-        }
+        let task = task_filter(a)?;
         if !tracefs::ensure()?.path.join("events/kvm").exists() {
             bail!(
                 "no KVM on this host: the kvm tracepoints are missing (is the kvm module loaded?)"
@@ -437,43 +512,7 @@ impl KvmExits {
         let mut loaded = bpf::load(&TOOL.object, |l| {
             l.override_global("CONFIG", &cfg, true);
         })?;
-        let (required, optional): (Vec<&HookChain>, Vec<&HookChain>) = match backend {
-            Backend::Exit => (
-                if a.latency {
-                    vec![&EXIT, &ENTRY]
-                } else {
-                    vec![&EXIT]
-                },
-                vec![&WAKEUP, &INJ],
-            ),
-            _ => (
-                vec![&USER_EXIT],
-                vec![
-                    &PIO,
-                    &MMIO,
-                    &MSR,
-                    &CPUID,
-                    &HYPERCALL,
-                    &WAKEUP,
-                    &PAGE_FAULT,
-                    &INJ,
-                ],
-            ),
-        };
-        for chain in required {
-            loaded.attach_best(chain, raw_fits)?;
-        }
-        let mut absent = Vec::new();
-        for chain in optional {
-            match chain.choose_with(raw_fits) {
-                Ok(_) => loaded.attach_best(chain, raw_fits)?,
-                Err(_) => absent.push(chain.role),
-            }
-        }
-        // Its config names the fields of the hook chosen: no fallback.
-        if let Some(choice) = &run_enter {
-            loaded.attach(choice)?;
-        }
+        let absent = attach(&mut loaded, backend, a.latency, run_enter.as_ref())?;
         if verbose {
             eprintln!("kvmexits: backend: {why}");
             if !absent.is_empty() {
@@ -494,13 +533,7 @@ impl KvmExits {
             latency: a.latency,
             vcpu: a.vcpu,
             top: a.top,
-            unit: if unit_div == 1 {
-                "nsecs"
-            } else if a.milliseconds {
-                "msecs"
-            } else {
-                "usecs"
-            },
+            unit: unit_name(unit_div, a.milliseconds),
             names,
             deltas: Deltas::default(),
             hists: HistReader::default(),
@@ -572,6 +605,80 @@ impl KvmExits {
             name.clone()
         }
     }
+
+    /// This interval's counts by (pid, vCPU) row and by exit reason.
+    fn tally(
+        &mut self,
+        counts: &[(ExitKey, u64)],
+        recorded: &HashMap<u32, String>,
+    ) -> (BTreeMap<(u32, String), Row>, BTreeMap<String, u64>) {
+        let mut rows: BTreeMap<(u32, String), Row> = BTreeMap::new();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for (k, n) in counts {
+            let vcpu = self.vcpu_label(k, recorded);
+            // The exit backend filters by vCPU id in the kernel; the generic one's
+            // events carry none, so its vCPUs are known by thread name.
+            if let Some(want) = self.vcpu
+                && vcpu != want.to_string()
+            {
+                continue;
+            }
+            let row = rows.entry((k.tgid, vcpu)).or_default();
+            if k.kind == kind::INJ_IRQ {
+                row.inj += n;
+                continue;
+            }
+            let Some(col) = super::column(k.kind, k.code) else {
+                continue;
+            };
+            *row.columns.entry(col).or_default() += n;
+            row.exits += n;
+            *reasons.entry(self.names.name(k.kind, k.code)).or_default() += n;
+        }
+        (rows, reasons)
+    }
+
+    /// Latency per reason, merged over the vCPU threads (or one vCPU's).
+    fn latency_hists(
+        &mut self,
+        counts: &[(ExitKey, u64)],
+        recorded: &HashMap<u32, String>,
+    ) -> Result<BTreeMap<(u32, u32), Hist>> {
+        let mut hists: BTreeMap<(u32, u32), Hist> = BTreeMap::new();
+        for (g, h) in self.hists.read(&self.loaded.ebpf)? {
+            let pid = counts
+                .iter()
+                .find(|(k, _)| k.tid == g.tid)
+                .map_or(0, |(k, _)| k.tgid);
+            if let Some(want) = self.vcpu
+                && self.backend == Backend::Generic
+                && self.thread_vcpu(pid, g.tid, recorded) != Some(want)
+            {
+                continue;
+            }
+            hists.entry((g.kind, g.code)).or_default().merge(&h);
+        }
+        Ok(hists)
+    }
+
+    /// The "vcpus" table: one row per VM and vCPU.
+    fn vcpu_rows(&mut self, rows: &BTreeMap<(u32, String), Row>) -> Vec<Fields> {
+        rows.iter()
+            .map(|((pid, vcpu), r)| {
+                let mut f = vec![
+                    ("pid", json!(pid)),
+                    ("vm", json!(self.vm_name(*pid))),
+                    ("vcpu", json!(vcpu)),
+                    ("exits", json!(r.exits)),
+                    ("inj", json!(r.inj)),
+                ];
+                for (c, name) in COLUMNS {
+                    f.push((name, json!(r.columns.get(&c).copied().unwrap_or(0))));
+                }
+                f
+            })
+            .collect()
+    }
 }
 
 /// Thread names the kernel side recorded, by tid.
@@ -607,6 +714,27 @@ const COLUMNS: [(Column, &str); 8] = [
     (Column::Cpuid, "cpuid"),
     (Column::Other, "other"),
 ];
+
+/// The "reasons" table: most frequent first (the `top` most only), each with its
+/// share of all exits.
+fn reason_rows(reasons: BTreeMap<String, u64>, top: Option<u64>) -> Vec<Fields> {
+    let total: u64 = reasons.values().sum();
+    let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+    reasons.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    if let Some(top) = top {
+        reasons.truncate(top as usize);
+    }
+    reasons
+        .iter()
+        .map(|(name, n)| {
+            vec![
+                ("reason", json!(name)),
+                ("count", json!(n)),
+                ("pct", json!(100.0 * *n as f64 / total.max(1) as f64)),
+            ]
+        })
+        .collect()
+}
 
 impl Source for KvmExits {
     fn name(&self) -> &'static str {
@@ -652,78 +780,14 @@ impl Source for KvmExits {
     fn sample(&mut self) -> Result<Sample> {
         let counts = self.read_counts()?;
         let recorded = recorded_threads(&self.loaded);
-        let mut rows: BTreeMap<(u32, String), Row> = BTreeMap::new();
-        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-        for (k, n) in &counts {
-            let vcpu = self.vcpu_label(k, &recorded);
-            // The exit backend filters by vCPU id in the kernel; the generic one's
-            // events carry none, so its vCPUs are known by thread name.
-            if let Some(want) = self.vcpu
-                && vcpu != want.to_string()
-            {
-                continue;
-            }
-            let row = rows.entry((k.tgid, vcpu)).or_default();
-            if k.kind == kind::INJ_IRQ {
-                row.inj += n;
-                continue;
-            }
-            let Some(col) = super::column(k.kind, k.code) else {
-                continue;
-            };
-            *row.columns.entry(col).or_default() += n;
-            row.exits += n;
-            *reasons.entry(self.names.name(k.kind, k.code)).or_default() += n;
-        }
-        let total: u64 = reasons.values().sum();
-        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
-        reasons.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-        if let Some(top) = self.top {
-            reasons.truncate(top as usize);
-        }
-        // Latency per reason, merged over the vCPU threads (or one vCPU's).
-        let mut hists: BTreeMap<(u32, u32), Hist> = BTreeMap::new();
-        if self.latency {
-            for (g, h) in self.hists.read(&self.loaded.ebpf)? {
-                let pid = counts
-                    .iter()
-                    .find(|(k, _)| k.tid == g.tid)
-                    .map_or(0, |(k, _)| k.tgid);
-                if let Some(want) = self.vcpu
-                    && self.backend == Backend::Generic
-                    && self.thread_vcpu(pid, g.tid, &recorded) != Some(want)
-                {
-                    continue;
-                }
-                hists.entry((g.kind, g.code)).or_default().merge(&h);
-            }
-        }
-        let vcpus: Vec<Fields> = rows
-            .iter()
-            .map(|((pid, vcpu), r)| {
-                let mut f = vec![
-                    ("pid", json!(pid)),
-                    ("vm", json!(self.vm_name(*pid))),
-                    ("vcpu", json!(vcpu)),
-                    ("exits", json!(r.exits)),
-                    ("inj", json!(r.inj)),
-                ];
-                for (c, name) in COLUMNS {
-                    f.push((name, json!(r.columns.get(&c).copied().unwrap_or(0))));
-                }
-                f
-            })
-            .collect();
-        let reasons: Vec<Fields> = reasons
-            .iter()
-            .map(|(name, n)| {
-                vec![
-                    ("reason", json!(name)),
-                    ("count", json!(n)),
-                    ("pct", json!(100.0 * *n as f64 / total.max(1) as f64)),
-                ]
-            })
-            .collect();
+        let (rows, reasons) = self.tally(&counts, &recorded);
+        let hists = if self.latency {
+            self.latency_hists(&counts, &recorded)?
+        } else {
+            BTreeMap::new()
+        };
+        let vcpus = self.vcpu_rows(&rows);
+        let reasons = reason_rows(reasons, self.top);
         let backend = if self.backend == Backend::Exit {
             "exit"
         } else {
