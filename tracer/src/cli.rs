@@ -264,8 +264,15 @@ pub fn parse<A: clap::FromArgMatches>(m: &ArgMatches) -> Result<A> {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+
+    /// A tool's `Args::default()`, which builds its exporter and recorder
+    /// sources, is its bare command line: clap's defaults and Default agree.
+    pub fn assert_default_is_bare<A: clap::Parser + Default + std::fmt::Debug>() {
+        let bare = A::try_parse_from(["tool"]).unwrap();
+        assert_eq!(format!("{:?}", A::default()), format!("{bare:?}"));
+    }
 
     /// Values that are out of range or not numbers for every parser here.
     const NOT_NUMBERS: &[&str] = &["-1", "NaN", "nan", "inf", "", "abc", "1.2.3"];

@@ -24,6 +24,7 @@ use tokio::{
     time::{MissedTickBehavior, interval},
 };
 
+use crate::cli::{DiskArgs, TaskArgs};
 use crate::kernel;
 use crate::output::{self, Clock};
 use crate::run::{self, Ring, Signals};
@@ -40,22 +41,21 @@ pub struct Filter {
     pub fault_floor: Duration,
 }
 
-/// A tool's command line for the recorder: `base`, then the filters the tool
-/// takes (`-p`, `-c` with `task`; `-d` with `disk`).
-pub fn args(base: &[&str], f: &Filter, task: bool, disk: bool) -> Vec<String> {
-    let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
-    if task {
-        if let Some(pid) = f.pid {
-            v.extend(["-p".into(), pid.to_string()]);
-        }
-        if let Some(cg) = &f.cgroup {
-            v.extend(["-c".into(), cg.display().to_string()]);
+impl Filter {
+    /// The task filter as a tool's `-p`/`-c`.
+    pub fn task(&self) -> TaskArgs {
+        TaskArgs {
+            pid: self.pid,
+            cgroup: self.cgroup.clone(),
         }
     }
-    if disk && let Some(d) = &f.disk {
-        v.extend(["-d".into(), d.clone()]);
+
+    /// The disk filter as a tool's `-d`.
+    pub fn disk(&self) -> DiskArgs {
+        DiskArgs {
+            disk: self.disk.clone(),
+        }
     }
-    v
 }
 
 /// A tool's event stream as the recorder starts it.

@@ -1,7 +1,7 @@
 //! biolatency: block I/O latency as log2 histograms, aggregated in the kernel.
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
     biolatency::LatGroup,
@@ -55,7 +55,7 @@ const NEEDS: Needs = Needs {
 };
 
 /// Summarize block device I/O latency as a histogram.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Include OS queued time (from block_rq_insert) in the latency
     #[arg(short = 'Q', long)]
@@ -253,6 +253,10 @@ fn run(m: &ArgMatches) -> Result<()> {
 
 /// Every disk and operation, in nanoseconds.
 fn exporter() -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(["biolatency", "-D", "-F"])?;
+    let a = Args {
+        per_disk: true,
+        per_flags: true,
+        ..Args::default()
+    };
     Ok(Box::new(BioLatency::new(&a, NSECS, Disks::scan())?))
 }

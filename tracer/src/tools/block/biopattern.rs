@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::biopattern::{DiskSlot, PatternValue};
 
@@ -49,7 +49,7 @@ const NEEDS: Needs = Needs {
 };
 
 /// Show block I/O pattern: the share of random and sequential I/O per disk.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     #[command(flatten)]
     disk: DiskArgs,
@@ -220,7 +220,5 @@ fn run(m: &ArgMatches) -> Result<()> {
 }
 
 fn exporter() -> Result<Box<dyn Source>> {
-    Ok(Box::new(BioPattern::new(&Args::try_parse_from([
-        "biopattern",
-    ])?)?))
+    Ok(Box::new(BioPattern::new(&Args::default())?))
 }

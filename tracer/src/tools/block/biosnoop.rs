@@ -2,7 +2,7 @@
 //! submitted it, with outliers filtered in the kernel.
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::biosnoop::BioEvent;
 
@@ -86,7 +86,7 @@ const NEEDS: Needs = Needs {
 };
 
 /// Trace block I/O, one line per completed request.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Show time queued in the OS (from block_rq_insert to issue)
     #[arg(short = 'Q', long)]
@@ -233,6 +233,11 @@ fn run(m: &ArgMatches) -> Result<()> {
 
 /// Every I/O, with its OS queue time, for `tracer record`.
 fn recorder(f: &capture::Filter) -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(capture::args(&["biosnoop", "-Q"], f, true, true))?;
+    let a = Args {
+        queued: true,
+        task: f.task(),
+        disk: f.disk(),
+        ..Args::default()
+    };
     Ok(Box::new(BioSnoop::new(&a)?))
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _, Parser as _, ValueEnum};
+use clap::{ArgMatches, CommandFactory as _, ValueEnum};
 use serde_json::json;
 use tracer_common::{
     biotop::{TopKey, TopValue},
@@ -54,12 +54,16 @@ const NEEDS: Needs = Needs {
     sizes: true,
 };
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
 enum SortBy {
     Io,
+    #[default]
     Bytes,
     Time,
 }
+
+/// Rows shown unless -r says otherwise.
+const ROWS: u64 = 20;
 
 /// Block device I/O top, by process.
 #[derive(clap::Parser, Debug)]
@@ -68,7 +72,7 @@ struct Args {
     #[arg(short = 'C', long = "noclear")]
     no_clear: bool,
     /// Rows to print
-    #[arg(short = 'r', long = "rows", default_value_t = 20, value_parser = |s: &str| cli::parse_positive(s, u64::MAX))]
+    #[arg(short = 'r', long = "rows", default_value_t = ROWS, value_parser = |s: &str| cli::parse_positive(s, u64::MAX))]
     rows: u64,
     /// Sort by
     #[arg(short = 's', long = "sort", value_enum, default_value = "bytes")]
@@ -81,6 +85,21 @@ struct Args {
     out: OutputArgs,
     #[command(flatten)]
     interval: IntervalArgs,
+}
+
+/// The bare command line (`Args::default()` builds the exporter's source).
+impl Default for Args {
+    fn default() -> Args {
+        Args {
+            no_clear: false,
+            rows: ROWS,
+            sort: SortBy::default(),
+            disk: DiskArgs::default(),
+            task: TaskArgs::default(),
+            out: OutputArgs::default(),
+            interval: IntervalArgs::default(),
+        }
+    }
 }
 
 impl Tally for TopValue {
@@ -247,8 +266,13 @@ fn run(m: &ArgMatches) -> Result<()> {
 }
 
 fn exporter() -> Result<Box<dyn Source>> {
-    Ok(Box::new(BioTop::new(
-        &Args::try_parse_from(["biotop"])?,
-        None,
-    )?))
+    Ok(Box::new(BioTop::new(&Args::default(), None)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_args_are_the_bare_command_line() {
+        crate::cli::tests::assert_default_is_bare::<super::Args>();
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
     bitesize::{CommFilter, SizeGroup},
@@ -53,7 +53,7 @@ const NEEDS: Needs = Needs {
 };
 
 /// Summarize block I/O sizes as histograms per process name.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Trace this process name only (as in /proc/PID/comm)
     #[arg(short = 'c', long = "comm", value_name = "COMM")]
@@ -212,6 +212,5 @@ fn run(m: &ArgMatches) -> Result<()> {
 
 /// Sizes in bytes, per disk and operation (process names are unbounded).
 fn exporter() -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(["bitesize"])?;
-    Ok(Box::new(BiteSize::new(&a, 1, true)?))
+    Ok(Box::new(BiteSize::new(&Args::default(), 1, true)?))
 }

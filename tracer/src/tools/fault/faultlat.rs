@@ -3,7 +3,7 @@
 //! to its accounting (software perf events PAGE_FAULTS_MIN/MAJ).
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{fault::FLAG_PER_PROCESS, faultlat::FaultGroup};
 
@@ -48,7 +48,7 @@ pub const TOOL: Tool = Tool {
 };
 
 /// Summarize page-fault handling time as histograms.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// One histogram per process
     #[arg(short = 'P', long = "per-process")]
@@ -201,7 +201,9 @@ fn run(m: &ArgMatches) -> Result<()> {
 }
 
 fn exporter() -> Result<Box<dyn Source>> {
-    Ok(Box::new(FaultLat::new(&Args::try_parse_from([
-        "faultlat", "-n",
-    ])?)?))
+    let a = Args {
+        nanoseconds: true,
+        ..Args::default()
+    };
+    Ok(Box::new(FaultLat::new(&a)?))
 }

@@ -2,7 +2,7 @@
 //! and the mapping the address falls in; outliers filtered in the kernel.
 
 use anyhow::Result;
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
     fault::{FLAG_ALL_MAJOR, FLAG_IP},
@@ -81,7 +81,7 @@ const SCHEMA: Schema = Schema {
 };
 
 /// Trace page faults, one line each.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Only faults slower than this, in microseconds (filtered in the kernel)
     #[arg(long = "min-latency", value_name = "US", value_parser = cli::parse_threshold_us, allow_negative_numbers = true)]
@@ -227,12 +227,10 @@ fn run(m: &ArgMatches) -> Result<()> {
 
 /// Faults above the floor, and every major fault, for `tracer record`.
 fn recorder(f: &capture::Filter) -> Result<Box<dyn Source>> {
-    let floor = format!("{}", f.fault_floor.as_secs_f64() * 1e6);
-    let a = Args::try_parse_from(capture::args(
-        &["faultsnoop", "--min-latency", &floor],
-        f,
-        true,
-        false,
-    ))?;
+    let a = Args {
+        min_latency_ns: Some(f.fault_floor.as_nanos() as u64),
+        task: f.task(),
+        ..Args::default()
+    };
     Ok(Box::new(FaultSnoop::new(&a, true)?))
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::pagefaults::{ProcCache, ProcFaults};
 
@@ -44,6 +44,9 @@ pub const TOOL: Tool = Tool {
     },
 };
 
+/// Rows shown unless -r says otherwise.
+const ROWS: u64 = 20;
+
 /// Page faults per process, top-like.
 #[derive(clap::Parser, Debug)]
 struct Args {
@@ -51,7 +54,7 @@ struct Args {
     #[arg(short = 'C', long = "noclear")]
     no_clear: bool,
     /// Rows to print
-    #[arg(short = 'r', long = "rows", default_value_t = 20, value_parser = |s: &str| cli::parse_positive(s, u64::MAX))]
+    #[arg(short = 'r', long = "rows", default_value_t = ROWS, value_parser = |s: &str| cli::parse_positive(s, u64::MAX))]
     rows: u64,
     #[command(flatten)]
     task: TaskArgs,
@@ -59,6 +62,19 @@ struct Args {
     out: OutputArgs,
     #[command(flatten)]
     interval: IntervalArgs,
+}
+
+/// The bare command line (`Args::default()` builds the exporter's source).
+impl Default for Args {
+    fn default() -> Args {
+        Args {
+            no_clear: false,
+            rows: ROWS,
+            task: TaskArgs::default(),
+            out: OutputArgs::default(),
+            interval: IntervalArgs::default(),
+        }
+    }
 }
 
 impl Tally for ProcFaults {
@@ -253,8 +269,13 @@ fn run(m: &ArgMatches) -> Result<()> {
 }
 
 fn exporter() -> Result<Box<dyn Source>> {
-    Ok(Box::new(PageFaults::new(
-        &Args::try_parse_from(["pagefaults"])?,
-        None,
-    )?))
+    Ok(Box::new(PageFaults::new(&Args::default(), None)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_args_are_the_bare_command_line() {
+        crate::cli::tests::assert_default_is_bare::<super::Args>();
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
-use clap::{ArgMatches, CommandFactory as _, Parser as _, ValueEnum};
+use clap::{ArgMatches, CommandFactory as _, ValueEnum};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
@@ -202,9 +202,10 @@ const SCHEMA: Schema = Schema {
     who: Template("{tool} pid {pid} reason \"{reason}\""),
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 enum Backend {
     /// Choose by probing the running kernel
+    #[default]
     Auto,
     /// kvm:kvm_exit and kvm:kvm_entry
     Exit,
@@ -213,7 +214,7 @@ enum Backend {
 }
 
 /// VM exits per VM, vCPU and reason, like kvmstat, with latency histograms.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Trace this VM process only
     #[arg(short = 'p', long = "pid", value_name = "PID")]
@@ -956,20 +957,29 @@ fn run(m: &ArgMatches) -> Result<()> {
 
 /// Exits by reason and their latency in nanoseconds, every VM.
 fn exporter() -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(["kvmexits", "--latency"])?;
+    let a = Args {
+        latency: true,
+        ..Args::default()
+    };
     Ok(Box::new(KvmExits::new(&a, 1, false, false, false)?))
 }
 
 /// Every timed exit (to the VMM, on hosts whose KVM has no kvm_exit), for
 /// `tracer record`.
 fn recorder(f: &capture::Filter) -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(capture::args(&["kvmexits", "--latency"], f, false, false))?;
-    if let Some(pid) = f.pid {
+    let a = Args {
+        latency: true,
         // Only a VM process can be a kvmexits -p; others see every VM.
-        if super::vm_fds(pid).0 {
-            let a = Args::try_parse_from(["kvmexits", "--latency", "-p", &pid.to_string()])?;
-            return Ok(Box::new(KvmExits::new(&a, 1, false, false, true)?));
-        }
-    }
+        pid: f.pid.filter(|&pid| super::vm_fds(pid).0),
+        ..Args::default()
+    };
     Ok(Box::new(KvmExits::new(&a, 1, false, false, true)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_args_are_the_bare_command_line() {
+        crate::cli::tests::assert_default_is_bare::<super::Args>();
+    }
 }

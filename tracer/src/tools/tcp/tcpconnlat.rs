@@ -2,7 +2,7 @@
 //! attributed to the task that called connect().
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
@@ -86,7 +86,7 @@ const SCHEMA: Schema = Schema {
 };
 
 /// Trace TCP active connects and their latency (SYN sent to connection established).
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Only connects slower than this, in milliseconds (filtered in the kernel)
     #[arg(long = "min-latency", value_name = "MS", value_parser = cli::parse_threshold_ms, allow_negative_numbers = true)]
@@ -298,12 +298,18 @@ fn run(m: &ArgMatches) -> Result<()> {
 }
 
 fn exporter() -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(["tcpconnlat", "--hist"])?;
+    let a = Args {
+        hist: true,
+        ..Args::default()
+    };
     Ok(Box::new(TcpConnLat::new(&a, 1)?))
 }
 
 /// Every active connect, for `tracer record`.
 fn recorder(f: &capture::Filter) -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(capture::args(&["tcpconnlat"], f, true, false))?;
+    let a = Args {
+        task: f.task(),
+        ..Args::default()
+    };
     Ok(Box::new(TcpConnLat::new(&a, 1000)?))
 }

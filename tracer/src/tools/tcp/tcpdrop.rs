@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
@@ -91,7 +91,7 @@ const SCHEMA: Schema = Schema {
 };
 
 /// Trace TCP packets dropped by the kernel.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Print the kernel stack of each drop
     #[arg(long)]
@@ -313,14 +313,10 @@ fn run(m: &ArgMatches) -> Result<()> {
 
 /// Drops per reason, counted in the kernel.
 fn exporter() -> Result<Box<dyn Source>> {
-    Ok(Box::new(TcpDrop::new(
-        &Args::try_parse_from(["tcpdrop"])?,
-        true,
-    )?))
+    Ok(Box::new(TcpDrop::new(&Args::default(), true)?))
 }
 
 /// Every TCP drop, for `tracer record`.
-fn recorder(f: &capture::Filter) -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(capture::args(&["tcpdrop"], f, false, false))?;
-    Ok(Box::new(TcpDrop::new(&a, false)?))
+fn recorder(_: &capture::Filter) -> Result<Box<dyn Source>> {
+    Ok(Box::new(TcpDrop::new(&Args::default(), false)?))
 }

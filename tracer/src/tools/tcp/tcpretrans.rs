@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
@@ -104,7 +104,7 @@ const SCHEMA: Schema = Schema {
 };
 
 /// Trace TCP retransmits.
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Include tail loss probe attempts (T = L)
     #[arg(short = 'l', long = "lossprobe")]
@@ -426,17 +426,20 @@ fn run(m: &ArgMatches) -> Result<()> {
 
 /// Retransmitted segments by kind, counted in the kernel.
 fn exporter() -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(["tcpretrans", "-c", "-l"])?;
+    let a = Args {
+        per_flow: true,
+        loss_probes: true,
+        ..Args::default()
+    };
     Ok(Box::new(TcpRetrans::new(&a)?))
 }
 
 /// Every retransmit, loss probes included, for `tracer record`.
-fn recorder(f: &capture::Filter) -> Result<Box<dyn Source>> {
-    let a = Args::try_parse_from(capture::args(
-        &["tcpretrans", "-l", "--netns"],
-        f,
-        false,
-        false,
-    ))?;
+fn recorder(_: &capture::Filter) -> Result<Box<dyn Source>> {
+    let a = Args {
+        loss_probes: true,
+        netns: true,
+        ..Args::default()
+    };
     Ok(Box::new(TcpRetrans::new(&a)?))
 }

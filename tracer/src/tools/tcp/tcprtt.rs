@@ -2,7 +2,7 @@
 //! segment received by an established connection (tcp:tcp_probe).
 
 use anyhow::{Context as _, Result};
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
+use clap::{ArgMatches, CommandFactory as _};
 use serde_json::json;
 use tracer_common::{
     block::NO_FIELD,
@@ -57,7 +57,7 @@ pub const TOOL: Tool = Tool {
 };
 
 /// Summarize TCP smoothed RTT as histograms (ports and addresses as in BCC's tcprtt).
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Default)]
 struct Args {
     /// Local address filter
     #[arg(short = 'a', long = "laddr", value_name = "ADDR")]
@@ -265,5 +265,5 @@ fn run(m: &ArgMatches) -> Result<()> {
 }
 
 fn exporter() -> Result<Box<dyn Source>> {
-    Ok(Box::new(TcpRtt::new(&Args::try_parse_from(["tcprtt"])?)?))
+    Ok(Box::new(TcpRtt::new(&Args::default())?))
 }
