@@ -11,7 +11,7 @@ use clap::ArgMatches;
 use tracer_common::TaskFilter;
 
 use crate::kernel::{self, disks::Disks};
-use crate::run::{Options, Schedule};
+use crate::output::{Options, Schedule};
 
 /// `-p PID` and `-c CGROUP_PATH`.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -97,7 +97,7 @@ pub struct HeatmapArgs {
     pub heatmap: Option<PathBuf>,
 }
 
-// Here rather than in run.rs, so the run loop does not import the command line.
+// Here rather than in output.rs, which does not import the command line.
 impl Options<'_> {
     pub fn with_heatmap(mut self, heatmap: &HeatmapArgs) -> Self {
         self.heatmap = heatmap.heatmap.clone();

@@ -1,10 +1,13 @@
-//! Output helpers shared by every tool: local timestamps, stdout on a thread of
-//! its own, C strings from the kernel, and the top-style screen clear.
+//! Output helpers shared by every tool: how a run prints, local timestamps,
+//! stdout on a thread of its own, C strings from the kernel, and the top-style
+//! screen clear.
 
 use std::{
     fs::File,
+    future::Future,
     io::{self, Write as _},
     os::fd::AsFd as _,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
@@ -14,6 +17,29 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+/// When to report and when to stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// Report every this often; None: once, at the end.
+    pub interval: Option<Duration>,
+    /// Stop after this many reports; None: until Ctrl-C.
+    pub count: Option<u64>,
+}
+
+/// How a tool's run prints.
+#[derive(Clone, Debug)]
+pub struct Options<'a> {
+    /// What is traced, for the banner: "Tracing <what>... Hit Ctrl-C to end."
+    pub what: &'a str,
+    pub json: bool,
+    pub verbose: bool,
+    /// -T: wall-clock times in records.
+    pub timestamp: bool,
+    pub schedule: Schedule,
+    /// `--heatmap FILE.svg`: a column per interval (every second without one).
+    pub heatmap: Option<PathBuf>,
+}
 
 /// Local wall-clock time as HH:MM:SS (BCC's -T format).
 pub fn local_time() -> String {
@@ -164,7 +190,8 @@ struct Shared {
 /// stdout, written by a thread of its own so that a blocked reader never holds
 /// up the run loop (its signals, its ring buffer).
 pub struct StdoutWriter {
-    tx: mpsc::Sender<Batch>,
+    /// None once finished.
+    tx: Option<mpsc::Sender<Batch>>,
     /// Disconnected once the thread ends.
     done: mpsc::Receiver<()>,
     shared: Arc<Shared>,
@@ -192,7 +219,7 @@ impl StdoutWriter {
             })
             .context("starting the stdout thread")?;
         Ok(StdoutWriter {
-            tx,
+            tx: Some(tx),
             done,
             shared,
             records: 0,
@@ -214,19 +241,22 @@ impl StdoutWriter {
         self.records += batch.ends.len() as u64;
         self.reports += u64::from(batch.report);
         self.shared.backlog.fetch_add(batch.text.len(), Relaxed);
-        let _ = self.tx.send(batch);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(batch);
+        }
     }
 
     /// Resolves once a write to stdout failed (its reader gone, a full disk).
-    pub async fn failed(&self) {
-        self.shared.failed.notified().await
+    pub fn failed(&self) -> impl Future<Output = ()> + 'static {
+        let shared = Arc::clone(&self.shared);
+        async move { shared.failed.notified().await }
     }
 
     /// Lets the thread write what is queued, for at most `grace`, and says what
     /// was not written. A reader that takes nothing meanwhile leaves the thread
     /// blocked: the process exits around it.
-    pub fn finish(self, grace: Duration) -> Unwritten {
-        drop(self.tx);
+    pub fn finish(&mut self, grace: Duration) -> Unwritten {
+        drop(self.tx.take());
         let _ = self.done.recv_timeout(grace);
         self.shared.stop.store(true, Relaxed);
         Unwritten {

@@ -1,47 +1,24 @@
-//! The run loop every tool shares: the banner, Ctrl-C/SIGTERM/SIGHUP (a final
-//! report, then detach), `interval [count]`, and the terminal and NDJSON sinks.
-//! An aggregating source is sampled each interval (or once at the end); an event
-//! source's ring buffer is drained into tokio as records arrive. Output goes to
-//! stdout through a thread of its own (`output::StdoutWriter`), so that a
-//! blocked reader never makes the tool deaf to its signals.
+//! The run loop: `tracer <tool>`, `tracer exporter` and `tracer record` are this
+//! loop with different sinks (sink/). It owns the sources and, until a signal
+//! (SIGINT, SIGTERM, SIGHUP) or a sink's end: drains the event sources' ring
+//! buffers into the sinks as records arrive (and every 100 ms), samples the
+//! aggregating sources when the sinks ask (on a timer, or on demand), then
+//! finishes each sink, reports each source's counters and detaches.
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{future::Future, task::Poll, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use serde_json::{Value, json};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind, signal},
-    time::{Instant, MissedTickBehavior, interval_at},
+    time::{Instant, Interval, MissedTickBehavior, interval_at},
 };
 
-use crate::output::{self, Batch, Clock, StdoutWriter};
-use crate::source::{Event, Kind, Layout, Sample, Source};
-use crate::view::heatmap::Heatmap;
-
-/// When to report and when to stop.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Schedule {
-    /// Report every this often; None: once, at the end.
-    pub interval: Option<Duration>,
-    /// Stop after this many reports; None: until Ctrl-C.
-    pub count: Option<u64>,
-}
-
-/// How a tool's run prints.
-#[derive(Clone, Debug)]
-pub struct Options<'a> {
-    /// What is traced, for the banner: "Tracing <what>... Hit Ctrl-C to end."
-    pub what: &'a str,
-    pub json: bool,
-    pub verbose: bool,
-    /// -T: wall-clock times in records.
-    pub timestamp: bool,
-    pub schedule: Schedule,
-    /// `--heatmap FILE.svg`: a column per interval (every second without one).
-    pub heatmap: Option<PathBuf>,
-}
+use crate::kernel;
+use crate::output::{self, Options};
+use crate::sink::{Demand, Round, Sink, Sources, heatmap::Heatmap, terminal::Terminal};
+use crate::source::{Kind, Layout, Source};
 
 /// Runs a future on a single-threaded tokio runtime: one thread is plenty and
 /// keeps the tracer's own footprint small; several sources share it.
@@ -133,24 +110,13 @@ impl Ring {
         }
         false
     }
-
-    /// Waits until the kernel signals pending records.
-    pub async fn readable(&mut self) -> Result<()> {
-        let mut guard = self
-            .0
-            .readable_mut()
-            .await
-            .context("polling the ring buffer")?;
-        guard.clear_ready();
-        Ok(())
-    }
 }
 
 /// Waits until the kernel signals pending records on any of `rings` (never,
 /// for none).
-pub async fn any_readable(rings: &mut [Ring]) -> Result<()> {
+pub async fn any_readable(rings: &mut [(usize, Ring)]) -> Result<()> {
     std::future::poll_fn(|cx| {
-        for ring in rings.iter_mut() {
+        for (_, ring) in rings.iter_mut() {
             if let std::task::Poll::Ready(guard) = ring.0.poll_read_ready_mut(cx) {
                 guard.context("polling the ring buffer")?.clear_ready();
                 return std::task::Poll::Ready(Ok(()));
@@ -161,117 +127,209 @@ pub async fn any_readable(rings: &mut [Ring]) -> Result<()> {
     .await
 }
 
-/// How long stdout may take to write what is queued once a run ends: a reader
-/// that takes nothing meanwhile is blocked, and the tool exits without it.
-const FLUSH_GRACE: Duration = Duration::from_millis(250);
-
-/// Runs one tool: its source feeds the terminal (its own layout) or NDJSON.
-pub fn tool(mut source: Box<dyn Source>, mut layout: Box<dyn Layout>, opts: Options) -> Result<()> {
-    let name = source.name();
-    let verbose = opts.verbose;
-    source.loaded().report_hooks(name, verbose);
+/// Runs one tool: its source feeds the terminal (its own layout) or NDJSON,
+/// and a heatmap when asked for.
+pub fn tool(source: Box<dyn Source>, layout: Box<dyn Layout>, opts: Options) -> Result<()> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let heatmap = match &opts.heatmap {
-        Some(path) => Some(Heatmap::new(path, name)?),
+        Some(path) => Some(Heatmap::new(path, source.name(), opts.schedule.interval)?),
         None => None,
     };
-    let mut sink = Terminal {
-        layout: layout.as_mut(),
-        opts,
-        clock: Clock::now(),
-        out: StdoutWriter::start()?,
-        held: None,
-    };
-    let result = block_on(run_loop(source.as_mut(), &mut sink, heatmap));
-    let unwritten = sink.out.finish(FLUSH_GRACE);
-    let stdout = unwritten.report(name);
-    exit_report(source.as_ref(), verbose);
-    result.and(stdout)
+    sinks.push(Box::new(Terminal::new(layout, &opts)?));
+    sinks.extend(heatmap.map(|h| Box::new(h) as Box<dyn Sink>));
+    run(vec![source], sinks, opts.what, opts.verbose)
 }
 
-/// The loop of `tool`: until a signal, the interval count, or stdout failing.
-async fn run_loop(
-    source: &mut dyn Source,
-    sink: &mut Terminal<'_>,
-    mut heatmap: Option<Heatmap>,
+/// Runs `sources` into `sinks` until a signal, a sink's end (its count of
+/// reports or captures) or a sink's stop; `what` is traced, says the banner.
+/// With `verbose`, each source's hooks and counters are reported.
+pub fn run(
+    mut sources: Vec<Box<dyn Source>>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    what: &str,
+    verbose: bool,
 ) -> Result<()> {
-    let mut signals = Signals::new()?;
-    let mut ring = match source.kind() {
-        Kind::Stream => Some(Ring::take(source)?),
-        Kind::Aggregate => None,
-    };
-    announce(sink.opts.what);
-    if !sink.opts.json
-        && let Some(h) = sink.layout.header()
-    {
-        sink.out.send(Batch::text(h + "\n"));
+    for s in &sources {
+        s.loaded().report_hooks(s.name(), verbose);
     }
-    let schedule = sink.opts.schedule;
-    let period = schedule.interval;
-    // Without an interval, a heatmap still gets a column every second; the
-    // terminal then reports the whole run at the end, as without one.
-    let mut whole_run = Sample::default();
-    let sampled = period.is_some() || heatmap.is_some();
-    let mut ticks = interval_at(
-        Instant::now() + period.unwrap_or(Duration::from_secs(1)),
-        period.unwrap_or(Duration::from_secs(1)),
-    );
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut drains = interval_at(Instant::now() + DRAIN_EVERY, DRAIN_EVERY);
-    drains.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut done = 0u64;
+    let mut result = block_on(run_loop(&mut sources, &mut sinks, what));
+    for sink in &mut sinks {
+        let finished = sink.finish(&sources);
+        result = result.and(finished);
+    }
+    for s in &sources {
+        exit_report(s.as_ref(), verbose);
+    }
+    for line in sinks.iter().filter_map(|s| s.summary()) {
+        eprintln!("{line}");
+    }
+    // Detach the newest first. Where several tools share a tracepoint,
+    // removing the probe that was attached first while one other remains
+    // makes the kernel wait for an RCU grace period (10-15 ms here, each):
+    // all tools, 54 ms oldest first, 10-14 ms newest first.
+    while let Some(s) = sources.pop() {
+        drop(s);
+    }
+    result
+}
+
+/// A timer whose first tick is one `period` from now.
+fn timer(period: Duration) -> Interval {
+    let mut t = interval_at(Instant::now() + period, period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+/// The loop of `run`: until a signal, a sink's end or a sink's stop.
+async fn run_loop(sources: &mut Sources, sinks: &mut [Box<dyn Sink>], what: &str) -> Result<()> {
+    let mut signals = Signals::new()?;
+    let mut rings = Vec::new();
+    for (i, s) in sources.iter_mut().enumerate() {
+        if s.kind() == Kind::Stream {
+            rings.push((i, Ring::take(s.as_mut())?));
+        }
+    }
+    for sink in sinks.iter_mut() {
+        sink.start(sources)?;
+    }
+    announce(what);
+    let period = sinks.iter().filter_map(|s| s.every()).min();
+    let mut ticks = timer(period.unwrap_or(DRAIN_EVERY));
+    // A round drains the rings too: a separate timer only when rounds are rarer.
+    let drain_timer = !rings.is_empty() && period.is_none_or(|p| p > DRAIN_EVERY);
+    let mut drains = timer(DRAIN_EVERY);
+    let mut since = kernel::monotonic_ns();
     loop {
         tokio::select! {
-            r = async { ring.as_mut().expect("guarded").readable().await }, if ring.is_some() => {
-                r?;
-                sink.drain(source, ring.as_mut(), false);
+            ready = any_readable(&mut rings) => {
+                ready?;
+                drain(sources, sinks, &mut rings, false);
             }
-            _ = drains.tick(), if ring.is_some() => sink.drain(source, ring.as_mut(), false),
-            _ = ticks.tick(), if sampled => {
-                if ring.is_some() {
-                    sink.drain(source, ring.as_mut(), false);
-                } else {
-                    let sample = sample_into(source, heatmap.as_mut())?;
-                    match period {
-                        Some(_) => sink.show(source, sample, false),
-                        None => source.absorb(&mut whole_run, sample),
-                    }
+            _ = drains.tick(), if drain_timer => drain(sources, sinks, &mut rings, false),
+            _ = ticks.tick(), if period.is_some() => {
+                let drained_at = kernel::monotonic_ns();
+                drain(sources, sinks, &mut rings, false);
+                let round = sample(sources, sinks, &mut since, drained_at, false)?;
+                for sink in sinks.iter_mut() {
+                    sink.tick(sources, &round)?;
                 }
-                if period.is_some() {
-                    done += 1;
-                    if schedule.count.is_some_and(|c| done >= c) {
-                        return Ok(());
-                    }
+                if sinks.iter().any(|s| s.done()) {
+                    return Ok(());
                 }
             }
+            (k, demand) = demands(sinks) => match demand {
+                Demand::Sample => {
+                    sample(sources, sinks, &mut since, kernel::monotonic_ns(), false)?;
+                    sinks[k].answer(sources);
+                }
+                Demand::Stop => break,
+            },
             _ = signals.recv() => break,
-            _ = sink.out.failed() => break,
         }
     }
-    // The final report: what the ring still holds, or the last interval (the
-    // whole run, when only a heatmap was sampled each second).
-    if ring.is_some() {
-        sink.drain(source, ring.as_mut(), true);
-    } else {
-        let sample = sample_into(source, heatmap.as_mut())?;
-        if period.is_none() && heatmap.is_some() {
-            source.absorb(&mut whole_run, sample);
-            sink.show(source, whole_run, true);
-        } else {
-            sink.show(source, sample, true);
-        }
+    // The last round: all the rings hold, and a final report.
+    let drained_at = kernel::monotonic_ns();
+    drain(sources, sinks, &mut rings, true);
+    if sinks.iter().any(|s| s.reports_at_end()) {
+        sample(sources, sinks, &mut since, drained_at, true)?;
     }
     Ok(())
 }
 
-/// Reads what the kernel aggregated since the last read, adding it to the
-/// heatmap (a column) when there is one.
-fn sample_into(source: &mut dyn Source, heatmap: Option<&mut Heatmap>) -> Result<Sample> {
-    let at = output::unix_time();
-    let sample = source.sample()?;
-    if let Some(h) = heatmap {
-        h.add(at, &sample)?;
+/// Hands `value` to every sink through `f`: a clone to each but the last,
+/// which takes it.
+fn each<T: Clone>(
+    sinks: &mut [Box<dyn Sink>],
+    value: T,
+    mut f: impl FnMut(&mut dyn Sink, T) -> Result<()>,
+) -> Result<()> {
+    let Some((last, others)) = sinks.split_last_mut() else {
+        return Ok(());
+    };
+    for sink in others {
+        f(sink.as_mut(), value.clone())?;
     }
-    Ok(sample)
+    f(last.as_mut(), value)
+}
+
+/// Moves the rings' records to the sinks. While a sink is not ready they are
+/// left in the ring, but `at_end`.
+fn drain(
+    sources: &mut Sources,
+    sinks: &mut [Box<dyn Sink>],
+    rings: &mut [(usize, Ring)],
+    at_end: bool,
+) {
+    for (i, ring) in rings.iter_mut() {
+        let i = *i;
+        if !at_end && !sinks.iter().all(|s| s.ready()) {
+            break;
+        }
+        let source = &mut sources[i];
+        ring.drain(|raw| {
+            if let Some(event) = source.decode(raw) {
+                let _ = each(sinks, event, |sink, e| {
+                    sink.event(i, source.as_ref(), e);
+                    Ok(())
+                });
+            }
+            at_end || sinks.iter().all(|s| s.ready())
+        });
+    }
+    for sink in sinks.iter_mut() {
+        sink.drained();
+    }
+}
+
+/// Samples every aggregating source into every sink: a round from `since`
+/// (moved to its end).
+fn sample(
+    sources: &mut Sources,
+    sinks: &mut [Box<dyn Sink>],
+    since: &mut u64,
+    drained_at: u64,
+    last: bool,
+) -> Result<Round> {
+    let round = Round {
+        start: *since,
+        end: kernel::monotonic_ns(),
+        drained_at,
+        unix: output::unix_time(),
+        last,
+    };
+    *since = round.end;
+    for (i, source) in sources.iter_mut().enumerate() {
+        if source.kind() != Kind::Aggregate {
+            continue;
+        }
+        match source.sample() {
+            Ok(sample) => each(sinks, sample, |sink, s| {
+                sink.sample(i, source.as_ref(), s, &round)
+            })?,
+            Err(e) => {
+                let mut carry_on = true;
+                for sink in sinks.iter_mut() {
+                    carry_on &= sink.read_failed(source.as_ref(), &e);
+                }
+                if !carry_on {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(round)
+}
+
+/// The first demand of a sink (in their order), with the sink's index.
+fn demands(sinks: &mut [Box<dyn Sink>]) -> impl Future<Output = (usize, Demand)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (k, sink) in sinks.iter_mut().enumerate() {
+            if let Poll::Ready(d) = sink.poll_demand(cx) {
+                return Poll::Ready((k, d));
+            }
+        }
+        Poll::Pending
+    })
 }
 
 /// At exit: lost records are always reported; with -v every counter is.
@@ -284,177 +342,4 @@ pub fn exit_report(source: &dyn Source, verbose: bool) {
     source
         .loaded()
         .report_counters(source.name(), verbose, &extra);
-}
-
-/// The terminal and NDJSON sink of one tool.
-struct Terminal<'a> {
-    layout: &'a mut dyn Layout,
-    opts: Options<'a>,
-    clock: Clock,
-    out: StdoutWriter,
-    /// Intervals not yet shown because stdout was backed up (merged: the
-    /// next report covers them).
-    held: Option<Sample>,
-}
-
-/// How much text one batch of records holds (a drain of a full ring is cut
-/// into such batches, so that a backed-up stdout stops it early).
-const BATCH: usize = 64 << 10;
-
-impl Terminal<'_> {
-    /// Shows an interval's sample, or holds it while stdout is backed up (the
-    /// last one, `at_end`, is always queued).
-    fn show(&mut self, source: &dyn Source, sample: Sample, at_end: bool) {
-        let sample = match self.held.take() {
-            Some(mut held) => {
-                source.absorb(&mut held, sample);
-                held
-            }
-            None => sample,
-        };
-        if self.out.backed_up() && !at_end {
-            self.held = Some(sample);
-            return;
-        }
-        let mut text = String::new();
-        if self.opts.json {
-            for rec in sample_records(source.name(), &sample, self.opts.timestamp) {
-                text.push_str(&rec.to_string());
-                text.push('\n');
-            }
-        } else {
-            self.layout.sample(&sample, &mut text);
-        }
-        self.out.send(Batch::report(text));
-    }
-
-    /// Moves the ring's records to stdout, in batches. While stdout is backed
-    /// up the ring is left to fill (the kernel counts what it cannot keep),
-    /// except `at_end`: then all is queued, and what stdout does not take is
-    /// counted as not written.
-    fn drain(&mut self, source: &mut dyn Source, ring: Option<&mut Ring>, at_end: bool) {
-        let Some(ring) = ring else { return };
-        let name = source.name();
-        loop {
-            if self.out.backed_up() && !at_end {
-                return;
-            }
-            let mut batch = Batch::default();
-            let more = ring.drain(|raw| {
-                if let Some(e) = source.decode(raw) {
-                    if self.opts.json {
-                        batch
-                            .text
-                            .push_str(&event_record(name, &e, &self.clock).to_string());
-                        batch.text.push('\n');
-                    } else {
-                        self.layout.event(&e, &self.clock, &mut batch.text);
-                    }
-                    batch.end_record();
-                }
-                batch.text.len() < BATCH
-            });
-            self.out.send(batch);
-            if !more {
-                return;
-            }
-        }
-    }
-}
-
-fn object(tool: &str, fields: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    let mut v = json!({"tool": tool});
-    for (k, val) in fields {
-        v[k] = val;
-    }
-    v
-}
-
-/// A sample as NDJSON records: one for the interval's fields and named tables,
-/// one per row of an unnamed table, one per histogram (with explicit bounds).
-pub fn sample_records(tool: &str, s: &Sample, timestamp: bool) -> Vec<Value> {
-    let mut stamp = vec![("ts", json!(output::unix_time()))];
-    if timestamp {
-        stamp.push(("time", json!(output::local_time())));
-    }
-    let mut out = Vec::new();
-    let named: Vec<_> = s.tables.iter().filter(|t| t.name.is_some()).collect();
-    if !s.fields.is_empty() || !named.is_empty() {
-        let mut v = object(tool, stamp.iter().cloned().chain(s.fields.iter().cloned()));
-        for t in named {
-            let rows: Vec<Value> = t
-                .rows
-                .iter()
-                .map(|r| Value::Object(r.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()))
-                .collect();
-            v[t.name.expect("named")] = Value::Array(rows);
-        }
-        out.push(v);
-    }
-    for t in s.tables.iter().filter(|t| t.name.is_none()) {
-        for row in &t.rows {
-            out.push(object(
-                tool,
-                stamp.iter().cloned().chain(row.iter().cloned()),
-            ));
-        }
-    }
-    for h in &s.hists {
-        let v = object(tool, stamp.iter().cloned().chain(h.labels.iter().cloned()));
-        out.push(h.hist.json_with(v, s.unit));
-    }
-    out
-}
-
-/// An event as an NDJSON record: its fields, seconds since tracing began
-/// (`time_s`) and the local time (`time`).
-pub fn event_record(tool: &str, e: &Event, clock: &Clock) -> Value {
-    let mut v = object(tool, e.fields.iter().cloned());
-    v["time_s"] = json!(clock.since_start(e.ts));
-    v["time"] = json!(output::format_local(clock.unix_ns(e.ts), true));
-    v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::{HistGroup, Table};
-
-    #[test]
-    fn records_of_a_sample() {
-        let mut hist = crate::source::hist::Hist::default();
-        hist.buckets.insert(3, 2);
-        hist.count = 2;
-        hist.sum = 6;
-        hist.max = 3;
-        let s = Sample {
-            fields: vec![("backend", json!("generic"))],
-            tables: vec![
-                Table {
-                    name: Some("rows"),
-                    rows: vec![vec![("pid", json!(1))]],
-                },
-                Table {
-                    name: None,
-                    rows: vec![vec![("disk", json!("vda"))], vec![("disk", json!("vdb"))]],
-                },
-            ],
-            hists: vec![HistGroup {
-                labels: vec![("disk", json!("vda"))],
-                hist,
-            }],
-            unit: "usecs",
-        };
-        let recs = sample_records("t", &s, false);
-        assert_eq!(recs.len(), 4);
-        assert_eq!(recs[0]["backend"], "generic");
-        assert_eq!(recs[0]["rows"][0]["pid"], 1);
-        assert_eq!(
-            (recs[1]["disk"].clone(), recs[2]["disk"].clone()),
-            (json!("vda"), json!("vdb"))
-        );
-        assert_eq!(recs[3]["count"], 2);
-        assert_eq!(recs[3]["unit"], "usecs");
-        assert!(recs.iter().all(|r| r["tool"] == "t" && r["ts"].is_f64()));
-    }
 }

@@ -258,8 +258,9 @@ impl State {
     }
 
     /// Moves what the kernel streamed into the window.
-    fn drain(&mut self, rings: &mut [Ring]) -> Result<()> {
-        for (i, ring) in rings.iter_mut().enumerate() {
+    fn drain(&mut self, rings: &mut [(usize, Ring)]) -> Result<()> {
+        for (i, ring) in rings.iter_mut() {
+            let i = *i;
             let mut got = Vec::new();
             let source = &mut self.streams[i].source;
             ring.drain(|raw| {
@@ -451,7 +452,8 @@ impl State {
     }
 
     fn event_json(&self, stream: usize, e: &Event) -> Value {
-        let mut v = run::event_record(self.streams[stream].source.name(), e, &self.clock);
+        let mut v =
+            crate::sink::terminal::event_record(self.streams[stream].source.name(), e, &self.clock);
         v["record"] = json!("event");
         v["source"] = json!(self.streams[stream].family.name());
         v["ts_ns"] = json!(e.ts);
@@ -563,7 +565,7 @@ impl State {
             .filter(|s| s.end >= p.start && s.start <= p.end)
         {
             let name = self.contexts[s.source].name();
-            for mut rec in run::sample_records(name, &s.sample, false) {
+            for mut rec in crate::sink::terminal::sample_records(name, &s.sample, false) {
                 rec["record"] = json!("hist");
                 rec["start_ns"] = json!(s.start);
                 rec["end_ns"] = json!(s.end);
@@ -703,10 +705,11 @@ pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) 
         let mut signals = Signals::new()?;
         let mut usr2 =
             signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
-        let mut rings: Vec<Ring> = rec
+        let mut rings: Vec<(usize, Ring)> = rec
             .streams
             .iter_mut()
-            .map(|s| Ring::take(s.source.as_mut()))
+            .enumerate()
+            .map(|(i, s)| Ok((i, Ring::take(s.source.as_mut())?)))
             .collect::<Result<_>>()?;
         let names: Vec<&str> = rec.all_sources().map(|s| s.name()).collect();
         eprintln!(
