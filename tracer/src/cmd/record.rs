@@ -8,8 +8,9 @@ use clap::{Arg, ArgAction, ArgMatches, Command, parser::ValueSource};
 use super::{Subcommand, one_line};
 use crate::cli;
 use crate::kernel::{self, btf, disks::Disks};
+use crate::run;
 use crate::sink::capture::{
-    self, Filter, Stream,
+    self, Filter, FlightRecorder, Stream,
     trigger::{Subsystem, Trigger},
 };
 use crate::source::Source;
@@ -150,10 +151,9 @@ fn run(m: &ArgMatches) -> Result<()> {
     capture::check_dir(&dir)?;
     let filter = filter(m)?;
     kernel::require_privileges()?;
-    let Started { streams, contexts } = start(families, explicit, &filter)?;
-    capture::run(
+    let Started { sources, streams } = start(families, explicit, &filter)?;
+    let recorder = FlightRecorder::new(
         streams,
-        contexts,
         capture::Options {
             triggers,
             before: *m.get_one::<Duration>("before").expect("has a default"),
@@ -163,6 +163,12 @@ fn run(m: &ArgMatches) -> Result<()> {
             max_captures: m.get_one::<u64>("max-captures").copied(),
             dir,
         },
+    );
+    run::run(
+        sources,
+        vec![Box::new(recorder)],
+        "events for captures",
+        false,
     )
 }
 
@@ -186,30 +192,34 @@ fn filter(m: &ArgMatches) -> Result<Filter> {
     Ok(filter)
 }
 
-/// What `tracer record` runs: the families' event streams, and the sources of
-/// their context histograms.
+/// What `tracer record` runs: the families' event sources and the sources of
+/// their context histograms, and what each one's records are to the triggers
+/// (None: a context source).
 struct Started {
-    streams: Vec<Stream>,
-    contexts: Vec<Box<dyn Source>>,
+    sources: Vec<Box<dyn Source>>,
+    streams: Vec<Option<Stream>>,
 }
 
 /// Starts the families' tools. A tool that cannot start is an error when
 /// `--sources` was given (`explicit`), else said and left out.
 fn start(families: &[Subsystem], explicit: bool, filter: &Filter) -> Result<Started> {
+    let mut sources = Vec::new();
     let mut streams = Vec::new();
-    let mut contexts = Vec::new();
     btf::shared(|| -> Result<()> {
         for tool in TOOLS.iter().filter(|t| families.contains(&t.family)) {
             let started = match tool.recorder {
                 Some(r) => (r.make)(filter).map(|source| {
-                    streams.push(Stream {
-                        source,
+                    sources.push(source);
+                    streams.push(Some(Stream {
                         family: r.family,
                         kind: r.kind,
-                    })
+                    }));
                 }),
                 None if tool.record_context => match tool.exporter {
-                    Some(make) => make().map(|s| contexts.push(s)),
+                    Some(make) => make().map(|source| {
+                        sources.push(source);
+                        streams.push(None);
+                    }),
                     None => Ok(()),
                 },
                 None => Ok(()),
@@ -223,8 +233,8 @@ fn start(families: &[Subsystem], explicit: bool, filter: &Filter) -> Result<Star
         }
         Ok(())
     })?;
-    if streams.is_empty() {
+    if streams.iter().all(Option::is_none) {
         bail!("none of the sources could start (the lines above say why)");
     }
-    Ok(Started { streams, contexts })
+    Ok(Started { sources, streams })
 }

@@ -1,5 +1,5 @@
-//! sink/capture/: `tracer record`, the flight recorder (here), and the triggers
-//! that make it write a capture (trigger.rs).
+//! sink/capture/: `tracer record`, the flight recorder sink (here), and the
+//! triggers that make it write a capture (trigger.rs).
 //!
 //! `tracer record`: a flight recorder. Event sources stream into a bounded
 //! in-memory window (by time, `--before`, and by memory, `--max-mem`: the
@@ -14,21 +14,20 @@ use std::{
     collections::VecDeque,
     io::Write as _,
     path::{Path, PathBuf},
+    task::{Context, Poll},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    time::{MissedTickBehavior, interval},
-};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{DiskArgs, TaskArgs};
 use crate::kernel;
 use crate::output::{self, Clock};
-use crate::run::{self, Ring, Signals};
 use crate::sink::capture::trigger::{EventKind, Excursion, Subsystem, Trigger};
+use crate::sink::terminal::{event_record, sample_records};
+use crate::sink::{Demand, Round, Sink, Sources};
 use crate::source::{Event, Sample, Source};
 
 /// The filters `tracer record` passes to every source it starts.
@@ -66,9 +65,9 @@ pub struct Recorder {
     pub make: fn(&Filter) -> Result<Box<dyn Source>>,
 }
 
-/// An event source and what its events are to the triggers.
+/// What an event source's records are to the triggers.
+#[derive(Clone, Copy, Debug)]
 pub struct Stream {
-    pub source: Box<dyn Source>,
     pub family: Subsystem,
     pub kind: EventKind,
 }
@@ -172,9 +171,11 @@ fn size_of_sample(s: &Sample) -> u64 {
     64 + hists + rows
 }
 
-struct State {
-    streams: Vec<Stream>,
-    contexts: Vec<Box<dyn Source>>,
+/// The flight recorder sink. Its sources are event sources and context
+/// sources (sampled every 100 ms), in the order they were started.
+pub struct FlightRecorder {
+    /// Per source: what its events are to the triggers (None: a context source).
+    streams: Vec<Option<Stream>>,
     opts: Options,
     clock: Clock,
     window: VecDeque<Stored>,
@@ -186,7 +187,7 @@ struct State {
     dropped_slices: u64,
     /// What was dropped for `--max-mem` that a capture could still cover.
     drops: Option<Dropped>,
-    /// Per source, (lost, missed) so far.
+    /// Per source, (lost, missed) so far (event sources only).
     last_lost: Vec<(u64, u64)>,
     pending: Option<Pending>,
     holdoff_until: u64,
@@ -198,14 +199,43 @@ struct State {
     slice_durations: Vec<(Subsystem, u64)>,
     /// The capture writers; each returns whether its file was written.
     writers: Vec<std::thread::JoinHandle<bool>>,
+    /// Captures written, once the writers are done.
+    written: u64,
+    /// SIGUSR2, installed at the start.
+    usr2: Option<Signal>,
 }
 
-impl State {
-    fn all_sources(&self) -> impl Iterator<Item = &dyn Source> {
-        self.streams
+impl FlightRecorder {
+    pub fn new(streams: Vec<Option<Stream>>, opts: Options) -> FlightRecorder {
+        let excursions = opts
+            .triggers
             .iter()
-            .map(|s| s.source.as_ref())
-            .chain(self.contexts.iter().map(|c| c.as_ref()))
+            .enumerate()
+            .filter(|(_, t)| matches!(t, Trigger::Excursion { .. }))
+            .map(|(i, _)| (i, Excursion::default()))
+            .collect();
+        FlightRecorder {
+            last_lost: vec![(0, 0); streams.len()],
+            streams,
+            opts,
+            clock: Clock::now(),
+            window: VecDeque::new(),
+            slices: VecDeque::new(),
+            lost: VecDeque::new(),
+            bytes: 0,
+            dropped_events: 0,
+            dropped_slices: 0,
+            drops: None,
+            pending: None,
+            holdoff_until: 0,
+            suppressed: 0,
+            captures: 0,
+            excursions,
+            slice_durations: Vec::new(),
+            writers: Vec::new(),
+            written: 0,
+            usr2: None,
+        }
     }
 
     fn fire(
@@ -257,27 +287,24 @@ impl State {
         }
     }
 
-    /// Moves what the kernel streamed into the window.
-    fn drain(&mut self, rings: &mut [(usize, Ring)]) -> Result<()> {
-        for (i, ring) in rings.iter_mut() {
-            let i = *i;
-            let mut got = Vec::new();
-            let source = &mut self.streams[i].source;
-            ring.drain(|raw| {
-                if let Some(e) = source.decode(raw) {
-                    got.push(e);
-                }
-                true
-            });
-            for e in got {
-                self.ingest(i, e);
-            }
-        }
-        Ok(())
+    /// The sources' names as captures list them: the event sources, then the
+    /// context sources.
+    fn names<'a>(&self, sources: &'a Sources) -> Vec<&'a str> {
+        let (events, contexts): (Vec<_>, Vec<_>) = sources
+            .iter()
+            .zip(&self.streams)
+            .partition(|(_, stream)| stream.is_some());
+        events
+            .into_iter()
+            .chain(contexts)
+            .map(|(s, _)| s.name())
+            .collect()
     }
 
     fn ingest(&mut self, stream: usize, event: Event) {
-        let (family, kind) = (self.streams[stream].family, self.streams[stream].kind);
+        let Some(Stream { family, kind }) = self.streams[stream] else {
+            return;
+        };
         if kind == EventKind::Op {
             self.slice_durations.push((family, event.dur_ns));
         }
@@ -373,30 +400,18 @@ impl State {
         }
     }
 
-    /// Every 100 ms: context samples, lost records, excursions, a due capture.
-    fn tick(&mut self, start: u64, end: u64, drained_at: u64) -> Result<()> {
-        for (i, source) in self.contexts.iter_mut().enumerate() {
-            let sample = source.sample()?;
-            if sample.hists.iter().all(|h| h.hist.count == 0)
-                && sample.tables.iter().all(|t| t.rows.is_empty())
-            {
-                continue;
-            }
-            let bytes = size_of_sample(&sample);
-            self.bytes += bytes;
-            self.slices.push_back(Slice {
-                start,
-                end,
-                source: i,
-                sample,
-                bytes,
-            });
-        }
-        let lost: Vec<(u64, u64)> = self
-            .streams
+    /// Every 100 ms, after the context samples: lost records, excursions, a
+    /// due capture.
+    fn slice(&mut self, sources: &Sources, round: &Round) {
+        let (start, end) = (round.start, round.end);
+        let lost: Vec<(u64, u64)> = sources
             .iter()
-            .map(|s| {
-                let loaded = s.source.loaded();
+            .zip(&self.streams)
+            .map(|(s, stream)| {
+                if stream.is_none() {
+                    return (0, 0);
+                }
+                let loaded = s.loaded();
                 let ring = loaded
                     .counters()
                     .map(|c| c[tracer_common::counters::Counter::Lost as usize])
@@ -440,61 +455,47 @@ impl State {
             self.fire(t, end, None, Some(detail));
         }
         self.evict_for_memory();
-        self.evict_by_time(drained_at);
+        self.evict_by_time(round.drained_at);
         if self
             .pending
             .as_ref()
-            .is_some_and(|p| drained_at >= p.end + COMMIT_GRACE.as_nanos() as u64)
+            .is_some_and(|p| round.drained_at >= p.end + COMMIT_GRACE.as_nanos() as u64)
         {
-            self.write_capture(false)?;
+            self.write_capture(sources, false);
         }
-        Ok(())
     }
 
-    fn event_json(&self, stream: usize, e: &Event) -> Value {
-        let mut v =
-            crate::sink::terminal::event_record(self.streams[stream].source.name(), e, &self.clock);
+    fn event_json(&self, sources: &Sources, stream: usize, e: &Event) -> Value {
+        let mut v = event_record(sources[stream].name(), e, &self.clock);
         v["record"] = json!("event");
-        v["source"] = json!(self.streams[stream].family.name());
+        if let Some(s) = self.streams[stream] {
+            v["source"] = json!(s.family.name());
+        }
         v["ts_ns"] = json!(e.ts);
         v["dur_ns"] = json!(e.dur_ns);
         v
     }
 
-    /// Writes the pending capture (on a thread of its own).
-    fn write_capture(&mut self, early: bool) -> Result<()> {
-        let Some(p) = self.pending.take() else {
-            return Ok(());
+    /// The header line of capture `p`, which holds `events` events.
+    fn header(&self, sources: &Sources, p: &Pending, events: usize, early: bool) -> Value {
+        // Per event source: lost records, missed events.
+        let per_stream = |n: fn(&(u64, u64)) -> u64| -> Value {
+            sources
+                .iter()
+                .zip(&self.streams)
+                .zip(&self.last_lost)
+                .filter(|((_, stream), _)| stream.is_some())
+                .map(|((s, _), last)| (s.name().to_string(), json!(n(last))))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
         };
-        let sources: Vec<&dyn Source> = self.all_sources().collect();
         let hooks: Value = sources
             .iter()
             .map(|s| {
-                (
-                    s.name().to_string(),
-                    json!(
-                        s.loaded()
-                            .attached
-                            .iter()
-                            .map(|c| c.explain())
-                            .collect::<Vec<_>>()
-                    ),
-                )
+                let attached: Vec<String> =
+                    s.loaded().attached.iter().map(|c| c.explain()).collect();
+                (s.name().to_string(), json!(attached))
             })
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        let lost_total: Value = self
-            .streams
-            .iter()
-            .zip(&self.last_lost)
-            .map(|(s, n)| (s.source.name().to_string(), json!(n.0)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        let missed_total: Value = self
-            .streams
-            .iter()
-            .zip(&self.last_lost)
-            .map(|(s, n)| (s.source.name().to_string(), json!(n.1)))
             .collect::<serde_json::Map<_, _>>()
             .into();
         let clock = self.clock;
@@ -505,7 +506,7 @@ impl State {
             .map(|f| {
                 let mut v = json!({"trigger": f.trigger, "at_ns": f.at, "time": local(f.at)});
                 if let Some((s, e)) = &f.event {
-                    v["event"] = self.event_json(*s, e);
+                    v["event"] = self.event_json(sources, *s, e);
                 } else if f.detail.is_none() {
                     v["signal"] = json!("SIGUSR2");
                 }
@@ -520,16 +521,10 @@ impl State {
             .iter()
             .filter(|l| l.end >= p.start && l.start <= p.end)
             .map(|l| {
-                json!({"source": self.streams[l.source].source.name(), "start_ns": l.start, "end_ns": l.end, "records": l.records, "missed": l.missed})
+                json!({"source": sources[l.source].name(), "start_ns": l.start, "end_ns": l.end, "records": l.records, "missed": l.missed})
             })
             .collect();
-        let mut events: Vec<&Stored> = self
-            .window
-            .iter()
-            .filter(|s| s.ts >= p.start && s.ts <= p.end)
-            .collect();
-        events.sort_by_key(|s| s.ts);
-        let header = json!({
+        json!({
             "record": "capture",
             "version": 1,
             "host": kernel::hostname(),
@@ -542,43 +537,61 @@ impl State {
                 "closed_early": early,
             },
             "clock": {"unix_ns_at_mono_zero": clock.unix_ns(0)},
-            "sources": sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "sources": self.names(sources),
             "hooks": hooks,
-            "events": events.len(),
+            "events": events,
             "dropped_for_memory": self.drops.filter(|d| d.last_ns >= p.start).map_or_else(
                 || json!({"events": 0, "hist_slices": 0}),
                 |d| json!({"events": d.events, "hist_slices": d.slices, "first_ns": d.first_ns, "last_ns": d.last_ns}),
             ),
-            "lost": lost_total,
-            "missed": missed_total,
+            "lost": per_stream(|n| n.0),
+            "missed": per_stream(|n| n.1),
             "lost_spans": lost_spans,
             "suppressed_triggers": self.suppressed,
-        });
+        })
+    }
+
+    /// The lines of capture `p`: its header, its events in time order, then
+    /// the context samples that overlap it.
+    fn lines(&self, sources: &Sources, p: &Pending, early: bool) -> (Vec<String>, usize) {
+        let mut events: Vec<&Stored> = self
+            .window
+            .iter()
+            .filter(|s| s.ts >= p.start && s.ts <= p.end)
+            .collect();
+        events.sort_by_key(|s| s.ts);
         let mut lines = Vec::with_capacity(events.len() + 2);
-        lines.push(header.to_string());
+        lines.push(self.header(sources, p, events.len(), early).to_string());
         for s in &events {
-            lines.push(self.event_json(s.stream, &s.event).to_string());
+            lines.push(self.event_json(sources, s.stream, &s.event).to_string());
         }
         for s in self
             .slices
             .iter()
             .filter(|s| s.end >= p.start && s.start <= p.end)
         {
-            let name = self.contexts[s.source].name();
-            for mut rec in crate::sink::terminal::sample_records(name, &s.sample, false) {
+            for mut rec in sample_records(sources[s.source].name(), &s.sample, false) {
                 rec["record"] = json!("hist");
                 rec["start_ns"] = json!(s.start);
                 rec["end_ns"] = json!(s.end);
                 lines.push(rec.to_string());
             }
         }
+        (lines, events.len())
+    }
+
+    /// Writes the pending capture (on a thread of its own).
+    fn write_capture(&mut self, sources: &Sources, early: bool) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let (lines, n_events) = self.lines(sources, &p, early);
         let first = &p.fired[0];
         let path = self.opts.dir.join(format!(
             "capture-{}.ndjson",
-            output::format_local(clock.unix_ns(first.at), true).replace(':', "")
+            output::format_local(self.clock.unix_ns(first.at), true).replace(':', "")
         ));
         let path = unique(path);
-        let n_events = events.len();
         let what = p
             .fired
             .iter()
@@ -602,11 +615,108 @@ impl State {
                 }
             }
         }));
+    }
+}
+
+impl Sink for FlightRecorder {
+    fn every(&self) -> Option<Duration> {
+        Some(trigger::SLICE)
+    }
+
+    fn start(&mut self, sources: &Sources) -> Result<()> {
+        self.usr2 =
+            Some(signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?);
+        let names = self.names(sources);
+        let triggers = if self.opts.triggers.is_empty() {
+            "SIGUSR2 only".to_string()
+        } else {
+            let t: Vec<String> = self.opts.triggers.iter().map(|t| t.to_string()).collect();
+            t.join(", ")
+        };
+        eprintln!(
+            "record: {} armed with {triggers} (window {} before, {} after, {} MiB)",
+            names.join(", "),
+            trigger_after(self.opts.before),
+            trigger_after(self.opts.after),
+            self.opts.max_mem >> 20
+        );
+        Ok(())
+    }
+
+    fn event(&mut self, i: usize, _source: &dyn Source, event: Event) {
+        self.ingest(i, event);
+    }
+
+    /// A context sample with anything in it becomes a slice of the window.
+    fn sample(
+        &mut self,
+        i: usize,
+        _source: &dyn Source,
+        sample: Sample,
+        round: &Round,
+    ) -> Result<()> {
+        if sample.hists.iter().all(|h| h.hist.count == 0)
+            && sample.tables.iter().all(|t| t.rows.is_empty())
+        {
+            return Ok(());
+        }
+        let bytes = size_of_sample(&sample);
+        self.bytes += bytes;
+        self.slices.push_back(Slice {
+            start: round.start,
+            end: round.end,
+            source: i,
+            sample,
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn tick(&mut self, sources: &Sources, round: &Round) -> Result<()> {
+        self.slice(sources, round);
         Ok(())
     }
 
     fn done(&self) -> bool {
         self.pending.is_none() && self.opts.max_captures.is_some_and(|m| self.captures >= m)
+    }
+
+    /// SIGUSR2 fires a trigger.
+    fn poll_demand(&mut self, cx: &mut Context<'_>) -> Poll<Demand> {
+        while let Some(usr2) = &mut self.usr2
+            && let Poll::Ready(Some(())) = usr2.poll_recv(cx)
+        {
+            self.fire("SIGUSR2".into(), kernel::monotonic_ns(), None, None);
+        }
+        Poll::Pending
+    }
+
+    /// A capture still pending is written (closed early); a capture that
+    /// could not be written fails the run once the others are done.
+    fn finish(&mut self, sources: &Sources) -> Result<()> {
+        self.write_capture(sources, true);
+        self.written = self
+            .writers
+            .drain(..)
+            .map(|w| w.join().unwrap_or(false))
+            .filter(|&ok| ok)
+            .count() as u64;
+        let failed = self.captures - self.written;
+        if failed > 0 {
+            bail!("{failed} of {} captures not written", self.captures);
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Option<String> {
+        Some(format!(
+            "record: {} captures written, {} failed; {} triggers suppressed (holdoff or --max-captures); {} records and {} histogram slices dropped for --max-mem",
+            self.written,
+            self.captures - self.written,
+            self.suppressed,
+            self.dropped_events,
+            self.dropped_slices
+        ))
     }
 }
 
@@ -660,129 +770,3 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 /// the record (it runs with preemption off: microseconds; this is generous).
 /// Reading the rings at T has every record stamped before T - COMMIT_GRACE.
 const COMMIT_GRACE: Duration = Duration::from_millis(20);
-
-/// Runs the recorder until SIGINT/SIGTERM/SIGHUP, or `--max-captures`
-/// captures. A capture that could not be written fails the run (exit status 1)
-/// once the others are done.
-pub fn run(streams: Vec<Stream>, contexts: Vec<Box<dyn Source>>, opts: Options) -> Result<()> {
-    for s in streams
-        .iter()
-        .map(|s| s.source.as_ref())
-        .chain(contexts.iter().map(|c| c.as_ref()))
-    {
-        s.loaded().report_hooks(s.name(), false);
-    }
-    let excursions = opts
-        .triggers
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| matches!(t, Trigger::Excursion { .. }))
-        .map(|(i, _)| (i, Excursion::default()))
-        .collect();
-    let n = streams.len();
-    let mut rec = State {
-        streams,
-        contexts,
-        opts,
-        clock: Clock::now(),
-        window: VecDeque::new(),
-        slices: VecDeque::new(),
-        lost: VecDeque::new(),
-        bytes: 0,
-        dropped_events: 0,
-        dropped_slices: 0,
-        drops: None,
-        last_lost: vec![(0, 0); n],
-        pending: None,
-        holdoff_until: 0,
-        suppressed: 0,
-        captures: 0,
-        excursions,
-        slice_durations: Vec::new(),
-        writers: Vec::new(),
-    };
-    let result = run::block_on(async {
-        let mut signals = Signals::new()?;
-        let mut usr2 =
-            signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
-        let mut rings: Vec<(usize, Ring)> = rec
-            .streams
-            .iter_mut()
-            .enumerate()
-            .map(|(i, s)| Ok((i, Ring::take(s.source.as_mut())?)))
-            .collect::<Result<_>>()?;
-        let names: Vec<&str> = rec.all_sources().map(|s| s.name()).collect();
-        eprintln!(
-            "record: {} armed with {} (window {} before, {} after, {} MiB)",
-            names.join(", "),
-            if rec.opts.triggers.is_empty() {
-                "SIGUSR2 only".to_string()
-            } else {
-                rec.opts
-                    .triggers
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-            trigger_after(rec.opts.before),
-            trigger_after(rec.opts.after),
-            rec.opts.max_mem >> 20
-        );
-        run::announce("events for captures");
-        let mut slice = interval(trigger::SLICE);
-        slice.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut slice_start = kernel::monotonic_ns();
-        loop {
-            tokio::select! {
-                // A ring past its wake-up mark (64 KiB) is drained at once;
-                // the others at the next 100 ms slice.
-                ready = run::any_readable(&mut rings) => {
-                    ready?;
-                    rec.drain(&mut rings)?;
-                }
-                _ = slice.tick() => {
-                    // Drained first, so that a capture due now has every
-                    // event up to its end.
-                    let drained_at = kernel::monotonic_ns();
-                    rec.drain(&mut rings)?;
-                    let end = kernel::monotonic_ns();
-                    rec.tick(slice_start, end, drained_at)?;
-                    slice_start = end;
-                    if rec.done() {
-                        break;
-                    }
-                }
-                _ = usr2.recv() => {
-                    let now = kernel::monotonic_ns();
-                    rec.fire("SIGUSR2".into(), now, None, None);
-                }
-                _ = signals.recv() => {
-                    rec.drain(&mut rings)?;
-                    rec.write_capture(true)?;
-                    break;
-                }
-            }
-        }
-        Ok(())
-    });
-    let written = rec
-        .writers
-        .drain(..)
-        .map(|w| w.join().unwrap_or(false))
-        .filter(|&ok| ok)
-        .count() as u64;
-    let failed = rec.captures - written;
-    for s in rec.all_sources() {
-        run::exit_report(s, false);
-    }
-    eprintln!(
-        "record: {written} captures written, {failed} failed; {} triggers suppressed (holdoff or --max-captures); {} records and {} histogram slices dropped for --max-mem",
-        rec.suppressed, rec.dropped_events, rec.dropped_slices
-    );
-    result?;
-    if failed > 0 {
-        bail!("{failed} of {} captures not written", rec.captures);
-    }
-    Ok(())
-}
