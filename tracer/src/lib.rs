@@ -3,9 +3,10 @@
 //! `kernel` (what the running kernel offers), `bpf` (loading programs, reading
 //! maps), `source` (what a tool hands on: samples, events, histograms, metrics),
 //! `tools` (one folder per family, and the registry), `run` with `output` and
-//! `cli` (the run loop, the terminal and NDJSON, shared arguments), `sink` (the
-//! exporter, the flight recorder), `view` (reports, traces, pictures) and `cmd`,
-//! the command line above them all. Only `tools` names a tool.
+//! `cli` (the one run loop, stdout, shared arguments), `sink` (the terminal and
+//! NDJSON, heatmaps, the exporter, the flight recorder), `view` (reports,
+//! traces, pictures) and `cmd`, the command line above them all. Only `tools`
+//! names a tool.
 mod bpf;
 mod cli;
 mod cmd;

@@ -22,7 +22,7 @@ use crate::source::{Kind, Layout, Source};
 
 /// Runs a future on a single-threaded tokio runtime: one thread is plenty and
 /// keeps the tracer's own footprint small; several sources share it.
-pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
+fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,14 +32,14 @@ pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
 
 /// SIGINT, SIGTERM and SIGHUP: each ends a run after its final report. SIGHUP
 /// is left alone when it was ignored at start (`nohup`).
-pub struct Signals {
+struct Signals {
     int: Signal,
     term: Signal,
     hup: Option<Signal>,
 }
 
 impl Signals {
-    pub fn new() -> Result<Signals> {
+    fn new() -> Result<Signals> {
         let hup = if ignored(libc::SIGHUP) {
             None
         } else {
@@ -52,7 +52,7 @@ impl Signals {
         })
     }
 
-    pub async fn recv(&mut self) {
+    async fn recv(&mut self) {
         let Signals { int, term, hup } = self;
         let hangup = async {
             match hup {
@@ -78,19 +78,19 @@ fn ignored(sig: libc::c_int) -> bool {
 
 /// The banner (stderr; tests wait for it), printed once every hook is attached
 /// and the signal handlers are in place, so an early Ctrl-C still gets a report.
-pub fn announce(what: &str) {
+fn announce(what: &str) {
     eprintln!("Tracing {what}... Hit Ctrl-C to end.");
 }
 
 /// How often a quiet ring buffer is drained (the kernel side wakes us only once
 /// enough bytes are pending, to batch wake-ups).
-pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// A source's ring buffer, registered with tokio.
-pub struct Ring(AsyncFd<RingBuf<MapData>>);
+struct Ring(AsyncFd<RingBuf<MapData>>);
 
 impl Ring {
-    pub fn take(source: &mut dyn Source) -> Result<Ring> {
+    fn take(source: &mut dyn Source) -> Result<Ring> {
         let ring = source.loaded_mut().take_events()?;
         // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the fd
         // stays open for as long as it is registered.
@@ -99,30 +99,29 @@ impl Ring {
         ))
     }
 
-    /// Hands pending records to `f` until the ring is empty (returns false) or
-    /// `f` returns false (returns true: more may be pending).
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    /// Hands pending records to `f` until the ring is empty or `f` returns
+    /// false.
+    fn drain(&mut self, mut f: impl FnMut(&[u8]) -> bool) {
         let ring = self.0.get_mut();
         while let Some(item) = ring.next() {
             if !f(&item) {
-                return true;
+                return;
             }
         }
-        false
     }
 }
 
 /// Waits until the kernel signals pending records on any of `rings` (never,
 /// for none).
-pub async fn any_readable(rings: &mut [(usize, Ring)]) -> Result<()> {
+async fn any_readable(rings: &mut [(usize, Ring)]) -> Result<()> {
     std::future::poll_fn(|cx| {
         for (_, ring) in rings.iter_mut() {
-            if let std::task::Poll::Ready(guard) = ring.0.poll_read_ready_mut(cx) {
+            if let Poll::Ready(guard) = ring.0.poll_read_ready_mut(cx) {
                 guard.context("polling the ring buffer")?.clear_ready();
-                return std::task::Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(()));
             }
         }
-        std::task::Poll::Pending
+        Poll::Pending
     })
     .await
 }
@@ -333,7 +332,7 @@ fn demands(sinks: &mut [Box<dyn Sink>]) -> impl Future<Output = (usize, Demand)>
 }
 
 /// At exit: lost records are always reported; with -v every counter is.
-pub fn exit_report(source: &dyn Source, verbose: bool) {
+fn exit_report(source: &dyn Source, verbose: bool) {
     let extra: Vec<(&str, u64)> = source
         .in_flight()
         .map(|n| ("in_flight_at_exit", n))

@@ -637,7 +637,7 @@ impl Loaded {
         }
     }
 
-    /// The event tools' ring buffer, `EVENTS`, for `run::stream`.
+    /// The event tools' ring buffer, `EVENTS`, for the run loop.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
         Ok(RingBuf::try_from(map)?)

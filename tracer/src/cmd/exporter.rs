@@ -9,7 +9,8 @@ use clap::{Arg, ArgMatches, Command};
 use super::{Subcommand, one_line};
 use crate::cli;
 use crate::kernel::{self, btf};
-use crate::sink::prometheus::{self, Absent};
+use crate::run;
+use crate::sink::prometheus::{self, Absent, Exporter};
 use crate::tools::{self, TOOLS, Tool};
 
 pub(super) const SUBCOMMAND: Subcommand = Subcommand {
@@ -116,5 +117,7 @@ fn run(m: &ArgMatches) -> Result<()> {
     if sources.is_empty() {
         bail!("none of the tools could start (the lines above say why)");
     }
-    prometheus::serve(sources, absent, listener, top)
+    let what = format!("{} tools for Prometheus", sources.len());
+    let exporter = Exporter::new(listener, absent, top);
+    run::run(sources, vec![Box::new(exporter)], &what, false)
 }

@@ -1,5 +1,7 @@
-//! `tracer exporter`: many sources in one process, sampled at each scrape and
-//! served on `/metrics` (Prometheus text, or OpenMetrics when asked for).
+//! The sink of `tracer exporter`: many sources in one process, sampled at each
+//! scrape and served on `/metrics` (Prometheus text, or OpenMetrics when asked
+//! for). The HTTP side is a task of its own; a scrape asks the sink through a
+//! channel, and the run loop samples every source before the sink answers.
 //!
 //! The HTTP side is deliberately small and defensive: one request per
 //! connection, a bounded request head read within a deadline, a bounded number
@@ -9,11 +11,13 @@
 //! second makes room.
 
 use std::{
-    cell::RefCell,
     collections::HashMap,
     net::SocketAddr,
-    rc::Rc,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -22,13 +26,13 @@ use bytes::Bytes;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{Semaphore, mpsc, oneshot},
     time::timeout,
 };
 
-use crate::run::{self, Signals};
+use crate::sink::{Demand, Round, Sink, Sources};
 use crate::source::{
-    Kind, Source,
+    Sample, Source,
     metrics::{Family, Format, Observations, Registry},
 };
 
@@ -106,10 +110,23 @@ pub struct Absent {
     pub tool: &'static str,
 }
 
-struct State {
-    sources: Vec<Box<dyn Source>>,
+/// A scrape, sent by the HTTP side to the sink: the loop samples every source,
+/// then the sink answers with the exposition in `format`.
+struct Scrape {
+    format: Format,
+    reply: oneshot::Sender<Bytes>,
+}
+
+/// The exporter sink: metrics sampled when a scrape asks (and once at the
+/// start, so that every series starts at zero), served by an HTTP task of
+/// its own.
+pub struct Exporter {
+    /// Until the start, which serves it.
+    listener: Option<std::net::TcpListener>,
     absent: Vec<Absent>,
     registry: Registry,
+    /// What the samples of the current round added.
+    obs: Observations,
     /// Last kernel counter values per source (counters are exported as totals).
     last_counters: Vec<[u64; tracer_common::counters::NUM_COUNTERS as usize]>,
     last_missed: Vec<u64>,
@@ -118,9 +135,17 @@ struct State {
     /// Scrapes served, and how many of them the registry has counted.
     scrapes: u64,
     scrapes_counted: u64,
-    /// Connections closed to make room (see CROWDED_HEAD_DEADLINE), likewise.
-    evicted: u64,
+    /// Connections closed to make room (see CROWDED_HEAD_DEADLINE), counted
+    /// by the HTTP side, and how many of them the registry has counted.
+    evicted: Arc<AtomicU64>,
     evicted_counted: u64,
+    /// Scrapes from the HTTP side, and the one being answered.
+    scrapes_in: Option<mpsc::Receiver<Scrape>>,
+    asking: Option<Scrape>,
+    /// Whether the first sample was taken.
+    primed: bool,
+    /// Process CPU time when the current round was asked for.
+    cpu_at: f64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -135,85 +160,6 @@ fn bpf_stats_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
 }
 
-impl State {
-    /// Samples every source into the registry: each scrape sees the kernel's
-    /// counts as of its request.
-    fn sample(&mut self) {
-        let cpu = cpu_seconds();
-        let stats = bpf_stats_enabled();
-        let mut obs = Observations::default();
-        for (i, source) in self.sources.iter_mut().enumerate() {
-            let tool = source.name();
-            let label = || vec![("tool", tool.to_string())];
-            obs.gauge(&SOURCE_UP, label(), 1.0);
-            if source.kind() == Kind::Aggregate {
-                match source.sample() {
-                    Ok(sample) => source.export(&sample, &mut obs),
-                    Err(e) => {
-                        eprintln!("exporter: reading {tool}: {e:#}");
-                        obs.count(&SOURCE_ERRORS, label(), 1);
-                    }
-                }
-            }
-            match source.loaded().counters() {
-                Ok(now) => {
-                    use tracer_common::counters::Counter;
-                    let last = &mut self.last_counters[i];
-                    for (family, c) in [
-                        (&LOST, Counter::Lost),
-                        (&MAP_FULL, Counter::MapFull),
-                        (&UNMATCHED, Counter::Unmatched),
-                    ] {
-                        let k = c as usize;
-                        obs.count(family, label(), now[k].saturating_sub(last[k]));
-                    }
-                    *last = now;
-                }
-                Err(e) => {
-                    eprintln!("exporter: reading {tool}'s counters: {e:#}");
-                    obs.count(&SOURCE_ERRORS, label(), 1);
-                }
-            }
-            let missed = source.loaded().missed();
-            obs.count(&MISSED, label(), missed.saturating_sub(self.last_missed[i]));
-            self.last_missed[i] = missed;
-            if let Some(n) = source.in_flight() {
-                obs.gauge(&INFLIGHT, label(), n as f64);
-            }
-            if stats {
-                for (prog, p) in source.loaded().ebpf.programs() {
-                    let Ok(info) = p.info() else { continue };
-                    let (runs, ns) = (info.run_count(), info.run_time().as_nanos() as u64);
-                    let last = self.last_bpf.entry((i, prog.to_string())).or_insert((0, 0));
-                    let labels = || vec![("tool", tool.to_string()), ("program", prog.to_string())];
-                    obs.count(&BPF_RUNS, labels(), runs.saturating_sub(last.0));
-                    obs.count_f64(&BPF_TIME, labels(), ns.saturating_sub(last.1) as f64 / 1e9);
-                    *last = (runs, ns);
-                }
-            }
-        }
-        for a in &self.absent {
-            obs.gauge(&SOURCE_UP, vec![("tool", a.tool.to_string())], 0.0);
-        }
-        self.registry.apply(obs);
-        let mut own = Observations::default();
-        for (family, n) in self.registry.folded() {
-            let last = self.last_folded.entry(family).or_insert(0);
-            own.count(&FOLDED, vec![("family", family.to_string())], n - *last);
-            *last = n;
-        }
-        own.count(&SCRAPES, Vec::new(), self.scrapes - self.scrapes_counted);
-        self.scrapes_counted = self.scrapes;
-        own.count(&EVICTED, Vec::new(), self.evicted - self.evicted_counted);
-        self.evicted_counted = self.evicted;
-        own.count_f64(&SCRAPE_CPU, Vec::new(), (cpu_seconds() - cpu).max(0.0));
-        self.registry.apply(own);
-        let mut series = Observations::default();
-        series.gauge(&SERIES, Vec::new(), self.registry.series() as f64 + 1.0);
-        self.registry.apply(series);
-    }
-}
-/// Serves the sources' metrics on `listener` until SIGINT/SIGTERM.
 /// Binds the exporter's address (before any program is loaded, so that a busy
 /// port fails fast).
 pub fn bind(listen: SocketAddr) -> Result<std::net::TcpListener> {
@@ -223,82 +169,208 @@ pub fn bind(listen: SocketAddr) -> Result<std::net::TcpListener> {
     Ok(listener)
 }
 
-pub fn serve(
-    sources: Vec<Box<dyn Source>>,
-    absent: Vec<Absent>,
-    listener: std::net::TcpListener,
-    fold_limit: Option<usize>,
-) -> Result<()> {
-    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
-    let n = sources.len();
-    let state = Rc::new(RefCell::new(State {
-        last_counters: vec![[0; tracer_common::counters::NUM_COUNTERS as usize]; n],
-        last_missed: vec![0; n],
-        last_bpf: HashMap::new(),
-        last_folded: HashMap::new(),
-        sources,
-        absent,
-        registry: Registry::with_fold_limit(fold_limit),
-        scrapes: 0,
-        scrapes_counted: 0,
-        evicted: 0,
-        evicted_counted: 0,
-    }));
-    run::block_on(async move {
+impl Exporter {
+    pub fn new(
+        listener: std::net::TcpListener,
+        absent: Vec<Absent>,
+        fold_limit: Option<usize>,
+    ) -> Exporter {
+        Exporter {
+            listener: Some(listener),
+            absent,
+            registry: Registry::with_fold_limit(fold_limit),
+            obs: Observations::default(),
+            last_counters: Vec::new(),
+            last_missed: Vec::new(),
+            last_bpf: HashMap::new(),
+            last_folded: HashMap::new(),
+            scrapes: 0,
+            scrapes_counted: 0,
+            evicted: Arc::new(AtomicU64::new(0)),
+            evicted_counted: 0,
+            scrapes_in: None,
+            asking: None,
+            primed: false,
+            cpu_at: 0.0,
+        }
+    }
+
+    /// A source's own health: up, its kernel counters, in-flight operations
+    /// and, when kernel.bpf_stats_enabled is 1, its programs' run time.
+    fn observe_source(&mut self, i: usize, source: &dyn Source, stats: bool) {
+        let tool = source.name();
+        let label = || vec![("tool", tool.to_string())];
+        let obs = &mut self.obs;
+        obs.gauge(&SOURCE_UP, label(), 1.0);
+        match source.loaded().counters() {
+            Ok(now) => {
+                use tracer_common::counters::Counter;
+                let last = &mut self.last_counters[i];
+                for (family, c) in [
+                    (&LOST, Counter::Lost),
+                    (&MAP_FULL, Counter::MapFull),
+                    (&UNMATCHED, Counter::Unmatched),
+                ] {
+                    let k = c as usize;
+                    obs.count(family, label(), now[k].saturating_sub(last[k]));
+                }
+                *last = now;
+            }
+            Err(e) => {
+                eprintln!("exporter: reading {tool}'s counters: {e:#}");
+                obs.count(&SOURCE_ERRORS, label(), 1);
+            }
+        }
+        let missed = source.loaded().missed();
+        obs.count(&MISSED, label(), missed.saturating_sub(self.last_missed[i]));
+        self.last_missed[i] = missed;
+        if let Some(n) = source.in_flight() {
+            obs.gauge(&INFLIGHT, label(), n as f64);
+        }
+        if !stats {
+            return;
+        }
+        for (prog, p) in source.loaded().ebpf.programs() {
+            let Ok(info) = p.info() else { continue };
+            let (runs, ns) = (info.run_count(), info.run_time().as_nanos() as u64);
+            let last = self.last_bpf.entry((i, prog.to_string())).or_insert((0, 0));
+            let labels = || vec![("tool", tool.to_string()), ("program", prog.to_string())];
+            obs.count(&BPF_RUNS, labels(), runs.saturating_sub(last.0));
+            obs.count_f64(&BPF_TIME, labels(), ns.saturating_sub(last.1) as f64 / 1e9);
+            *last = (runs, ns);
+        }
+    }
+
+    /// The round's observations into the registry, then the exporter's own:
+    /// each scrape sees the kernel's counts as of its request.
+    fn apply(&mut self, sources: &Sources) {
+        let stats = bpf_stats_enabled();
+        for (i, source) in sources.iter().enumerate() {
+            self.observe_source(i, source.as_ref(), stats);
+        }
+        for a in &self.absent {
+            self.obs
+                .gauge(&SOURCE_UP, vec![("tool", a.tool.to_string())], 0.0);
+        }
+        self.registry.apply(std::mem::take(&mut self.obs));
+        let mut own = Observations::default();
+        for (family, n) in self.registry.folded() {
+            let last = self.last_folded.entry(family).or_insert(0);
+            own.count(&FOLDED, vec![("family", family.to_string())], n - *last);
+            *last = n;
+        }
+        own.count(&SCRAPES, Vec::new(), self.scrapes - self.scrapes_counted);
+        self.scrapes_counted = self.scrapes;
+        let evicted = self.evicted.load(Relaxed);
+        own.count(&EVICTED, Vec::new(), evicted - self.evicted_counted);
+        self.evicted_counted = evicted;
+        own.count_f64(
+            &SCRAPE_CPU,
+            Vec::new(),
+            (cpu_seconds() - self.cpu_at).max(0.0),
+        );
+        self.registry.apply(own);
+        let mut series = Observations::default();
+        series.gauge(&SERIES, Vec::new(), self.registry.series() as f64 + 1.0);
+        self.registry.apply(series);
+    }
+}
+
+impl Sink for Exporter {
+    fn start(&mut self, sources: &Sources) -> Result<()> {
+        self.last_counters =
+            vec![[0; tracer_common::counters::NUM_COUNTERS as usize]; sources.len()];
+        self.last_missed = vec![0; sources.len()];
+        let listener = self.listener.take().context("serving HTTP twice")?;
         let listener = TcpListener::from_std(listener).context("serving HTTP")?;
         let addr = listener.local_addr()?;
-        let mut signals = Signals::new()?;
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async move {
-                // The first sample starts every series at zero.
-                state.borrow_mut().sample();
-                eprintln!(
-                    "exporter: serving {} on http://{addr}/metrics",
-                    names.join(", ")
-                );
-                run::announce(&format!("{n} tools for Prometheus"));
-                loop {
-                    // A slot first, then a client: at the cap, clients wait
-                    // in the kernel's listen queue in the order they came. A
-                    // client refused at once (503) would retry at once too,
-                    // and one reconnecting in a loop would take every freed
-                    // slot before a scraper did.
-                    let slot = tokio::select! {
-                        slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
-                        _ = signals.recv() => break,
-                    };
-                    let stream = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(_) => continue,
-                        },
-                        _ = signals.recv() => break,
-                    };
-                    let (state, slots) = (Rc::clone(&state), Arc::clone(&slots));
-                    tokio::task::spawn_local(async move {
-                        let _ = handle(stream, &state, &slots).await;
-                        drop(slot);
-                    });
+        let (tx, rx) = mpsc::channel(MAX_CONNECTIONS);
+        self.scrapes_in = Some(rx);
+        tokio::spawn(serve(listener, tx, Arc::clone(&self.evicted)));
+        let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+        eprintln!(
+            "exporter: serving {} on http://{addr}/metrics",
+            names.join(", ")
+        );
+        Ok(())
+    }
+
+    fn sample(
+        &mut self,
+        _i: usize,
+        source: &dyn Source,
+        sample: Sample,
+        _round: &Round,
+    ) -> Result<()> {
+        source.export(&sample, &mut self.obs);
+        Ok(())
+    }
+
+    /// Counted and said; the other tools are still served.
+    fn read_failed(&mut self, source: &dyn Source, error: &anyhow::Error) -> bool {
+        let tool = source.name();
+        eprintln!("exporter: reading {tool}: {error:#}");
+        self.obs
+            .count(&SOURCE_ERRORS, vec![("tool", tool.to_string())], 1);
+        true
+    }
+
+    /// The first sample starts every series at zero; then one per scrape.
+    fn poll_demand(&mut self, cx: &mut Context<'_>) -> Poll<Demand> {
+        if self.primed {
+            let Some(scrapes) = &mut self.scrapes_in else {
+                return Poll::Pending;
+            };
+            match scrapes.poll_recv(cx) {
+                Poll::Ready(Some(scrape)) => self.asking = Some(scrape),
+                // The HTTP side is gone (it never ends on its own).
+                Poll::Ready(None) => {
+                    self.scrapes_in = None;
+                    return Poll::Pending;
                 }
-                let mut st = state.borrow_mut();
-                for s in &st.sources {
-                    run::exit_report(s.as_ref(), false);
-                }
-                eprintln!("exporter: served {} scrapes", st.scrapes);
-                // Detach the newest first. Where several tools share a
-                // tracepoint, removing the probe that was attached first
-                // while one other remains makes the kernel wait for an RCU
-                // grace period (10-15 ms here, each): all tools, 54 ms
-                // oldest first, 10-14 ms newest first.
-                while let Some(s) = st.sources.pop() {
-                    drop(s);
-                }
-                Ok(())
-            })
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.primed = true;
+        self.cpu_at = cpu_seconds();
+        Poll::Ready(Demand::Sample)
+    }
+
+    fn answer(&mut self, sources: &Sources) {
+        self.apply(sources);
+        if let Some(scrape) = self.asking.take() {
+            self.scrapes += 1;
+            let _ = scrape.reply.send(self.registry.encode(scrape.format));
+        }
+    }
+
+    fn summary(&self) -> Option<String> {
+        Some(format!("exporter: served {} scrapes", self.scrapes))
+    }
+}
+
+/// The HTTP side: accepts clients while a connection slot is free, each on a
+/// task of its own, until the run ends (and its runtime with it).
+async fn serve(listener: TcpListener, scrapes: mpsc::Sender<Scrape>, evicted: Arc<AtomicU64>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // A slot first, then a client: at the cap, clients wait in the
+        // kernel's listen queue in the order they came. A client refused at
+        // once (503) would retry at once too, and one reconnecting in a loop
+        // would take every freed slot before a scraper did.
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
             .await
-    })
+            .expect("never closed");
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (scrapes, slots, evicted) = (scrapes.clone(), Arc::clone(&slots), Arc::clone(&evicted));
+        tokio::spawn(async move {
+            let _ = handle(stream, &scrapes, &slots, &evicted).await;
+            drop(slot);
+        });
+    }
 }
 
 /// A parsed request head.
@@ -415,8 +487,9 @@ async fn crowded_out(slots: &Semaphore, accepted: Instant) {
 
 async fn handle(
     mut stream: TcpStream,
-    state: &Rc<RefCell<State>>,
+    scrapes: &mpsc::Sender<Scrape>,
     slots: &Semaphore,
+    evicted: &AtomicU64,
 ) -> Result<()> {
     let accepted = Instant::now();
     // Too slow, or in the way: just close.
@@ -426,7 +499,7 @@ async fn handle(
             Err(_) => return Ok(()),
         },
         () = crowded_out(slots, accepted) => {
-            state.borrow_mut().evicted += 1;
+            evicted.fetch_add(1, Relaxed);
             return Ok(());
         }
     };
@@ -470,12 +543,15 @@ async fn handle(
     }
     match req.path.as_str() {
         "/metrics" => {
+            // The run loop samples every source, then the sink answers; it
+            // goes away only when the run ends.
             let format = Format::negotiate(&req.accept);
-            let body = {
-                let mut st = state.borrow_mut();
-                st.sample();
-                st.scrapes += 1;
-                st.registry.encode(format)
+            let (reply, body) = oneshot::channel();
+            if scrapes.send(Scrape { format, reply }).await.is_err() {
+                return Ok(());
+            }
+            let Ok(body) = body.await else {
+                return Ok(());
             };
             respond(stream, 200, "OK", format.content_type(), body, head_only).await
         }
