@@ -554,9 +554,13 @@ mod tests {
     struct Scratch(PathBuf);
 
     impl Scratch {
+        /// A file of its own: tests run on threads at once, and two may
+        /// share a `name`.
         fn new(name: &str, text: &str) -> Scratch {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let path = std::env::temp_dir().join(format!(
-                "tracer-report-{}-{name}.ndjson",
+                "tracer-report-{}-{n}-{name}.ndjson",
                 std::process::id()
             ));
             std::fs::write(&path, text).unwrap();
