@@ -285,6 +285,34 @@ fn tracepoint_name(hook: &Hook) -> &'static str {
 /// request keyed by its address at one hook and by its sector at another
 /// would never match.
 pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
+    let mut config = initial_config(needs, task, dev);
+    let layout = raw_layout();
+    let chooser = Chooser {
+        wanted: needs
+            .chains()
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, c)| c)
+            .collect(),
+        layout: &layout,
+    };
+    let mut sets = chooser.sets()?;
+    classic_fields(&mut config, &sets[sets.len() - 1])?;
+    if let Ok((btf, rq)) = &layout
+        && sets.len() > 1
+    {
+        config.rq = *rq;
+        raw_args(&mut config, &mut sets[0], btf)?;
+        if let Some(with_kprobe) = with_submit_kprobe(&sets[0], &|hook| chooser.no_layout(hook)) {
+            sets.insert(0, with_kprobe);
+        }
+    }
+    Ok(Plan { config, sets })
+}
+
+/// The configuration before any hook is chosen: the filters, and which
+/// optional work the programs do.
+fn initial_config(needs: Needs, task: TaskFilter, dev: u32) -> BlockConfig {
     let mut config = BlockConfig {
         task,
         dev,
@@ -296,21 +324,29 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
     if needs.sizes {
         config.flags |= FLAG_SIZES;
     }
-    let wanted: Vec<&HookChain> = needs
-        .chains()
-        .into_iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, c)| c)
-        .collect();
-    let layout = raw_layout();
-    let no_layout = |hook: &Hook| -> Option<String> {
+    config
+}
+
+/// Why a hook is passed over, given the index of its chain among the wanted.
+type Refuse<'f> = &'f dyn Fn(usize, &Hook) -> Option<String>;
+
+/// Chooses a hook for each wanted chain, for each set to fall back to.
+struct Chooser<'a> {
+    wanted: Vec<&'static HookChain>,
+    layout: &'a Result<(Rc<Btf>, RqLayout), String>,
+}
+
+impl Chooser<'_> {
+    /// Why `hook` cannot be used without the request layout, if it is missing.
+    fn no_layout(&self, hook: &Hook) -> Option<String> {
         hook.passes_arguments()
-            .then(|| layout.as_ref().err().cloned())
+            .then(|| self.layout.as_ref().err().cloned())
             .flatten()
-    };
-    // One choice per wanted chain (by index), passing over what `refuse` names.
-    let choose_all = |refuse: &dyn Fn(usize, &Hook) -> Option<String>| -> Result<Vec<Choice>> {
-        wanted
+    }
+
+    /// One choice per wanted chain (by index), passing over what `refuse` names.
+    fn choose_all(&self, refuse: Refuse) -> Result<Vec<Choice>> {
+        self.wanted
             .iter()
             .enumerate()
             .map(|(i, chain)| {
@@ -320,10 +356,11 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
                 })
             })
             .collect()
-    };
-    // The same, keyed one way: all by address, or all by (dev, sector).
-    let keyed = |refuse: &dyn Fn(usize, &Hook) -> Option<String>| -> Result<Vec<Choice>> {
-        let choices = choose_all(refuse)?;
+    }
+
+    /// The same, keyed one way: all by address, or all by (dev, sector).
+    fn keyed(&self, refuse: Refuse) -> Result<Vec<Choice>> {
+        let choices = self.choose_all(refuse)?;
         let Some(classic) = choices.iter().find(|c| !c.hook.passes_arguments()) else {
             return Ok(choices);
         };
@@ -334,21 +371,43 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
             "the {} hook here is {}, which does not give the request",
             classic.role, classic.hook
         );
-        choose_all(&|_, hook| hook.passes_arguments().then(|| why.clone()))
-    };
-    // The submitter's kprobe is tried in a set of its own, put before the
-    // first (see below): these sets are what to fall back to if the kernel
-    // refuses it.
-    let no_kprobe = |hook: &Hook| -> Option<String> {
-        is_kprobe(hook).then(|| "the kernel refused it (see the note)".to_string())
-    };
-    let mut sets = vec![keyed(&|_, hook| {
-        no_kprobe(hook).or_else(|| no_layout(hook))
-    })?];
-    if sets[0].iter().any(|c| is_btf(&c.hook)) {
-        // The same tracepoints raw: the configuration is the first set's.
-        let first = sets[0].clone();
-        let raw = keyed(&|i, hook| {
+        self.choose_all(&|_, hook| hook.passes_arguments().then(|| why.clone()))
+    }
+
+    /// The sets of hooks, best first: the best this kernel has, then the same
+    /// tracepoints raw if the first has BTF-typed ones, then the classic ones
+    /// if the last so far passes the request.
+    fn sets(&self) -> Result<Vec<Vec<Choice>>> {
+        let mut sets = vec![self.best()?];
+        if sets[0].iter().any(|c| is_btf(&c.hook)) {
+            let raw = self.raw(&sets[0])?;
+            if raw.iter().any(|c| c.hook.passes_arguments()) {
+                sets.push(raw);
+            }
+        }
+        if sets[sets.len() - 1]
+            .iter()
+            .any(|c| c.hook.passes_arguments())
+        {
+            sets.push(self.classic()?);
+        }
+        Ok(sets)
+    }
+
+    /// The best hooks, without the submitter's kprobe: it is tried in a set
+    /// of its own, put before this one (see `with_submit_kprobe`), so that
+    /// these sets are what to fall back to if the kernel refuses it.
+    fn best(&self) -> Result<Vec<Choice>> {
+        self.keyed(&|_, hook| {
+            is_kprobe(hook)
+                .then(|| "the kernel refused it (see the note)".to_string())
+                .or_else(|| self.no_layout(hook))
+        })
+    }
+
+    /// `first`'s tracepoints raw: the configuration is the first set's.
+    fn raw(&self, first: &[Choice]) -> Result<Vec<Choice>> {
+        self.keyed(&|i, hook| {
             if is_btf(hook) {
                 Some("the kernel refused a BTF-typed tracepoint's program".into())
             } else if is_kprobe(hook) {
@@ -358,53 +417,47 @@ pub fn plan(needs: Needs, task: TaskFilter, dev: u32) -> Result<Plan> {
             {
                 Some(format!("not {}", first[i].hook))
             } else {
-                no_layout(hook)
+                self.no_layout(hook)
             }
-        })?;
-        if raw.iter().any(|c| c.hook.passes_arguments()) {
-            sets.push(raw);
-        }
+        })
     }
-    if sets[sets.len() - 1]
-        .iter()
-        .any(|c| c.hook.passes_arguments())
-    {
-        sets.push(choose_all(&|_, hook| {
+
+    /// The classic tracepoints, the last to fall back to.
+    fn classic(&self) -> Result<Vec<Choice>> {
+        self.choose_all(&|_, hook| {
             hook.passes_arguments()
                 .then(|| "the kernel refused a raw or BTF-typed tracepoint's program".into())
-        })?);
+        })
     }
-    let classic = &sets[sets.len() - 1];
+}
+
+/// Each classic tracepoint's record fields, from its format file.
+fn classic_fields(config: &mut BlockConfig, classic: &[Choice]) -> Result<()> {
     for choice in classic {
         let Hook::Tracepoint { category, name } = choice.hook else {
             unreachable!("the last choices are classic tracepoints")
         };
         let format =
             Format::read(category, name)?.with_context(|| format!("{category}:{name} vanished"))?;
-        *role_config(&mut config, choice.role).0 = fields(&format)?;
+        *role_config(config, choice.role).0 = fields(&format)?;
     }
-    if let Ok((btf, rq)) = &layout
-        && sets.len() > 1
-    {
-        config.rq = *rq;
-        for choice in &mut sets[0] {
-            if !choice.hook.passes_arguments() {
-                continue;
-            }
-            let name = tracepoint_name(&choice.hook);
-            *role_config(&mut config, choice.role).1 = rq_arg(btf, name)?;
-            if name == "block_bio_queue" {
-                config.flags |= FLAG_SUBMIT_BIO;
-            }
-            if is_btf(&choice.hook) {
-                choice.btf_id = Some(btf.tracepoint_typedef(name)?);
-            }
+    Ok(())
+}
+
+/// Where each hook of `set` that passes the request passes it, and the BTF
+/// ids of its BTF-typed tracepoints.
+fn raw_args(config: &mut BlockConfig, set: &mut [Choice], btf: &Btf) -> Result<()> {
+    for choice in set.iter_mut().filter(|c| c.hook.passes_arguments()) {
+        let name = tracepoint_name(&choice.hook);
+        *role_config(config, choice.role).1 = rq_arg(btf, name)?;
+        if name == "block_bio_queue" {
+            config.flags |= FLAG_SUBMIT_BIO;
         }
-        if let Some(with_kprobe) = with_submit_kprobe(&sets[0], &no_layout) {
-            sets.insert(0, with_kprobe);
+        if is_btf(&choice.hook) {
+            choice.btf_id = Some(btf.tracepoint_typedef(name)?);
         }
     }
-    Ok(Plan { config, sets })
+    Ok(())
 }
 
 /// `set` with its submitter seen at the kprobe instead of block_bio_queue,
