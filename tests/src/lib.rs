@@ -31,7 +31,9 @@ pub use host::{
     thread_comm, tracepoint_has_field,
 };
 pub use output::{bucket_sum, counter};
-pub use run::{Finished, Run, Tracer, run_command, run_tracer, tracer_bin, wait_for};
+pub use run::{
+    Finished, Run, Tracer, run_command, run_in_own_mounts, run_tracer, tracer_bin, wait_for,
+};
 
 /// Whether the tests run in CI (CI=true), where a skip is a failure.
 pub(crate) fn in_ci() -> bool {

@@ -347,6 +347,19 @@ pub fn run_tracer(args: &[&str]) -> Finished {
     run_command(Command::new(tracer_bin()).args(args))
 }
 
+/// Runs a shell script in a mount namespace of its own (private propagation),
+/// where it may unmount or remount tracefs without touching the machine's.
+pub fn run_in_own_mounts(script: &str) -> Finished {
+    run_command(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ]))
+}
+
 pub fn run_command(cmd: &mut Command) -> Finished {
     let out = cmd.stdin(Stdio::null()).output().expect("running command");
     Finished {

@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use tracer_tests::{Finished, require_tracing, run_command, run_tracer, tracer_bin};
+use tracer_tests::{
+    Finished, require_tracing, run_command, run_in_own_mounts, run_tracer, tracer_bin,
+};
 
 #[test]
 fn bad_intervals_are_one_line_errors() {
@@ -77,14 +79,7 @@ fn tracefs_absent_and_unmountable_is_a_clear_error() {
          exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- {} biolatency",
         tracer_bin().display()
     );
-    let out = run_command(Command::new("unshare").args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]));
+    let out = run_in_own_mounts(&script);
     out.assert_one_line_error(
         "tracefs is not mounted and mounting it at /sys/kernel/tracing failed",
     );
@@ -97,14 +92,7 @@ fn tracefs_is_mounted_when_missing() {
         "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; exec {} doctor",
         tracer_bin().display()
     );
-    let out = run_command(Command::new("unshare").args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]));
+    let out = run_in_own_mounts(&script);
     out.assert_success();
     assert!(
         out.stdout.contains("was not mounted: mounted it now"),

@@ -2,9 +2,9 @@
 //! needs: they say what is missing and what would grant it, never that the
 //! kernel lacks its tracepoints.
 
-use std::{os::unix::fs::PermissionsExt as _, process::Command, sync::Mutex};
+use std::{os::unix::fs::PermissionsExt as _, sync::Mutex};
 
-use tracer_tests::{Finished, ScratchDir, require_tracing, run_command, tracer_bin};
+use tracer_tests::{Finished, ScratchDir, require_tracing, run_in_own_mounts, tracer_bin};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -45,14 +45,7 @@ fn as_nobody(caps: &str, args: &[&str]) -> Finished {
         bin.display(),
         args.join(" ")
     );
-    run_command(Command::new("unshare").args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]))
+    run_in_own_mounts(&script)
 }
 
 #[track_caller]
